@@ -1,0 +1,5 @@
+"""`python -m pgm` is the same as the `pgm` command."""
+
+from pgm.cli import main
+
+main()

@@ -1,0 +1,42 @@
+"""The `pgm` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from pgm.config import ConfigurationError, load_settings
+from pgm.observability import logging as pgm_logging
+
+
+def serve(_arguments: argparse.Namespace) -> int:
+    """Run the PGM with its configuration from the environment."""
+    try:
+        settings = load_settings(os.environ)
+    except ConfigurationError as exc:
+        sys.stderr.write(f"pgm: configuration error: {exc}\n")
+        return 2
+    pgm_logging.configure(settings.log_level)
+    from pgm.http.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=os.environ.get("HTTP_HOST", "0.0.0.0"), port=settings.http_port, log_config=None)  # noqa: S104
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per way of running."""
+    parser = argparse.ArgumentParser(prog="pgm", description="Payment Gateway Manager")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the service (configured by environment variables)").set_defaults(run=serve)
+    commands.add_parser("dev", help="run the local stack on embedded defaults").set_defaults(run=serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `pgm` command."""
+    arguments = build_parser().parse_args(argv)
+    sys.exit(arguments.run(arguments))

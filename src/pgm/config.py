@@ -1,0 +1,190 @@
+"""Configuration from the environment, with the existing PGM's variable names (spec 02)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HTTP_PORT = 3000
+DEFAULT_SQLITE_FILE = "pgm.sqlite3"
+
+
+class ConfigurationError(Exception):
+    """The environment cannot start the service; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class ExternalService:
+    """A provider the PGM does not ship, reached by forwarding /v3/<name>/... to its base URL."""
+
+    name: str
+    base_url: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment, validated once at start-up."""
+
+    http_port: int = DEFAULT_HTTP_PORT
+    log_level: str = "INFO"
+    enabled_providers: tuple[str, ...] = ("sandbox",)
+    payment_callback_url: str | None = None
+    public_url: str = f"http://localhost:{DEFAULT_HTTP_PORT}"
+    database_url: str = f"sqlite:///{DEFAULT_SQLITE_FILE}"
+    flow_manager_url: str | None = None
+    saga_crud_url: str | None = None
+    external_services: tuple[ExternalService, ...] = ()
+    api_token: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    provider_timeout_seconds: float = 10.0
+    sandbox_api_key: str = "sk_sandbox_local"
+    sandbox_webhook_secret: str | None = None
+    sandbox_base_url: str | None = None
+    outbox_poll_seconds: float = 0.5
+    outbox_max_attempts: int = 10
+    outbox_backoff_base_seconds: float = 1.0
+    outbox_backoff_max_seconds: float = 300.0
+    reconcile_poll_seconds: float = 5.0
+    reconcile_after_seconds: float = 60.0
+    reconcile_max_interval_seconds: float = 3600.0
+    reconcile_max_attempts: int = 30
+    provider_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def internal_url(self) -> str:
+        """How this process reaches itself (the sandbox and its callbacks live in it)."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def sandbox_api_url(self) -> str:
+        """Where the sandbox adapter sends its API calls: over HTTP, as to any remote provider."""
+        return (self.sandbox_base_url or f"{self.internal_url}/sandbox").rstrip("/")
+
+    @property
+    def saga_enabled(self) -> bool:
+        """The saga API is on when a Flow Manager is configured (spec 01)."""
+        return bool(self.flow_manager_url)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigurationError(f"{name} must be an http(s) URL, got {raw!r}")
+    return raw
+
+
+def _external_services(path: str | None) -> tuple[ExternalService, ...]:
+    if not path:
+        return ()
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"EXTERNAL_PROVIDERS_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"EXTERNAL_PROVIDERS_CONFIG: {path} is not valid JSON: {exc}") from exc
+    entries = document.get("externalServices") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigurationError('EXTERNAL_PROVIDERS_CONFIG: expected {"externalServices": [...]}')
+    services = []
+    for index, entry in enumerate(entries):
+        name = entry.get("externalService") if isinstance(entry, dict) else None
+        base_url = entry.get("baseUrl") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or not isinstance(base_url, str):
+            raise ConfigurationError(
+                f"EXTERNAL_PROVIDERS_CONFIG: externalServices[{index}] needs externalService and baseUrl strings"
+            )
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"EXTERNAL_PROVIDERS_CONFIG: baseUrl of {name} must be an http(s) URL")
+        services.append(ExternalService(name=name, base_url=base_url.rstrip("/")))
+    return tuple(services)
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the usual `postgresql://` spelling and pick the driver we ship (psycopg 3)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Read and validate the environment; raise ConfigurationError naming what is wrong."""
+    port = _int(env, "HTTP_PORT", DEFAULT_HTTP_PORT, minimum=0)
+    providers = tuple(
+        name.strip().lower() for name in env.get("ENABLED_PROVIDERS", "sandbox").split(",") if name.strip()
+    )
+    flow_manager_url = _url(env, "FLOW_MANAGER_URL")
+    saga_crud_url = _url(env, "SAGA_CRUD_URL")
+    if flow_manager_url and not saga_crud_url:
+        raise ConfigurationError("SAGA_CRUD_URL is required when FLOW_MANAGER_URL is set")
+    database_url = normalise_database_url(env.get("PGM_DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_FILE}")
+    log_level = (env.get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "TRACE", "FATAL", "SILENT"}:
+        raise ConfigurationError(f"LOG_LEVEL {log_level!r} is not a log level")
+    external = _external_services(env.get("EXTERNAL_PROVIDERS_CONFIG"))
+    provider_timeout = _float(env, "PGM_PROVIDER_TIMEOUT_SECONDS", 10.0)
+    reconcile_after = _float(env, "PGM_RECONCILE_AFTER_SECONDS", 60.0)
+    if reconcile_after < provider_timeout:
+        # Reconciliation must never look up a payment whose provider call may still be running.
+        raise ConfigurationError("PGM_RECONCILE_AFTER_SECONDS must not be shorter than PGM_PROVIDER_TIMEOUT_SECONDS")
+    return Settings(
+        http_port=port,
+        log_level=log_level,
+        enabled_providers=providers,
+        payment_callback_url=_url(env, "PAYMENT_CALLBACK_URL"),
+        public_url=(env.get("PGM_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/"),
+        database_url=database_url,
+        flow_manager_url=flow_manager_url.rstrip("/") if flow_manager_url else None,
+        saga_crud_url=saga_crud_url,
+        external_services=external,
+        api_token=env.get("PGM_API_TOKEN") or None,
+        max_body_bytes=_int(env, "PGM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        provider_timeout_seconds=provider_timeout,
+        sandbox_api_key=env.get("SANDBOX_API_KEY") or "sk_sandbox_local",
+        sandbox_webhook_secret=env.get("SANDBOX_WEBHOOK_SECRET") or None,
+        sandbox_base_url=_url(env, "SANDBOX_BASE_URL"),
+        outbox_poll_seconds=_float(env, "PGM_OUTBOX_POLL_SECONDS", 0.5),
+        outbox_max_attempts=_int(env, "PGM_OUTBOX_MAX_ATTEMPTS", 10, minimum=1),
+        outbox_backoff_base_seconds=_float(env, "PGM_OUTBOX_BACKOFF_BASE_SECONDS", 1.0),
+        outbox_backoff_max_seconds=_float(env, "PGM_OUTBOX_BACKOFF_MAX_SECONDS", 300.0),
+        reconcile_poll_seconds=_float(env, "PGM_RECONCILE_POLL_SECONDS", 5.0),
+        reconcile_after_seconds=reconcile_after,
+        reconcile_max_interval_seconds=_float(env, "PGM_RECONCILE_MAX_INTERVAL_SECONDS", 3600.0),
+        reconcile_max_attempts=_int(env, "PGM_RECONCILE_MAX_ATTEMPTS", 30, minimum=1),
+        provider_env={key: value for key, value in env.items() if key.split("_", 1)[0] in PROVIDER_PREFIXES},
+    )
+
+
+PROVIDER_PREFIXES = frozenset(
+    {"STRIPE", "ADYEN", "SATISPAY", "BRAINTREE", "AXERVE", "SCALAPAY", "SOISY", "NEXI", "FLOWPAY", "SANDBOX"}
+)

@@ -1,0 +1,1 @@
+"""Signature schemes shared by several providers (the shared kernel's crypto)."""

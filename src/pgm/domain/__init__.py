@@ -1,0 +1,1 @@
+"""The pure domain: money, statuses, refund arithmetic, idempotency keys. No I/O in this package."""

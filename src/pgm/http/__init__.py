@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI app, routers, validation, the one error shape."""

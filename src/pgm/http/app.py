@@ -1,0 +1,184 @@
+"""The FastAPI application: routers, middleware, and the lifespan that wires and runs everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from pgm import __version__
+from pgm.clock import Clock, SystemClock
+from pgm.config import Settings
+from pgm.container import Container
+from pgm.crypto import timestamped_hmac
+from pgm.http import errors
+from pgm.http.middleware import BodySizeLimit, RequestContext
+from pgm.http.routes import ops, v3
+from pgm.observability.metrics import Metrics
+from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
+from pgm.outbox.writer import Destination
+from pgm.providers.registry import build_registry
+from pgm.sandbox import routes as sandbox_routes
+from pgm.sandbox.books import Books
+from pgm.sandbox.secret import webhook_secret
+from pgm.services.callbacks import CallbackService
+from pgm.services.notifications import PaymentStatusNotifier
+from pgm.services.payments import PaymentService
+from pgm.services.reconciliation import Reconciler
+from pgm.services.settlement import OutcomeListener, ReconcilePolicy, Settlement
+from pgm.store import migrations
+from pgm.store.database import Database
+from pgm.store.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Payment providers behind one API, and a participant in Flow Manager payment sagas.
+
+Amounts are integers in minor units. Every error answers with one JSON shape: `statusCode`, `error`,
+`code`, `message`, and `field` when one field is at fault. Send `Idempotency-Key` to repeat a request
+safely. When `PGM_API_TOKEN` is set, send `Authorization: Bearer <token>` (callbacks excepted)."""
+DOCS_STATIC = "/documentation/static"
+DELIVERY_TIMEOUT_SECONDS = 10.0
+
+
+def create_app(settings: Settings, clock: Clock | None = None, background: bool = True) -> FastAPI:
+    """Build the service; `background=False` leaves the outbox and reconciliation loops to the caller."""
+    the_clock = clock or SystemClock()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(migrations.upgrade, settings.database_url)
+        container = await _wire(app, settings, the_clock, metrics)
+        app.state.container = container
+        tasks: list[asyncio.Task[None]] = []
+        if background:
+            tasks.append(asyncio.create_task(container.dispatcher.run(), name="outbox"))
+            tasks.append(asyncio.create_task(_reconcile_forever(container), name="reconciliation"))
+        log.info("PGM started", extra={"providers": container.registry.names, "port": settings.http_port})
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await container.registry.aclose()
+            await container.outbound.aclose()
+            await container.database.dispose()
+
+    app = FastAPI(
+        title="Payment Gateway Manager",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/documentation/openapi.json",
+    )
+    errors.install(app)
+    app.include_router(ops.build_router())
+    app.include_router(ops.build_docs_router(DOCS_STATIC))
+    app.mount(DOCS_STATIC, StaticFiles(directory=swagger_ui_path), name="documentation-static")
+    app.include_router(v3.build_router())
+    if "sandbox" in settings.enabled_providers:
+        app.include_router(sandbox_routes.build_router())
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=metrics)
+    return app
+
+
+async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics) -> Container:
+    database = Database(settings.database_url)
+    secret = await webhook_secret(database, settings.sandbox_webhook_secret)
+    registry = build_registry(settings, lambda: secret)
+    outbound = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_SECONDS, follow_redirects=False)
+    notifier = PaymentStatusNotifier(enabled=settings.payment_callback_url is not None, now=clock.now)
+    listeners: list[OutcomeListener] = [notifier]
+    policy = ReconcilePolicy(
+        first_after_seconds=settings.reconcile_after_seconds,
+        max_interval_seconds=settings.reconcile_max_interval_seconds,
+        max_attempts=settings.reconcile_max_attempts,
+    )
+    settlement = Settlement(clock, policy, listeners)
+    callbacks = CallbackService(database, settlement, clock, metrics)
+    payments = PaymentService(database, settlement, callbacks, clock, metrics)
+    senders = _senders(settings, outbound, lambda: secret, clock)
+    dispatcher = OutboxDispatcher(
+        database,
+        senders,
+        RetryPolicy(
+            settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds, settings.outbox_max_attempts
+        ),
+        clock,
+        metrics,
+        settings.outbox_poll_seconds,
+    )
+    reconciler = Reconciler(database, registry, payments, callbacks, clock, metrics)
+    if "sandbox" in settings.enabled_providers:
+        app.state.sandbox = sandbox_routes.SandboxContext(
+            database=database,
+            books=Books(settings.public_url),
+            clock=clock,
+            api_key=settings.sandbox_api_key,
+            provider_timeout_seconds=settings.provider_timeout_seconds,
+            wake_dispatcher=dispatcher.wake,
+        )
+    return Container(
+        settings=settings,
+        clock=clock,
+        metrics=metrics,
+        database=database,
+        registry=registry,
+        payments=payments,
+        callbacks=callbacks,
+        reconciler=reconciler,
+        dispatcher=dispatcher,
+        notifier=notifier,
+        outbound=outbound,
+    )
+
+
+def _senders(
+    settings: Settings, client: httpx.AsyncClient, sandbox_secret: Callable[[], str], clock: Clock
+) -> dict[str, Sender]:
+    senders: dict[str, Sender] = {}
+
+    def post_json(url: str) -> Sender:
+        async def send(message: OutboxMessage) -> httpx.Response:
+            return await client.post(url, json=message.payload, headers={"X-Pgm-Message-Id": str(message.id)})
+
+        return send
+
+    if settings.payment_callback_url:
+        senders[Destination.PAYMENT_CALLBACK.value] = post_json(settings.payment_callback_url)
+    if "sandbox" in settings.enabled_providers:
+        target = f"{settings.internal_url}/v3/sandbox/callback"
+
+        async def sandbox_webhook(message: OutboxMessage) -> httpx.Response:
+            # Signed at send time, as a provider does: a retried webhook carries a fresh timestamp.
+            body = json.dumps(message.payload, separators=(",", ":")).encode()
+            signature = timestamped_hmac.header(sandbox_secret(), int(clock.now()), body)
+            return await client.post(
+                target, content=body, headers={"Content-Type": "application/json", "Sandbox-Signature": signature}
+            )
+
+        senders[Destination.SANDBOX_WEBHOOK.value] = sandbox_webhook
+    return senders
+
+
+async def _reconcile_forever(container: Container) -> None:
+    while True:
+        try:
+            await container.reconciler.run_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconciliation pass failed")
+        await asyncio.sleep(container.settings.reconcile_poll_seconds)

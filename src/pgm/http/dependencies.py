@@ -1,0 +1,61 @@
+"""FastAPI dependencies: the container, the API token, and the provider that serves an operation."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from pgm.container import Container
+from pgm.http.errors import ApiError
+from pgm.providers.base import Operation, ProviderAdapter
+
+
+def container(request: Request) -> Container:
+    """The running service's parts."""
+    parts: Container = request.app.state.container
+    return parts
+
+
+Parts = Annotated[Container, Depends(container)]
+
+
+def require_token(request: Request, parts: Parts) -> None:
+    """When PGM_API_TOKEN is set, the caller must send it as a bearer token (compared in constant time)."""
+    expected = parts.settings.api_token
+    if not expected:
+        return
+    supplied = request.headers.get("authorization", "")
+    scheme, _, token = supplied.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(401, "unauthorized", "a valid bearer token is required (PGM_API_TOKEN)")
+
+
+def provider_for(operation: Operation) -> Callable[[Request, Container], Awaitable[ProviderAdapter]]:
+    """A dependency resolving `{provider}` (404 if not enabled) and checking it supports the operation
+    and the `{paymentMethod}` in the path (501 naming both otherwise), before the body is validated."""
+
+    async def resolve(request: Request, parts: Parts) -> ProviderAdapter:
+        name = request.path_params.get("provider", "")
+        adapter = parts.registry.get(name)
+        if adapter is None:
+            enabled = ", ".join(parts.registry.names) or "none"
+            raise ApiError(
+                404, "provider_not_found", f"provider {name!r} is unknown or not enabled (enabled: {enabled})"
+            )
+        if operation not in adapter.capabilities.operations:
+            raise ApiError(501, "not_supported", f"provider {adapter.name} does not support {operation.value}")
+        method = request.path_params.get("paymentMethod")
+        if method is not None and method not in adapter.capabilities.payment_methods:
+            supported = ", ".join(sorted(adapter.capabilities.payment_methods))
+            raise ApiError(
+                501,
+                "not_supported",
+                f"provider {adapter.name} does not support payment method {method!r} for {operation.value} "
+                f"(supported: {supported})",
+            )
+        return adapter
+
+    return resolve

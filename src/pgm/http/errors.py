@@ -1,0 +1,105 @@
+"""One JSON error shape for every error the service answers (spec 02)."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """The error shape: status, machine-readable code, human message, and the offending field."""
+
+    statusCode: int = Field(examples=[400])  # noqa: N815 - wire names follow the existing PGM
+    error: str = Field(examples=["Bad Request"])
+    code: str = Field(examples=["invalid_request"])
+    message: str = Field(examples=["amount: must be greater than zero"])
+    field: str | None = Field(default=None, examples=["amount"])
+    requestId: str | None = Field(default=None, examples=["5f0c6f0e6d0b4a7e9d3f2c1b0a987654"])  # noqa: N815
+
+
+class ApiError(Exception):
+    """An error answered with the error shape."""
+
+    def __init__(self, status_code: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_response(
+    request: Request | None, status_code: int, code: str, message: str, field: str | None = None
+) -> JSONResponse:
+    """Render the error shape."""
+    request_id = getattr(request.state, "request_id", None) if request is not None else None
+    body = ErrorBody(
+        statusCode=status_code,
+        error=HTTPStatus(status_code).phrase,
+        code=code,
+        message=message,
+        field=field,
+        requestId=request_id,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
+
+
+def _field_path(location: tuple[Any, ...] | list[Any]) -> str | None:
+    parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def _validation_message(error: dict[str, Any]) -> tuple[str, str | None]:
+    field = _field_path(error.get("loc", ()))
+    kind = error.get("type", "")
+    if kind == "json_invalid":
+        return "the request body is not valid JSON", None
+    if kind == "missing":
+        return f"{field} is required", field
+    message = str(error.get("msg", "is invalid"))
+    message = message.removeprefix("Value error, ")
+    if kind in ("model_attributes_type", "dict_type") and field is None:
+        return "the request body must be a JSON object", None
+    return (f"{field}: {message}" if field else message), field
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the error shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc.status_code, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        message, field = _validation_message(errors[0]) if errors else ("the request is invalid", None)
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        return error_response(request, 400, "invalid_request", message, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.method} {request.url.path}"
+        response = error_response(request, exc.status_code, codes.get(exc.status_code, "http_error"), detail)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never a stack trace or an internal message to the client: it goes to the log only.
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return error_response(request, 500, "internal_error", "the service failed to handle this request")

@@ -1,0 +1,387 @@
+"""The provider-agnostic /v3 API (spec 02), dispatched to adapters through one interface."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response
+
+from pgm.domain.statuses import Status
+from pgm.http.dependencies import Parts, provider_for, require_token
+from pgm.http.errors import ApiError, ErrorBody
+from pgm.http.schemas import (
+    AuthorizationTokenResponse,
+    ExpireResponse,
+    PayBody,
+    PayByLinkBody,
+    PayByLinkResponse,
+    PaymentStatusBody,
+    PayResponse,
+    RefundBody,
+    RefundResponse,
+    SubscriptionBody,
+    SubscriptionStatusResponse,
+    SubscriptionUpdateResponse,
+)
+from pgm.providers.base import (
+    CallbackRequest,
+    InvalidProviderData,
+    NotSupported,
+    Operation,
+    OutcomeUnknown,
+    PayRequest,
+    PayResultCode,
+    ProviderAdapter,
+    ProviderRejected,
+    RefundRequest,
+    SubscriptionInfo,
+)
+from pgm.services.callbacks import CallbackRejected
+from pgm.services.notifications import payment_status
+from pgm.services.payments import PayOutcome
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in {
+        400: "Invalid request: the message names the field",
+        401: "Missing or wrong bearer token (when PGM_API_TOKEN is set)",
+        404: "Unknown or disabled provider, or unknown payment",
+        409: "Idempotency-Key reused with a different request",
+        413: "Request body too large",
+        501: "The provider does not support this operation or payment method",
+        502: "The provider could not be reached or answered nonsense",
+    }.items()
+}
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Repeat a request safely: the same key returns the first outcome and never pays twice.",
+    ),
+]
+PaymentMethod = Annotated[str, Depends(lambda paymentMethod: paymentMethod)]  # noqa: N803
+
+
+def _operation_key(provider: str, operation: Operation, key: str | None) -> str:
+    return f"api:{provider}:{operation.value}:{key}" if key else f"api:{uuid.uuid4().hex}"
+
+
+def _pay_request(body: PayBody, method: str, key: str, subscription: SubscriptionInfo | None = None) -> PayRequest:
+    return PayRequest(
+        amount=body.amount,
+        currency=body.currency,
+        shop_transaction_id=body.shopTransactionId,
+        payment_method=method,
+        idempotency_key=key,
+        success_redirect_url=body.successRedirectUrl,
+        failure_redirect_url=body.failureRedirectUrl,
+        provider_data=body.providerData,
+        subscription=subscription,
+    )
+
+
+def _check_terms(adapter: ProviderAdapter, request: PayRequest) -> None:
+    if request.currency not in adapter.capabilities.currencies:
+        accepted = ", ".join(sorted(adapter.capabilities.currencies))
+        raise ApiError(400, "invalid_request", f"provider {adapter.name} accepts currencies {accepted}", "currency")
+    interval = request.subscription.interval if request.subscription else None
+    if interval is not None and interval not in adapter.capabilities.intervals:
+        accepted = ", ".join(sorted(adapter.capabilities.intervals)) or "none"
+        raise ApiError(
+            400, "invalid_request", f"provider {adapter.name} accepts intervals {accepted}", "subscriptionInfo.interval"
+        )
+
+
+async def run_pay(parts: Parts, adapter: ProviderAdapter, operation: Operation, request: PayRequest) -> PayOutcome:
+    """Run a pay-like operation, translating adapter errors into API errors."""
+    _check_terms(adapter, request)
+    try:
+        outcome = await parts.payments.start(adapter, operation, request)
+    except InvalidProviderData as exc:
+        raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
+    payment = outcome.payment
+    if outcome.replayed and (
+        payment.amount != request.amount
+        or payment.currency != request.currency
+        or payment.shop_transaction_id != request.shop_transaction_id
+    ):
+        raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for a different request")
+    parts.dispatcher.wake()
+    return outcome
+
+
+def _pay_response(outcome: PayOutcome) -> PayResponse:
+    payment = outcome.payment
+    return PayResponse(
+        result=outcome.result.value,
+        resultDescription=outcome.description,
+        paymentId=payment.provider_payment_id,
+        redirectToUrl=payment.redirect_url if outcome.result is not PayResultCode.KO else None,
+        redirectToUrlMobile=payment.redirect_url_mobile if outcome.result is not PayResultCode.KO else None,
+        subscriptionToken=payment.subscription_token,
+        metadata=payment.provider_metadata or None,
+    )
+
+
+def build_router() -> APIRouter:
+    """All /v3 routes."""
+    router = APIRouter(prefix="/v3", tags=["v3"], responses=ERRORS)
+    secured = [Depends(require_token)]
+
+    @router.post("/{provider}/refund", dependencies=secured, summary="Refund (part of) a payment")
+    async def refund(
+        body: RefundBody,
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.REFUND))],
+        idempotency_key: IdempotencyKey = None,
+    ) -> RefundResponse:
+        """Refunds are checked against what is left (paid - refunded - pending) before the provider is called."""
+        request = RefundRequest(
+            payment_id=body.paymentId,
+            amount=body.amount,
+            currency=body.currency,
+            idempotency_key=_operation_key(adapter.name, Operation.REFUND, idempotency_key),
+            provider_data=body.providerData,
+        )
+        try:
+            outcome = await parts.payments.refund(adapter, request)
+        except InvalidProviderData as exc:
+            raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
+        parts.dispatcher.wake()
+        result: Literal["OK", "KO", "PENDING"] = (
+            "OK" if outcome.status is Status.ACCEPTED else "KO" if outcome.status is Status.FAILED else "PENDING"
+        )
+        return RefundResponse(
+            result=result,
+            resultDescription=outcome.description,
+            refundId=outcome.refund.provider_refund_id if outcome.refund else None,
+        )
+
+    @router.post("/{provider}/pay-by-link", dependencies=secured, summary="Create a payment link")
+    async def pay_by_link(
+        body: PayByLinkBody,
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.PAY_BY_LINK))],
+        idempotency_key: IdempotencyKey = None,
+    ) -> PayByLinkResponse:
+        """The link is the provider's hosted page; the payment settles when the payer pays."""
+        key = _operation_key(adapter.name, Operation.PAY_BY_LINK, idempotency_key)
+        outcome = await run_pay(
+            parts, adapter, Operation.PAY_BY_LINK, _pay_request(body, body.paymentMethod or "pay-by-link", key)
+        )
+        refused = outcome.result is PayResultCode.KO
+        return PayByLinkResponse(
+            resultCode="KO" if refused else "OK",
+            resultDescription=outcome.description,
+            paymentId=outcome.payment.provider_payment_id,
+            link=None if refused else outcome.payment.link,
+        )
+
+    @router.get("/{provider}/status", dependencies=secured, summary="Look a payment up at the provider")
+    async def status(
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.STATUS))],
+        payment_id: Annotated[str, Query(alias="paymentId", min_length=1, max_length=255)],
+    ) -> PaymentStatusBody:
+        """Asks the provider and records the answer when the payment is ours."""
+        return await _status(parts, adapter, payment_id, notify=False)
+
+    @router.get("/{provider}/check", dependencies=secured, summary="Look a payment up and notify")
+    async def check(
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.STATUS))],
+        payment_id: Annotated[str, Query(alias="paymentId", min_length=1, max_length=255)],
+    ) -> PaymentStatusBody:
+        """Like /status, and the result is also pushed to PAYMENT_CALLBACK_URL."""
+        return await _status(parts, adapter, payment_id, notify=True)
+
+    for path in ("/{provider}/callback", "/{provider}/callback/authorization"):
+        router.add_api_route(
+            path,
+            _callback,
+            methods=["GET", "POST"],
+            summary="Provider notifications (called by the provider, never needs the API token)",
+            response_class=Response,
+            responses={200: {"description": "What the provider expects as acknowledgement"}},
+        )
+
+    @router.post(
+        "/{provider}/{paymentMethod}/pay", dependencies=secured, summary="Pay", response_model_exclude_none=True
+    )
+    async def pay(
+        body: PayBody,
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.PAY))],
+        method: PaymentMethod,
+        idempotency_key: IdempotencyKey = None,
+    ) -> PayResponse:
+        """Pay once: OK, KO, PENDING (outcome later) or REDIRECT_TO_URL (the payer acts on the hosted page)."""
+        key = _operation_key(adapter.name, Operation.PAY, idempotency_key)
+        return _pay_response(await run_pay(parts, adapter, Operation.PAY, _pay_request(body, method, key)))
+
+    subscription_operations = (
+        ("schedule", Operation.SUBSCRIPTION_SCHEDULE, "Provider-managed subscription"),
+        ("start", Operation.SUBSCRIPTION_START, "Merchant-managed subscription: create it and pay the first time"),
+        ("pay", Operation.SUBSCRIPTION_PAY, "Merchant-managed subscription: pay again with the stored token"),
+    )
+    for action, operation, summary in subscription_operations:
+        router.add_api_route(
+            f"/{{provider}}/{{paymentMethod}}/subscription/{action}",
+            _subscription_endpoint(operation),
+            methods=["POST"],
+            dependencies=secured,
+            summary=summary,
+            response_model=PayResponse,
+            response_model_exclude_none=True,
+        )
+
+    @router.post(
+        "/{provider}/utility/{paymentMethod}/subscription/token",
+        dependencies=secured,
+        summary="Ask the payer for an authorization token",
+    )
+    async def authorization_token(
+        body: PayBody,
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.AUTHORIZATION_TOKEN))],
+        method: PaymentMethod,
+        idempotency_key: IdempotencyKey = None,
+    ) -> AuthorizationTokenResponse:
+        """The token is usable for subscription payments once the payer approves it."""
+        key = _operation_key(adapter.name, Operation.AUTHORIZATION_TOKEN, idempotency_key)
+        outcome = await run_pay(parts, adapter, Operation.AUTHORIZATION_TOKEN, _pay_request(body, method, key))
+        payment = outcome.payment
+        return AuthorizationTokenResponse(
+            result=outcome.result.value,
+            resultDescription=outcome.description,
+            token=payment.subscription_token or payment.provider_payment_id,
+            redirectToUrl=payment.redirect_url,
+            redirectToUrlMobile=payment.redirect_url_mobile,
+        )
+
+    @router.post(
+        "/{provider}/subscription/update/{subscriptionToken}", dependencies=secured, summary="Change a subscription"
+    )
+    async def update_subscription(
+        subscriptionToken: str,  # noqa: N803
+        body: SubscriptionBody,
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.SUBSCRIPTION_UPDATE))],
+    ) -> SubscriptionUpdateResponse:
+        """New amount or interval for the next charges."""
+        request = _pay_request(body, "subscription", "update", body.subscriptionInfo.to_domain())
+        _check_terms(adapter, request)
+        found = await _provider_call(adapter.update_subscription(subscriptionToken, request))
+        return SubscriptionUpdateResponse(
+            result="OK", resultDescription=f"subscription is {found.status.value}", subscriptionToken=found.token
+        )
+
+    @router.get(
+        "/{provider}/subscription/status/{subscriptionToken}", dependencies=secured, summary="A subscription's status"
+    )
+    async def subscription_status(
+        subscriptionToken: str,  # noqa: N803
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.SUBSCRIPTION_STATUS))],
+    ) -> SubscriptionStatusResponse:
+        """As the provider reports it."""
+        found = await _provider_call(adapter.subscription_status(subscriptionToken))
+        return SubscriptionStatusResponse(
+            status=found.status.value,
+            subscriptionToken=found.token,
+            providerName=adapter.name,
+            metadata=dict(found.metadata) or None,
+        )
+
+    async def expire_subscription(
+        subscriptionToken: str,  # noqa: N803
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.SUBSCRIPTION_EXPIRE))],
+        shop_transaction_id: Annotated[str | None, Query(alias="shopTransactionId", max_length=255)] = None,
+    ) -> ExpireResponse:
+        """No further charges (DELETE; POST is kept for older clients)."""
+        found = await _provider_call(adapter.expire_subscription(subscriptionToken, shop_transaction_id))
+        return ExpireResponse(result="OK", resultDescription=f"subscription is {found.status.value}")
+
+    router.add_api_route(
+        "/{provider}/subscription/expire/{subscriptionToken}",
+        expire_subscription,
+        methods=["DELETE", "POST"],
+        dependencies=secured,
+        summary="Stop a subscription",
+    )
+    return router
+
+
+def _subscription_endpoint(operation: Operation) -> Any:
+    async def endpoint(
+        body: SubscriptionBody,
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(operation))],
+        method: PaymentMethod,
+        idempotency_key: IdempotencyKey = None,
+    ) -> PayResponse:
+        info = body.subscriptionInfo
+        if operation is Operation.SUBSCRIPTION_PAY and not info.token:
+            raise ApiError(400, "invalid_request", "subscriptionInfo.token is required", "subscriptionInfo.token")
+        if operation is not Operation.SUBSCRIPTION_PAY and info.interval is None:
+            raise ApiError(400, "invalid_request", "subscriptionInfo.interval is required", "subscriptionInfo.interval")
+        key = _operation_key(adapter.name, operation, idempotency_key)
+        request = _pay_request(body, method, key, info.to_domain())
+        return _pay_response(await run_pay(parts, adapter, operation, request))
+
+    endpoint.__name__ = operation.value.replace("/", "_")
+    endpoint.__doc__ = f"{operation.value}: pay fields plus subscriptionInfo."
+    return endpoint
+
+
+async def _provider_call(call: Any) -> Any:
+    try:
+        return await call
+    except ProviderRejected as exc:
+        raise ApiError(404, "not_found", str(exc)) from exc
+    except OutcomeUnknown as exc:
+        raise ApiError(502, "provider_unavailable", str(exc)) from exc
+    except NotSupported as exc:
+        raise ApiError(501, "not_supported", str(exc)) from exc
+
+
+async def _status(parts: Parts, adapter: ProviderAdapter, payment_id: str, notify: bool) -> PaymentStatusBody:
+    lookup, payment = await _provider_call(parts.payments.status(adapter, payment_id))
+    if payment is not None:
+        if notify:
+            async with parts.database.write() as session:
+                parts.notifier.push(session, payment)
+            parts.dispatcher.wake()
+        return PaymentStatusBody.model_validate(payment_status(payment))
+    return PaymentStatusBody(
+        status=lookup.status.public,
+        paymentId=lookup.payment_id,
+        shopTransactionId=lookup.shop_transaction_id,
+        providerName=adapter.name,
+        metadata=dict(lookup.metadata) or None,
+    )
+
+
+async def _callback(request: Request, parts: Parts, provider: str) -> Response:
+    adapter = parts.registry.get(provider)
+    if adapter is None:
+        raise ApiError(404, "provider_not_found", f"provider {provider!r} is unknown or not enabled")
+    if Operation.CALLBACK not in adapter.capabilities.operations:
+        raise ApiError(501, "not_supported", f"provider {adapter.name} does not support callbacks")
+    callback = CallbackRequest(
+        method=request.method,
+        path=request.url.path,
+        query=dict(request.query_params),
+        headers={key.lower(): value for key, value in request.headers.items()},
+        body=await request.body(),
+        received_at=parts.clock.now(),
+    )
+    try:
+        answer = await parts.callbacks.receive(adapter, callback)
+    except CallbackRejected as exc:
+        raise ApiError(401, "invalid_signature", f"callback rejected: {exc}") from exc
+    parts.dispatcher.wake()
+    return Response(answer.body, status_code=answer.status_code, media_type=answer.media_type)

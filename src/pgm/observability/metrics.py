@@ -1,0 +1,59 @@
+"""Prometheus metrics (spec 02): requests, provider calls, outbox, saga traffic. One registry per app,
+so several apps in one process (tests) never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric the service exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "pgm_http_requests_total", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
+        )
+        self.http_latency = Histogram(
+            "pgm_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=self.registry
+        )
+        self.provider_calls = Counter(
+            "pgm_provider_calls_total",
+            "Calls to payment providers by outcome (ok, refused, unknown)",
+            ["provider", "operation", "outcome"],
+            registry=self.registry,
+        )
+        self.provider_latency = Histogram(
+            "pgm_provider_call_duration_seconds",
+            "Latency of calls to payment providers",
+            ["provider", "operation"],
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            "pgm_outbox_messages",
+            "Outbox messages by destination and status",
+            ["destination", "status"],
+            registry=self.registry,
+        )
+        self.outbox_attempts = Counter(
+            "pgm_outbox_delivery_attempts_total",
+            "Outbox delivery attempts by result (delivered, retry, dead)",
+            ["destination", "result"],
+            registry=self.registry,
+        )
+        self.callbacks = Counter(
+            "pgm_provider_callbacks_total",
+            "Provider callbacks by result (accepted, rejected, duplicate, deferred)",
+            ["provider", "result"],
+            registry=self.registry,
+        )
+        self.reconciliations = Counter(
+            "pgm_reconciliation_checks_total",
+            "Reconciliation checks of unsettled payments and refunds by result",
+            ["provider", "result"],
+            registry=self.registry,
+        )
+        self.saga_commands = Counter(
+            "pgm_saga_commands_total", "Saga commands received", ["command", "result"], registry=self.registry
+        )
+        self.saga_events = Counter("pgm_saga_events_total", "Saga events emitted", ["event"], registry=self.registry)

@@ -1,0 +1,227 @@
+"""Delivers outbox messages over HTTP until a 2xx (spec 04).
+
+Order: only the oldest undelivered message of an ordering key (a saga, a payment) is ever in flight,
+so messages of one key arrive in the order they were written. Several replicas share the work: a
+message is claimed by a compare-and-set on its lease, so exactly one process sends it at a time.
+
+Failures: connection errors, time-outs, 5xx, 408, 425 and 429 are retried for ever with exponential
+back-off and full jitter (capped), because the receiver will come back. Any other 4xx is an answer
+retrying cannot fix: after `max_attempts` such answers the message becomes a dead letter (visible in
+metrics, logs and /-/outbox, and re-sendable), and the next message of its key goes ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import aliased
+
+from pgm.clock import Clock
+from pgm.observability.metrics import Metrics
+from pgm.outbox.writer import DeliveryStatus
+from pgm.store.database import Database
+from pgm.store.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[OutboxMessage], Awaitable[httpx.Response]]
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+LEASE_SECONDS = 60.0
+BATCH = 100
+CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Back-off of failed deliveries."""
+
+    base_seconds: float
+    max_seconds: float
+    max_attempts: int
+
+    def delay(self, attempts: int, rng: random.Random) -> float:
+        """Full jitter: a random delay up to base x 2^(attempts-1), capped."""
+        ceiling = min(self.max_seconds, self.base_seconds * (2 ** max(attempts - 1, 0)))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+class OutboxDispatcher:
+    """The background loop that empties the outbox."""
+
+    def __init__(
+        self,
+        database: Database,
+        senders: dict[str, Sender],
+        policy: RetryPolicy,
+        clock: Clock,
+        metrics: Metrics,
+        poll_seconds: float,
+    ) -> None:
+        self.database = database
+        self.senders = senders
+        self.policy = policy
+        self.clock = clock
+        self.metrics = metrics
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._rng = random.Random()
+        self._semaphore = asyncio.Semaphore(CONCURRENCY)
+
+    def wake(self) -> None:
+        """New messages were committed: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        while True:
+            try:
+                sent = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox pass failed")
+                sent = 0
+            if sent == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Claim and deliver the heads of every ordering key that are due; return how many were tried."""
+        claimed = await self._claim()
+        if claimed:
+            await asyncio.gather(*(self._deliver(message) for message in claimed))
+        return len(claimed)
+
+    async def _claim(self) -> list[OutboxMessage]:
+        now = self.clock.now()
+        earlier = aliased(OutboxMessage)
+        is_head = ~(
+            select(earlier.id)
+            .where(
+                earlier.destination == OutboxMessage.destination,
+                earlier.ordering_key == OutboxMessage.ordering_key,
+                earlier.status == DeliveryStatus.PENDING.value,
+                earlier.id < OutboxMessage.id,
+            )
+            .exists()
+        )
+        async with self.database.read() as session:
+            heads = (
+                await session.scalars(
+                    select(OutboxMessage)
+                    .where(
+                        OutboxMessage.status == DeliveryStatus.PENDING.value,
+                        OutboxMessage.destination.in_(list(self.senders)),
+                        OutboxMessage.next_attempt_at <= now,
+                        (OutboxMessage.lease_until.is_(None)) | (OutboxMessage.lease_until < now),
+                        is_head,
+                    )
+                    .order_by(OutboxMessage.id)
+                    .limit(BATCH)
+                )
+            ).all()
+        if not heads:
+            return []
+        claimed: list[OutboxMessage] = []
+        async with self.database.write() as session:
+            for message in heads:
+                result = await session.execute(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id == message.id,
+                        OutboxMessage.status == DeliveryStatus.PENDING.value,
+                        and_(
+                            (OutboxMessage.lease_until.is_(None)) | (OutboxMessage.lease_until < now),
+                        ),
+                    )
+                    .values(lease_until=now + LEASE_SECONDS)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(message)
+        return claimed
+
+    async def _deliver(self, message: OutboxMessage) -> None:
+        sender = self.senders[message.destination]
+        status_code: int | None = None
+        error: str | None = None
+        async with self._semaphore:
+            try:
+                response = await sender(message)
+                status_code = response.status_code
+                if not 200 <= status_code < 300:
+                    error = f"HTTP {status_code}: {response.text[:300]}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+            except Exception as exc:  # a sender bug must not stop the dispatcher
+                log.exception("outbox sender failed", extra={"destination": message.destination})
+                error = f"{type(exc).__name__}"
+        await self._record(message, status_code, error)
+
+    async def _record(self, message: OutboxMessage, status_code: int | None, error: str | None) -> None:
+        now = self.clock.now()
+        async with self.database.write() as session:
+            row = await session.get(OutboxMessage, message.id)
+            if row is None:
+                return
+            row.attempts += 1
+            row.lease_until = None
+            row.last_status_code = status_code
+            if error is None:
+                row.status = DeliveryStatus.DELIVERED.value
+                row.delivered_at = now
+                row.last_error = None
+                result = "delivered"
+            else:
+                row.last_error = error
+                permanent = status_code is not None and 400 <= status_code < 500 and status_code not in RETRYABLE_STATUS
+                if permanent and row.attempts >= self.policy.max_attempts:
+                    row.status = DeliveryStatus.DEAD.value
+                    result = "dead"
+                    log.error(
+                        "outbox message dead-lettered",
+                        extra={"destination": row.destination, "messageId": row.id, "error": error},
+                    )
+                else:
+                    row.next_attempt_at = now + self.policy.delay(row.attempts, self._rng)
+                    result = "retry"
+        self.metrics.outbox_attempts.labels(message.destination, result).inc()
+        if result == "delivered":
+            # The next message of this key may be waiting behind this one.
+            self.wake()
+
+    async def refresh_backlog_metrics(self) -> None:
+        """Update the outbox gauge from the store."""
+        async with self.database.read() as session:
+            rows = (
+                await session.execute(
+                    select(OutboxMessage.destination, OutboxMessage.status, func.count())
+                    .where(OutboxMessage.status != DeliveryStatus.DELIVERED.value)
+                    .group_by(OutboxMessage.destination, OutboxMessage.status)
+                )
+            ).all()
+        self.metrics.outbox_backlog.clear()
+        for destination, status, count in rows:
+            self.metrics.outbox_backlog.labels(destination, status).set(count)
+
+    async def resend(self, message_id: int) -> bool:
+        """Put a dead letter back in line; False when there is no such dead letter."""
+        async with self.database.write() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id, OutboxMessage.status == DeliveryStatus.DEAD.value)
+                .values(
+                    status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=self.clock.now(), lease_until=None
+                )
+            )
+            resent = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        if resent:
+            self.wake()
+        return resent

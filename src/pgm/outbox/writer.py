@@ -1,0 +1,43 @@
+"""Writing to the outbox, always inside the caller's transaction."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pgm.store.models import OutboxMessage
+
+
+class Destination(enum.StrEnum):
+    """Where an outbox message goes; each destination has one sender in the dispatcher."""
+
+    PAYMENT_CALLBACK = "payment-callback"
+    FLOW_MANAGER = "flow-manager"
+    SANDBOX_WEBHOOK = "sandbox-webhook"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where a message stands."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    DEAD = "DEAD"
+
+
+def enqueue(
+    session: AsyncSession, destination: Destination, ordering_key: str, payload: dict[str, Any], now: float
+) -> OutboxMessage:
+    """Add a message; it is delivered only if the surrounding transaction commits."""
+    message = OutboxMessage(
+        destination=destination.value,
+        ordering_key=ordering_key,
+        payload=payload,
+        status=DeliveryStatus.PENDING.value,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(message)
+    return message

@@ -1,0 +1,56 @@
+"""The one way adapters talk HTTP: a shared httpx client with time-outs, and its faults classified."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from pgm.providers.base import OutcomeUnknown, ProviderRejected
+
+
+def provider_client(base_url: str, timeout_seconds: float, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    """An HTTP client for one provider: every call is bounded by the provider time-out."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout_seconds),
+        headers=headers or {},
+        follow_redirects=False,
+    )
+
+
+async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send a request; a lost answer raises OutcomeUnknown, never a generic network error."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise OutcomeUnknown(f"the provider did not answer in time ({type(exc).__name__})") from exc
+    except httpx.HTTPError as exc:
+        raise OutcomeUnknown(f"the provider could not be reached ({type(exc).__name__})") from exc
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a 2xx answer; 5xx and malformed answers leave the outcome unknown, 4xx is a refusal."""
+    if response.status_code >= 500:
+        raise OutcomeUnknown(f"the provider answered HTTP {response.status_code}")
+    if response.status_code >= 400:
+        raise ProviderRejected(_error_text(response))
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise OutcomeUnknown(f"the provider answered HTTP {response.status_code} with a body that is not JSON") from exc
+    if not isinstance(body, dict):
+        raise OutcomeUnknown("the provider answered with JSON that is not an object")
+    return body
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"the provider refused the request (HTTP {response.status_code})"
+    message = body.get("message") or body.get("error") if isinstance(body, dict) else None
+    if isinstance(message, dict):
+        message = message.get("message")
+    suffix = f": {message}" if isinstance(message, str) and message else ""
+    return f"the provider refused the request (HTTP {response.status_code}){suffix}"

@@ -1,0 +1,2 @@
+"""The built-in sandbox provider (spec 03): a payment provider with its own API, state, hosted pages
+and signed webhooks, served by the PGM process but reached only over HTTP, like any remote provider."""

@@ -1,0 +1,446 @@
+"""The sandbox's HTTP surface: its provider API (Bearer key), the pinned introspection endpoint, and
+the hosted pages a payer clicks (spec 03)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Header, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from pgm.clock import Clock
+from pgm.sandbox.books import (
+    Books,
+    Outcome,
+    PaymentKind,
+    PaymentOrder,
+    SandboxRefusal,
+    payment_json,
+    refund_json,
+    token_json,
+)
+from pgm.store.database import Database
+from pgm.store.models import SandboxPayment, SandboxRefund, SandboxToken
+
+TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
+)
+MAX_DELAY_MS = 120_000
+
+
+@dataclass
+class SandboxContext:
+    """What the sandbox needs from the process it runs in."""
+
+    database: Database
+    books: Books
+    clock: Clock
+    api_key: str
+    provider_timeout_seconds: float
+    wake_dispatcher: Callable[[], None]
+
+
+def _context(request: Request) -> SandboxContext:
+    context: SandboxContext = request.app.state.sandbox
+    return context
+
+
+Context = Annotated[SandboxContext, Depends(_context)]
+
+
+def _error(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message}}, status_code=status_code)
+
+
+def _authorised(context: SandboxContext, authorization: str | None) -> bool:
+    expected = f"Bearer {context.api_key}"
+    return authorization is not None and hmac.compare_digest(authorization.encode(), expected.encode())
+
+
+class PaymentBody(BaseModel):
+    """Create a payment at the sandbox."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: PaymentKind = PaymentKind.PAYMENT
+    amount: int = Field(gt=0)
+    currency: str = Field(min_length=3, max_length=3)
+    reference: str = Field(min_length=1, max_length=255)
+    outcome: Outcome = Outcome.REDIRECT_TO_URL
+    delayMs: int = Field(default=0, ge=0, le=MAX_DELAY_MS)  # noqa: N815 - the sandbox API's own spelling
+    successUrl: str | None = None  # noqa: N815
+    failureUrl: str | None = None  # noqa: N815
+    interval: str | None = None
+    intervalCount: int | None = None  # noqa: N815
+    token: str | None = None
+
+
+class RefundBody(BaseModel):
+    """Refund part of a sandbox payment."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    amount: int = Field(gt=0)
+    outcome: Outcome = Outcome.OK
+    delayMs: int = Field(default=0, ge=0, le=MAX_DELAY_MS)  # noqa: N815
+
+
+class TokenUpdateBody(BaseModel):
+    """Change a subscription's terms."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    amount: int | None = Field(default=None, gt=0)
+    interval: str | None = None
+    intervalCount: int | None = Field(default=None, gt=0)  # noqa: N815
+
+
+def build_router() -> APIRouter:
+    """All sandbox routes, mounted under /sandbox."""
+    router = APIRouter(prefix="/sandbox", include_in_schema=False)
+    api = "/api/v1"
+
+    async def answer_later(context: SandboxContext, outcome: Outcome, delay_ms: int) -> None:
+        context.wake_dispatcher()
+        delay = delay_ms / 1000
+        if outcome is Outcome.TIMEOUT:
+            # Answer only after the PGM has given up waiting: the answer is lost in transit.
+            delay += context.provider_timeout_seconds + 1.0
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    @router.post(api + "/payments")
+    async def create_payment(
+        body: PaymentBody,
+        context: Context,
+        authorization: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        if body.outcome is Outcome.ERROR:
+            await answer_later(context, body.outcome, body.delayMs)
+            return _error(500, "sandbox internal error (sandboxOutcome ERROR)")
+        order = PaymentOrder(
+            kind=body.kind,
+            amount=body.amount,
+            currency=body.currency,
+            reference=body.reference,
+            outcome=body.outcome,
+            idempotency_key=idempotency_key,
+            success_url=body.successUrl,
+            failure_url=body.failureUrl,
+            interval=body.interval,
+            interval_count=body.intervalCount,
+            token=body.token,
+        )
+        async with context.database.write() as session:
+            payment = await context.books.create_payment(session, order, context.clock.now())
+            result = payment_json(payment, context.books.public_url)
+        await answer_later(context, body.outcome, body.delayMs)
+        result["nextAction"] = "redirect" if body.outcome is Outcome.REDIRECT_TO_URL else None
+        return JSONResponse(result, status_code=201)
+
+    @router.get(api + "/payments/{payment_id}")
+    async def get_payment(
+        payment_id: str, context: Context, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        async with context.database.read() as session:
+            payment = await session.get(SandboxPayment, payment_id)
+            if payment is None:
+                return _error(404, f"no payment {payment_id}")
+            return JSONResponse(payment_json(payment, context.books.public_url))
+
+    @router.get(api + "/payments")
+    async def find_payments(
+        context: Context,
+        idempotency_key: Annotated[str, Query(alias="idempotencyKey")],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        async with context.database.read() as session:
+            payments = (
+                await session.scalars(select(SandboxPayment).where(SandboxPayment.idempotency_key == idempotency_key))
+            ).all()
+            return JSONResponse({"data": [payment_json(p, context.books.public_url) for p in payments]})
+
+    @router.post(api + "/payments/{payment_id}/refunds")
+    async def create_refund(
+        payment_id: str,
+        body: RefundBody,
+        context: Context,
+        authorization: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        if body.outcome not in (Outcome.OK, Outcome.KO, Outcome.PENDING):
+            return _error(400, "refund outcome must be OK, KO or PENDING")
+        try:
+            async with context.database.write() as session:
+                payment = await session.get(SandboxPayment, payment_id)
+                if payment is None:
+                    return _error(404, f"no payment {payment_id}")
+                refund = await context.books.refund(
+                    session, payment, body.amount, body.outcome, idempotency_key, context.clock.now()
+                )
+                result = refund_json(refund, context.books.public_url)
+        except SandboxRefusal as refusal:
+            return _error(refusal.status_code, str(refusal))
+        await answer_later(context, body.outcome, body.delayMs)
+        return JSONResponse(result, status_code=201)
+
+    @router.get(api + "/refunds/{refund_id}")
+    async def get_refund(
+        refund_id: str, context: Context, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        async with context.database.read() as session:
+            refund = await session.get(SandboxRefund, refund_id)
+            if refund is None:
+                return _error(404, f"no refund {refund_id}")
+            return JSONResponse(refund_json(refund, context.books.public_url))
+
+    @router.get(api + "/refunds")
+    async def find_refunds(
+        context: Context,
+        idempotency_key: Annotated[str, Query(alias="idempotencyKey")],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        async with context.database.read() as session:
+            refunds = (
+                await session.scalars(select(SandboxRefund).where(SandboxRefund.idempotency_key == idempotency_key))
+            ).all()
+            return JSONResponse({"data": [refund_json(r, context.books.public_url) for r in refunds]})
+
+    @router.post(api + "/authorizations")
+    async def create_authorization(
+        body: PaymentBody,
+        context: Context,
+        authorization: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        if body.outcome is Outcome.ERROR:
+            await answer_later(context, body.outcome, body.delayMs)
+            return _error(500, "sandbox internal error (sandboxOutcome ERROR)")
+        order = PaymentOrder(
+            kind=body.kind,
+            amount=body.amount,
+            currency=body.currency,
+            reference=body.reference,
+            outcome=body.outcome,
+            idempotency_key=idempotency_key,
+            success_url=body.successUrl,
+            failure_url=body.failureUrl,
+        )
+        async with context.database.write() as session:
+            token = await context.books.create_authorization(session, order, context.clock.now())
+            result = token_json(token, context.books.public_url)
+        await answer_later(context, body.outcome, body.delayMs)
+        return JSONResponse(result, status_code=201)
+
+    @router.get(api + "/tokens")
+    async def find_tokens(
+        context: Context,
+        idempotency_key: Annotated[str, Query(alias="idempotencyKey")],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        async with context.database.read() as session:
+            tokens = (
+                await session.scalars(select(SandboxToken).where(SandboxToken.idempotency_key == idempotency_key))
+            ).all()
+            return JSONResponse({"data": [token_json(t, context.books.public_url) for t in tokens]})
+
+    @router.get(api + "/tokens/{token}")
+    async def get_token(
+        token: str, context: Context, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        async with context.database.read() as session:
+            found = await session.get(SandboxToken, token)
+            if found is None:
+                return _error(404, f"no token {token}")
+            return JSONResponse(token_json(found, context.books.public_url))
+
+    @router.post(api + "/tokens/{token}")
+    async def update_token(
+        token: str, body: TokenUpdateBody, context: Context, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        async with context.database.write() as session:
+            found = await session.get(SandboxToken, token)
+            if found is None:
+                return _error(404, f"no token {token}")
+            if found.status in ("CANCELED", "EXPIRED"):
+                return _error(409, f"token {token} is {found.status}")
+            found.amount = body.amount or found.amount
+            found.interval = body.interval or found.interval
+            found.interval_count = body.intervalCount or found.interval_count
+            found.updated_at = context.clock.now()
+            return JSONResponse(token_json(found, context.books.public_url))
+
+    @router.post(api + "/tokens/{token}/cancel")
+    async def cancel_token(
+        token: str, context: Context, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        if not _authorised(context, authorization):
+            return _error(401, "invalid API key")
+        async with context.database.write() as session:
+            found = await session.get(SandboxToken, token)
+            if found is None:
+                return _error(404, f"no token {token}")
+            if found.status not in ("CANCELED", "EXPIRED"):
+                found.status = "EXPIRED" if found.status == "ACTIVE" else "CANCELED"
+                found.updated_at = context.clock.now()
+            return JSONResponse(token_json(found, context.books.public_url))
+
+    @router.get("/payments")
+    async def list_payments(
+        context: Context, shop_transaction_id: Annotated[str, Query(alias="shopTransactionId", min_length=1)]
+    ) -> Response:
+        """Introspection (spec 03): the sandbox's payments for a merchant reference, with their refunds."""
+        async with context.database.read() as session:
+            payments = (
+                await session.scalars(
+                    select(SandboxPayment)
+                    .where(SandboxPayment.shop_transaction_id == shop_transaction_id)
+                    .order_by(SandboxPayment.created_at, SandboxPayment.id)
+                )
+            ).all()
+            refunds = (
+                await session.scalars(
+                    select(SandboxRefund)
+                    .where(SandboxRefund.payment_id.in_([p.id for p in payments]))
+                    .order_by(SandboxRefund.created_at, SandboxRefund.id)
+                )
+            ).all()
+        return JSONResponse([_introspection(p, [r for r in refunds if r.payment_id == p.id]) for p in payments])
+
+    @router.get("/checkout/{payment_id}", response_class=HTMLResponse)
+    async def checkout_page(payment_id: str, context: Context) -> Response:
+        async with context.database.read() as session:
+            payment = await session.get(SandboxPayment, payment_id)
+        if payment is None:
+            return _page("missing.html", 404, what="payment", ident=payment_id)
+        return _page("checkout.html", 200, payment=payment)
+
+    @router.post("/checkout/{payment_id}", response_class=HTMLResponse)
+    async def checkout_decision(payment_id: str, decision: Annotated[str, Form()], context: Context) -> Response:
+        if decision not in ("approve", "decline"):
+            return _page("missing.html", 400, what="decision", ident=decision)
+        try:
+            async with context.database.write() as session:
+                payment = await session.get(SandboxPayment, payment_id)
+                if payment is None:
+                    return _page("missing.html", 404, what="payment", ident=payment_id)
+                await context.books.decide_payment(session, payment, decision == "approve", context.clock.now())
+        except SandboxRefusal as refusal:
+            return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
+        context.wake_dispatcher()
+        approved = payment.status == "ACCEPTED"
+        return _page(
+            "result.html",
+            200,
+            title="Payment approved" if approved else "Payment declined",
+            message=f"{payment.amount / 100:.2f} {payment.currency} for {payment.shop_transaction_id}",
+            link=payment.success_url if approved else payment.failure_url,
+        )
+
+    @router.get("/authorizations/{token}", response_class=HTMLResponse)
+    async def authorization_page(token: str, context: Context) -> Response:
+        async with context.database.read() as session:
+            found = await session.get(SandboxToken, token)
+        if found is None:
+            return _page("missing.html", 404, what="authorization", ident=token)
+        return _page("authorization.html", 200, token=found)
+
+    @router.post("/authorizations/{token}", response_class=HTMLResponse)
+    async def authorization_decision(token: str, decision: Annotated[str, Form()], context: Context) -> Response:
+        if decision not in ("approve", "decline"):
+            return _page("missing.html", 400, what="decision", ident=decision)
+        try:
+            async with context.database.write() as session:
+                found = await session.get(SandboxToken, token)
+                if found is None:
+                    return _page("missing.html", 404, what="authorization", ident=token)
+                await context.books.decide_authorization(session, found, decision == "approve", context.clock.now())
+        except SandboxRefusal as refusal:
+            return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
+        context.wake_dispatcher()
+        approved = found.status == "ACTIVE"
+        return _page(
+            "result.html",
+            200,
+            title="Authorization granted" if approved else "Authorization refused",
+            message=f"Token {found.token} for {found.shop_transaction_id}",
+            link=found.success_url if approved else found.failure_url,
+        )
+
+    @router.get("/refunds/{refund_id}", response_class=HTMLResponse)
+    async def refund_page(refund_id: str, context: Context) -> Response:
+        async with context.database.read() as session:
+            refund = await session.get(SandboxRefund, refund_id)
+        if refund is None:
+            return _page("missing.html", 404, what="refund", ident=refund_id)
+        return _page("refund.html", 200, refund=refund)
+
+    @router.post("/refunds/{refund_id}", response_class=HTMLResponse)
+    async def refund_decision(refund_id: str, decision: Annotated[str, Form()], context: Context) -> Response:
+        if decision not in ("approve", "decline"):
+            return _page("missing.html", 400, what="decision", ident=decision)
+        try:
+            async with context.database.write() as session:
+                refund = await session.get(SandboxRefund, refund_id)
+                if refund is None:
+                    return _page("missing.html", 404, what="refund", ident=refund_id)
+                await context.books.decide_refund(session, refund, decision == "approve", context.clock.now())
+        except SandboxRefusal as refusal:
+            return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
+        context.wake_dispatcher()
+        return _page(
+            "result.html",
+            200,
+            title="Refund approved" if refund.status == "ACCEPTED" else "Refund declined",
+            message=f"{refund.amount / 100:.2f} refunded on {refund.payment_id}"
+            if refund.status == "ACCEPTED"
+            else f"Refund {refund.id} declined",
+            link=None,
+        )
+
+    return router
+
+
+def _introspection(payment: SandboxPayment, refunds: list[SandboxRefund]) -> dict[str, Any]:
+    return {
+        "paymentId": payment.id,
+        "kind": payment.kind,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "status": payment.status,
+        "shopTransactionId": payment.shop_transaction_id,
+        "refunds": [{"refundId": r.id, "amount": r.amount, "status": r.status} for r in refunds],
+    }
+
+
+def _page(template: str, status_code: int, **values: Any) -> HTMLResponse:
+    return HTMLResponse(TEMPLATES.get_template(template).render(**values), status_code=status_code)

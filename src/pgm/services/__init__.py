@@ -1,0 +1,1 @@
+"""Application services, one per use case: pay, refund, callbacks, reconciliation, notifications."""

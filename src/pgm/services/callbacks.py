@@ -1,0 +1,259 @@
+"""Provider callbacks (spec 04): stored raw before anything else, verified the provider's way,
+de-duplicated on the provider's event id, then applied. A notification about a payment we do not
+know yet is kept (DEFERRED) and applied as soon as the payment is known: never acknowledged and lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pgm.clock import Clock
+from pgm.domain.statuses import Status
+from pgm.observability.metrics import Metrics
+from pgm.providers.base import (
+    CallbackAnswer,
+    CallbackRequest,
+    InvalidCallback,
+    Notification,
+    OutcomeUnknown,
+    ProviderAdapter,
+    ProviderRejected,
+    Subject,
+)
+from pgm.services.provider_calls import observed
+from pgm.services.settlement import Settlement, Source
+from pgm.store.database import Database
+from pgm.store.models import Payment, ProviderCallback, ProviderEvent, Refund
+
+log = logging.getLogger(__name__)
+
+# Headers worth keeping with a raw callback: enough to re-verify, nothing that authenticates us.
+KEPT_HEADERS = frozenset({"content-type", "user-agent", "sandbox-signature", "stripe-signature", "x-request-id"})
+DEFERRED_RETRY_SECONDS = 1.0
+DEFERRED_MAX_ATTEMPTS = 40
+
+
+class EventStatus(enum.StrEnum):
+    """Where a verified notification stands."""
+
+    DEFERRED = "DEFERRED"
+    PROCESSED = "PROCESSED"
+    ORPHANED = "ORPHANED"
+
+
+class CallbackRejected(Exception):
+    """The callback is not provably from the provider; answer 401 and change nothing."""
+
+
+class CallbackService:
+    """Receives, verifies, de-duplicates and applies provider notifications."""
+
+    def __init__(self, database: Database, settlement: Settlement, clock: Clock, metrics: Metrics) -> None:
+        self.database = database
+        self.settlement = settlement
+        self.clock = clock
+        self.metrics = metrics
+
+    async def receive(self, adapter: ProviderAdapter, request: CallbackRequest) -> CallbackAnswer:
+        """Handle one HTTP callback end to end; raise CallbackRejected for forged or stale ones."""
+        async with self.database.write() as session:
+            raw = ProviderCallback(
+                provider=adapter.name,
+                method=request.method,
+                path=request.path,
+                query="&".join(f"{k}={v}" for k, v in request.query.items()),
+                headers={k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
+                body=request.body,
+                status="RECEIVED",
+                received_at=request.received_at,
+            )
+            session.add(raw)
+        try:
+            notifications = await adapter.parse_callback(request)
+        except InvalidCallback as exc:
+            async with self.database.write() as session:
+                stored = await session.get(ProviderCallback, raw.id)
+                assert stored is not None
+                stored.status, stored.reason = "REJECTED", str(exc)
+            self.metrics.callbacks.labels(adapter.name, "rejected").inc()
+            log.warning("callback rejected", extra={"provider": adapter.name, "reason": str(exc)})
+            raise CallbackRejected(str(exc)) from exc
+        fresh: list[int] = []
+        for notification in notifications:
+            event_id = await self._store_event(adapter.name, raw.id, notification)
+            if event_id is None:
+                self.metrics.callbacks.labels(adapter.name, "duplicate").inc()
+            else:
+                fresh.append(event_id)
+        async with self.database.write() as session:
+            stored = await session.get(ProviderCallback, raw.id)
+            assert stored is not None
+            stored.status = "ACCEPTED"
+        for event_id in fresh:
+            await self.apply(adapter, event_id)
+        return adapter.callback_answer()
+
+    async def _store_event(self, provider: str, callback_id: int, notification: Notification) -> int | None:
+        """Insert the notification once; None when this provider event id was seen before."""
+        try:
+            async with self.database.write() as session:
+                duplicate = await session.scalar(
+                    select(ProviderEvent.id).where(
+                        ProviderEvent.provider == provider, ProviderEvent.event_id == notification.event_id
+                    )
+                )
+                if duplicate is not None:
+                    return None
+                event = ProviderEvent(
+                    provider=provider,
+                    event_id=notification.event_id,
+                    callback_id=callback_id,
+                    subject_id=_subject_id(notification),
+                    notification=notification.to_json(),
+                    status=EventStatus.DEFERRED.value,
+                    attempts=0,
+                    next_attempt_at=self.clock.now(),
+                    received_at=self.clock.now(),
+                )
+                session.add(event)
+                await session.flush()
+                return event.id
+        except IntegrityError:
+            # The same event delivered twice at the same moment: the other delivery stored it.
+            return None
+
+    async def apply(self, adapter: ProviderAdapter, event_id: int) -> None:
+        """Apply one stored notification, or leave it DEFERRED for later if its subject is unknown."""
+        async with self.database.read() as session:
+            event = await session.get(ProviderEvent, event_id)
+            if event is None or event.status != EventStatus.DEFERRED:
+                return
+            notification = Notification.from_json(event.notification)
+            known = await self._subject(session, adapter.name, notification) is not None
+        reported = notification.status
+        if known and reported is None:
+            reported = await self._ask_provider(adapter, notification)
+        async with self.database.write() as session:
+            event = await session.get(ProviderEvent, event_id)
+            if event is None or event.status != EventStatus.DEFERRED:
+                return
+            subject = await self._subject(session, adapter.name, notification)
+            if subject is None or reported is None:
+                self._defer(
+                    event, "the payment is not known yet" if subject is None else "the provider did not confirm"
+                )
+                self.metrics.callbacks.labels(adapter.name, "deferred").inc()
+                return
+            payment, refund = subject
+            locked = await self.database.lock_payment(session, payment.id)
+            assert locked is not None
+            if refund is None:
+                await self.settlement.payment_status(session, locked, reported, Source.CALLBACK, None)
+            else:
+                await self.settlement.refund_status(session, locked, refund, reported, Source.CALLBACK, None)
+            event.status = EventStatus.PROCESSED.value
+            event.processed_at = self.clock.now()
+            self.metrics.callbacks.labels(adapter.name, "accepted").inc()
+
+    async def apply_deferred(self, adapter: ProviderAdapter, subject_id: str) -> None:
+        """Apply the notifications that were waiting for this payment or refund to become known."""
+        async with self.database.read() as session:
+            waiting = (
+                await session.scalars(
+                    select(ProviderEvent.id)
+                    .where(
+                        ProviderEvent.provider == adapter.name,
+                        ProviderEvent.subject_id == subject_id,
+                        ProviderEvent.status == EventStatus.DEFERRED.value,
+                    )
+                    .order_by(ProviderEvent.id)
+                )
+            ).all()
+        for event_id in waiting:
+            await self.apply(adapter, event_id)
+
+    async def due_deferred(self, limit: int = 100) -> list[tuple[str, int]]:
+        """Deferred notifications whose next attempt is due, as (provider, event id)."""
+        async with self.database.read() as session:
+            rows = (
+                await session.execute(
+                    select(ProviderEvent.provider, ProviderEvent.id)
+                    .where(
+                        ProviderEvent.status == EventStatus.DEFERRED.value,
+                        ProviderEvent.next_attempt_at <= self.clock.now(),
+                    )
+                    .order_by(ProviderEvent.id)
+                    .limit(limit)
+                )
+            ).all()
+        return [(provider, event_id) for provider, event_id in rows]
+
+    def _defer(self, event: ProviderEvent, reason: str) -> None:
+        event.attempts += 1
+        event.reason = reason
+        if event.attempts >= DEFERRED_MAX_ATTEMPTS:
+            # Kept for inspection; no payment of ours ever matched it.
+            event.status = EventStatus.ORPHANED.value
+            event.next_attempt_at = None
+            return
+        event.next_attempt_at = self.clock.now() + DEFERRED_RETRY_SECONDS * min(2 ** (event.attempts - 1), 3600)
+
+    async def _subject(
+        self, session: AsyncSession, provider: str, notification: Notification
+    ) -> tuple[Payment, Refund | None] | None:
+        if notification.subject is Subject.REFUND:
+            row = (
+                await session.execute(
+                    select(Payment, Refund)
+                    .join(Refund, Refund.payment_id == Payment.id)
+                    .where(Payment.provider == provider, Refund.provider_refund_id == notification.refund_id)
+                )
+            ).first()
+            return (row[0], row[1]) if row else None
+        payment = await session.scalar(
+            select(Payment).where(Payment.provider == provider, Payment.provider_payment_id == notification.payment_id)
+        )
+        return (payment, None) if payment else None
+
+    async def _ask_provider(self, adapter: ProviderAdapter, notification: Notification) -> Status | None:
+        """Unsigned callbacks are hints: the provider's own answer decides."""
+        try:
+            if notification.subject is Subject.REFUND:
+                found = await observed(
+                    self.metrics,
+                    adapter.name,
+                    "refund status",
+                    adapter.refund_status(notification.payment_id or "", notification.refund_id, ""),
+                )
+                return found.status if found else None
+            lookup = await observed(
+                self.metrics, adapter.name, "status", adapter.payment_status(notification.payment_id or "")
+            )
+            return lookup.status
+        except (OutcomeUnknown, ProviderRejected):
+            return None
+
+
+def _subject_id(notification: Notification) -> str | None:
+    if notification.subject is Subject.REFUND:
+        return notification.refund_id
+    return notification.payment_id
+
+
+def describe_event(event: ProviderEvent) -> dict[str, Any]:
+    """An event as the operations endpoints show it."""
+    return {
+        "id": event.id,
+        "provider": event.provider,
+        "eventId": event.event_id,
+        "status": event.status,
+        "reason": event.reason,
+        "attempts": event.attempts,
+        "notification": event.notification,
+    }

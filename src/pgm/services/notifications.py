@@ -1,0 +1,71 @@
+"""PaymentStatus notifications to PAYMENT_CALLBACK_URL (spec 02), written to the outbox in the
+transaction of the change they report. Sent on every status change of a payment or refund, and on
+every /check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pgm.domain.statuses import Status
+from pgm.outbox.writer import Destination, enqueue
+from pgm.providers.base import PayResult
+from pgm.services.settlement import PaymentChange, RefundChange
+from pgm.store.models import Payment, Refund
+
+
+def payment_status(
+    payment: Payment, action: str = "PAYMENT", status: Status | None = None, **metadata: Any
+) -> dict[str, Any]:
+    """The PaymentStatus document of a payment (or of one of its refunds, with action REFUND)."""
+    document: dict[str, Any] = {
+        "status": (status or Status(payment.status)).public,
+        "paymentId": payment.provider_payment_id,
+        "shopTransactionId": payment.shop_transaction_id,
+        "providerName": payment.provider,
+        "paymentMethod": payment.payment_method,
+        "action": action,
+    }
+    extra = {key: value for key, value in metadata.items() if value is not None}
+    if payment.subscription_token:
+        extra.setdefault("subscriptionToken", payment.subscription_token)
+    if extra:
+        document["metadata"] = extra
+    return document
+
+
+class PaymentStatusNotifier:
+    """Queues PaymentStatus documents for PAYMENT_CALLBACK_URL, in order per payment."""
+
+    def __init__(self, enabled: bool, now: Any) -> None:
+        self.enabled = enabled
+        self._now = now
+
+    def push(self, session: AsyncSession, payment: Payment) -> None:
+        """Queue the payment's current status (used by /check, which always notifies)."""
+        if self.enabled:
+            enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, payment_status(payment), self._now())
+
+    async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
+        """Answers are reported through the status change they cause."""
+
+    async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
+        """A payment's status moved: notify."""
+        self.push(session, payment)
+
+    async def refund_changed(
+        self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
+    ) -> None:
+        """A refund's status moved: notify with action REFUND."""
+        if not self.enabled:
+            return
+        document = payment_status(
+            payment,
+            action="REFUND",
+            status=change.transition.status,
+            refundId=refund.provider_refund_id,
+            refundAmount=refund.amount,
+            totalRefundedAmount=change.position.total_refunded,
+        )
+        enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())

@@ -1,0 +1,372 @@
+"""Pay-like use cases (pay, subscriptions, authorization, pay-by-link), refunds and status checks.
+
+Every operation is recorded before the provider is called (status UNKNOWN, keyed by its idempotency
+key), so a crash or a lost answer leaves a row that reconciliation settles by asking the provider;
+the same key never creates a second payment. No transaction is open while a provider is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from pgm.clock import Clock
+from pgm.domain.idempotency import provider_idempotency_key
+from pgm.domain.refunds import refund_refusal
+from pgm.domain.statuses import PaymentKind, Status
+from pgm.observability.metrics import Metrics
+from pgm.providers.base import (
+    NotSupported,
+    Operation,
+    OutcomeUnknown,
+    PaymentLookup,
+    PayRequest,
+    PayResult,
+    PayResultCode,
+    ProviderAdapter,
+    ProviderRejected,
+    RefundRequest,
+    RefundResult,
+)
+from pgm.services.callbacks import CallbackService
+from pgm.services.provider_calls import observed
+from pgm.services.settlement import Settlement, Source
+from pgm.store.database import Database
+from pgm.store.ids import new_id
+from pgm.store.models import Payment, Refund
+
+log = logging.getLogger(__name__)
+
+OPERATION_KIND = {
+    Operation.PAY: PaymentKind.PAYMENT,
+    Operation.SUBSCRIPTION_SCHEDULE: PaymentKind.SUBSCRIPTION_SCHEDULE,
+    Operation.SUBSCRIPTION_START: PaymentKind.SUBSCRIPTION_START,
+    Operation.SUBSCRIPTION_PAY: PaymentKind.SUBSCRIPTION_PAY,
+    Operation.AUTHORIZATION_TOKEN: PaymentKind.AUTHORIZATION,
+    Operation.PAY_BY_LINK: PaymentKind.PAY_BY_LINK,
+}
+
+
+@dataclass(frozen=True)
+class PayOutcome:
+    """The result of a pay-like operation as the API reports it."""
+
+    payment: Payment
+    result: PayResultCode
+    description: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class RefundOutcome:
+    """The result of a refund as the API reports it. `refund` is None when it was refused before any
+    provider call (over-refund, unknown payment)."""
+
+    status: Status
+    description: str
+    payment: Payment | None
+    refund: Refund | None
+    replayed: bool = False
+
+
+class RefundRefused(Exception):
+    """The refund must not reach the provider; the message says why."""
+
+
+def _call(adapter: ProviderAdapter, operation: Operation, request: PayRequest) -> Awaitable[PayResult]:
+    calls: dict[Operation, Callable[[PayRequest], Awaitable[PayResult]]] = {
+        Operation.PAY: adapter.pay,
+        Operation.SUBSCRIPTION_SCHEDULE: adapter.schedule_subscription,
+        Operation.SUBSCRIPTION_START: adapter.start_subscription,
+        Operation.SUBSCRIPTION_PAY: adapter.pay_subscription,
+        Operation.AUTHORIZATION_TOKEN: adapter.authorization_token,
+        Operation.PAY_BY_LINK: adapter.pay_by_link,
+    }
+    return calls[operation](request)
+
+
+def result_of(payment: Payment) -> PayResultCode:
+    """The `result` a recorded payment reports when asked again (idempotent replay)."""
+    status = Status(payment.status)
+    if status is Status.ACCEPTED:
+        return PayResultCode.OK
+    if status is Status.FAILED:
+        return PayResultCode.KO
+    if payment.redirect_url and payment.kind != PaymentKind.PAY_BY_LINK:
+        return PayResultCode.REDIRECT_TO_URL
+    return PayResultCode.PENDING
+
+
+class PaymentService:
+    """Runs pay-like operations, refunds and status checks against the providers."""
+
+    def __init__(
+        self, database: Database, settlement: Settlement, callbacks: CallbackService, clock: Clock, metrics: Metrics
+    ) -> None:
+        self.database = database
+        self.settlement = settlement
+        self.callbacks = callbacks
+        self.clock = clock
+        self.metrics = metrics
+
+    async def start(
+        self,
+        adapter: ProviderAdapter,
+        operation: Operation,
+        request: PayRequest,
+        saga_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> PayOutcome:
+        """Run a pay-like operation once per idempotency key (`request.idempotency_key` is ours)."""
+        adapter.check(operation, request)
+        payment, created = await self._create(adapter, operation, request, saga_id, metadata)
+        if not created:
+            return PayOutcome(payment, result_of(payment), payment.description or "", replayed=True)
+        provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
+        try:
+            result = await observed(
+                self.metrics, adapter.name, operation.value, _call(adapter, operation, provider_request)
+            )
+        except ProviderRejected as refusal:
+            payment = await self._settle(payment.id, Status.FAILED, Source.ANSWER, str(refusal))
+            return PayOutcome(payment, PayResultCode.KO, str(refusal))
+        except OutcomeUnknown as lost:
+            return await self._after_lost_answer(adapter, payment, str(lost))
+        async with self.database.write() as session:
+            locked = await self.database.lock_payment(session, payment.id)
+            assert locked is not None
+            await self.settlement.answered(session, locked, result)
+            payment = locked
+        if payment.provider_payment_id:
+            await self.callbacks.apply_deferred(adapter, payment.provider_payment_id)
+            payment = await self.reload(payment.id)
+        return PayOutcome(payment, result.result, result.description)
+
+    async def _create(
+        self,
+        adapter: ProviderAdapter,
+        operation: Operation,
+        request: PayRequest,
+        saga_id: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> tuple[Payment, bool]:
+        existing = await self.find_by_key(request.idempotency_key)
+        if existing is not None:
+            return existing, False
+        now = self.clock.now()
+        payment = Payment(
+            id=new_id("pay"),
+            provider=adapter.name,
+            payment_method=request.payment_method,
+            kind=OPERATION_KIND[operation].value,
+            status=Status.UNKNOWN.value,
+            amount=request.amount,
+            currency=request.currency,
+            shop_transaction_id=request.shop_transaction_id,
+            idempotency_key=request.idempotency_key,
+            subscription_token=request.subscription.token if request.subscription else None,
+            saga_id=saga_id,
+            provider_metadata=metadata or {},
+            created_at=now,
+            updated_at=now,
+            # Reconciliation only looks at it once the provider call has surely ended.
+            next_check_at=now + self.settlement.policy.first_after_seconds,
+            check_attempts=0,
+        )
+        try:
+            async with self.database.write() as session:
+                session.add(payment)
+                await session.flush()
+                self.settlement.record(session, payment, Status.UNKNOWN, Source.REQUEST, f"{operation.value} requested")
+        except IntegrityError:
+            # Another delivery of the same operation got there first: replay its state.
+            existing = await self.find_by_key(request.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return payment, True
+
+    async def _after_lost_answer(self, adapter: ProviderAdapter, payment: Payment, reason: str) -> PayOutcome:
+        """A lost answer is not a failure: ask the provider once now, else leave it to reconciliation."""
+        log.warning("provider answer lost", extra={"provider": adapter.name, "paymentId": payment.id, "reason": reason})
+        try:
+            found = await observed(
+                self.metrics,
+                adapter.name,
+                "find payment",
+                adapter.find_payment(provider_idempotency_key(payment.idempotency_key), payment.shop_transaction_id),
+            )
+        except (OutcomeUnknown, ProviderRejected, NotSupported):
+            found = None
+        description = f"{reason}; the outcome will be confirmed with the provider"
+        if found is None:
+            async with self.database.write() as session:
+                locked = await self.database.lock_payment(session, payment.id)
+                assert locked is not None
+                locked.description = description
+                self.settlement.record(session, locked, Status.UNKNOWN, Source.ANSWER, reason)
+                payment = locked
+            return PayOutcome(payment, PayResultCode.PENDING, description)
+        payment = await self.apply_lookup(adapter, payment.id, found, Source.STATUS_CHECK)
+        return PayOutcome(payment, result_of(payment), payment.description or description)
+
+    async def apply_lookup(
+        self, adapter: ProviderAdapter, payment_id: str, found: PaymentLookup, source: Source
+    ) -> Payment:
+        """Record what the provider said about a payment when asked."""
+        async with self.database.write() as session:
+            locked = await self.database.lock_payment(session, payment_id)
+            assert locked is not None
+            if not locked.provider_payment_id:
+                locked.provider_payment_id = found.payment_id
+            if found.subscription_token and not locked.subscription_token:
+                locked.subscription_token = found.subscription_token
+            await self.settlement.payment_status(session, locked, found.status, source, None)
+            payment = locked
+        await self.callbacks.apply_deferred(adapter, found.payment_id)
+        return await self.reload(payment.id)
+
+    async def _settle(self, payment_id: str, status: Status, source: Source, note: str) -> Payment:
+        async with self.database.write() as session:
+            locked = await self.database.lock_payment(session, payment_id)
+            assert locked is not None
+            await self.settlement.payment_status(session, locked, status, source, note)
+            return locked
+
+    async def refund(
+        self,
+        adapter: ProviderAdapter,
+        request: RefundRequest,
+        saga_id: str | None = None,
+    ) -> RefundOutcome:
+        """Refund once per idempotency key; refused without a provider call when it exceeds what is left."""
+        adapter.check(Operation.REFUND, request)
+        try:
+            refund, payment, created = await self._reserve_refund(adapter, request, saga_id)
+        except RefundRefused as refusal:
+            return RefundOutcome(
+                Status.FAILED, str(refusal), await self.find_payment(adapter.name, request.payment_id), None
+            )
+        if not created:
+            return RefundOutcome(Status(refund.status), refund.description or "", payment, refund, replayed=True)
+        provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
+        try:
+            result = await observed(
+                self.metrics, adapter.name, Operation.REFUND.value, adapter.refund(provider_request)
+            )
+        except ProviderRejected as refusal:
+            result = RefundResult(Status.FAILED, None, str(refusal))
+        except OutcomeUnknown as lost:
+            try:
+                found = await adapter.refund_status(request.payment_id, None, provider_request.idempotency_key)
+            except (OutcomeUnknown, ProviderRejected, NotSupported):
+                found = None
+            result = found or RefundResult(
+                Status.UNKNOWN, None, f"{lost}; the outcome will be confirmed with the provider"
+            )
+        refund, payment = await self.apply_refund_result(refund.id, result, Source.ANSWER)
+        if refund.provider_refund_id:
+            await self.callbacks.apply_deferred(adapter, refund.provider_refund_id)
+            refund, payment = await self.reload_refund(refund.id)
+        return RefundOutcome(Status(refund.status), refund.description or result.description, payment, refund)
+
+    async def _reserve_refund(
+        self, adapter: ProviderAdapter, request: RefundRequest, saga_id: str | None
+    ) -> tuple[Refund, Payment, bool]:
+        """Under the payment's lock: replay a known refund, or check the arithmetic and reserve the amount."""
+        now = self.clock.now()
+        async with self.database.write() as session:
+            payment = await session.scalar(
+                select(Payment).where(
+                    Payment.provider == adapter.name, Payment.provider_payment_id == request.payment_id
+                )
+            )
+            if payment is None:
+                raise RefundRefused(f"payment {request.payment_id} is not known to provider {adapter.name} here")
+            locked = await self.database.lock_payment(session, payment.id)
+            assert locked is not None
+            existing = await session.scalar(select(Refund).where(Refund.idempotency_key == request.idempotency_key))
+            if existing is not None:
+                return existing, locked, False
+            if locked.kind == PaymentKind.AUTHORIZATION:
+                raise RefundRefused("an authorization token moves no money, so it cannot be refunded")
+            if request.currency != locked.currency:
+                raise RefundRefused(f"refund currency {request.currency} differs from the payment's {locked.currency}")
+            refusal = refund_refusal(await self.settlement.position(session, locked), request.amount)
+            if refusal:
+                raise RefundRefused(refusal)
+            refund = Refund(
+                id=new_id("ref"),
+                payment_id=locked.id,
+                amount=request.amount,
+                status=Status.UNKNOWN.value,
+                idempotency_key=request.idempotency_key,
+                saga_id=saga_id,
+                created_at=now,
+                updated_at=now,
+                next_check_at=now + self.settlement.policy.first_after_seconds,
+                check_attempts=0,
+            )
+            session.add(refund)
+            await session.flush()
+            self.settlement.record(session, locked, Status.UNKNOWN, Source.REQUEST, "refund requested", refund=refund)
+            return refund, locked, True
+
+    async def apply_refund_result(self, refund_id: str, result: RefundResult, source: Source) -> tuple[Refund, Payment]:
+        """Record what the provider said about a refund."""
+        async with self.database.write() as session:
+            refund = await session.get(Refund, refund_id)
+            assert refund is not None
+            payment = await self.database.lock_payment(session, refund.payment_id)
+            assert payment is not None
+            await session.refresh(refund)
+            if result.refund_id and not refund.provider_refund_id:
+                refund.provider_refund_id = result.refund_id
+            if result.status is Status.UNKNOWN:
+                refund.description = result.description
+            else:
+                await self.settlement.refund_status(session, payment, refund, result.status, source, result.description)
+            return refund, payment
+
+    async def status(self, adapter: ProviderAdapter, provider_payment_id: str) -> tuple[PaymentLookup, Payment | None]:
+        """Ask the provider about a payment and record the answer when the payment is ours."""
+        lookup = await observed(
+            self.metrics, adapter.name, Operation.STATUS.value, adapter.payment_status(provider_payment_id)
+        )
+        payment = await self.find_payment(adapter.name, provider_payment_id)
+        if payment is not None:
+            payment = await self.apply_lookup(adapter, payment.id, lookup, Source.STATUS_CHECK)
+        return lookup, payment
+
+    async def find_by_key(self, idempotency_key: str) -> Payment | None:
+        """The payment created under an idempotency key."""
+        async with self.database.read() as session:
+            return await session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
+
+    async def find_payment(self, provider: str, provider_payment_id: str) -> Payment | None:
+        """Our record of a provider's payment."""
+        async with self.database.read() as session:
+            return await session.scalar(
+                select(Payment).where(Payment.provider == provider, Payment.provider_payment_id == provider_payment_id)
+            )
+
+    async def reload(self, payment_id: str) -> Payment:
+        """A fresh copy of a payment."""
+        async with self.database.read() as session:
+            payment = await session.get(Payment, payment_id)
+            assert payment is not None
+            return payment
+
+    async def reload_refund(self, refund_id: str) -> tuple[Refund, Payment]:
+        """Fresh copies of a refund and its payment."""
+        async with self.database.read() as session:
+            refund = await session.get(Refund, refund_id)
+            assert refund is not None
+            payment = await session.get(Payment, refund.payment_id)
+            assert payment is not None
+            return refund, payment

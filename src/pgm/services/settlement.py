@@ -1,0 +1,187 @@
+"""The one place that turns what a provider said into state, ledger entries and outbox messages,
+whether it said it in a synchronous answer, a callback, a status check or during reconciliation.
+
+Everything here runs inside the caller's write transaction, with the payment locked.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pgm.clock import Clock
+from pgm.domain.refunds import RefundEntry, RefundPosition, refund_position
+from pgm.domain.statuses import OperationKind, Status, Transition, transition
+from pgm.providers.base import PayResult
+from pgm.store.models import LedgerEntry, Payment, Refund
+
+
+class Source(enum.StrEnum):
+    """Who told us."""
+
+    REQUEST = "REQUEST"
+    ANSWER = "ANSWER"
+    CALLBACK = "CALLBACK"
+    STATUS_CHECK = "STATUS_CHECK"
+    RECONCILIATION = "RECONCILIATION"
+
+
+@dataclass(frozen=True)
+class PaymentChange:
+    """A payment's recorded status moved."""
+
+    transition: Transition
+    previous: Status
+    source: Source
+
+
+@dataclass(frozen=True)
+class RefundChange:
+    """A refund's recorded status moved; `position` is the payment's refund position after the move."""
+
+    transition: Transition
+    previous: Status
+    source: Source
+    position: RefundPosition
+
+
+class OutcomeListener(Protocol):
+    """Reacts to recorded outcomes by writing outbox messages in the same transaction."""
+
+    async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
+        """The provider's synchronous answer to a pay-like request was recorded."""
+        ...
+
+    async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
+        """A payment's status moved."""
+        ...
+
+    async def refund_changed(
+        self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
+    ) -> None:
+        """A refund's status moved."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    """When unsettled payments and refunds are looked up at the provider."""
+
+    first_after_seconds: float
+    max_interval_seconds: float
+    max_attempts: int
+
+    def delay(self, attempts: int) -> float:
+        """Seconds until the next check after `attempts` checks (exponential, capped)."""
+        return float(min(self.first_after_seconds * (2**attempts), self.max_interval_seconds))
+
+
+class Settlement:
+    """Applies provider outcomes to the store and tells the listeners."""
+
+    def __init__(self, clock: Clock, policy: ReconcilePolicy, listeners: list[OutcomeListener]) -> None:
+        self.clock = clock
+        self.policy = policy
+        self.listeners = listeners
+
+    def record(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        status: Status,
+        source: Source,
+        note: str | None,
+        refund: Refund | None = None,
+        reversal: bool = False,
+    ) -> None:
+        """Append one fact to the ledger."""
+        session.add(
+            LedgerEntry(
+                payment_id=payment.id,
+                refund_id=refund.id if refund else None,
+                operation=(OperationKind.REFUND if refund else OperationKind.PAYMENT).value,
+                status=status.value,
+                amount=refund.amount if refund else payment.amount,
+                source=source.value,
+                reversal=reversal,
+                note=note,
+                created_at=self.clock.now(),
+            )
+        )
+
+    async def answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> Transition:
+        """Record the synchronous answer to a pay-like request, then its status."""
+        if result.payment_id and not payment.provider_payment_id:
+            payment.provider_payment_id = result.payment_id
+        payment.redirect_url = result.redirect_url or payment.redirect_url
+        payment.redirect_url_mobile = result.redirect_url_mobile or payment.redirect_url_mobile
+        payment.subscription_token = result.subscription_token or payment.subscription_token
+        payment.link = result.link or payment.link
+        if result.metadata:
+            payment.provider_metadata = {**payment.provider_metadata, **result.metadata}
+        for listener in self.listeners:
+            await listener.payment_answered(session, payment, result)
+        return await self.payment_status(session, payment, result.result.status, Source.ANSWER, result.description)
+
+    async def payment_status(
+        self, session: AsyncSession, payment: Payment, reported: Status, source: Source, note: str | None
+    ) -> Transition:
+        """Apply a reported payment status; stale news is ignored, reversals are followed and recorded."""
+        previous = Status(payment.status)
+        moved = transition(previous, reported)
+        now = self.clock.now()
+        if moved.changed:
+            payment.status = moved.status.value
+            payment.description = note or payment.description
+            payment.updated_at = now
+            self.record(session, payment, moved.status, source, note, reversal=moved.reversal)
+            change = PaymentChange(moved, previous, source)
+            for listener in self.listeners:
+                await listener.payment_changed(session, payment, change)
+        self._schedule(payment, Status(payment.status), now)
+        return moved
+
+    async def refund_status(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        refund: Refund,
+        reported: Status,
+        source: Source,
+        note: str | None,
+    ) -> Transition:
+        """Apply a reported refund status; partial or total is derived from the ledger afterwards."""
+        previous = Status(refund.status)
+        moved = transition(previous, reported)
+        now = self.clock.now()
+        if moved.changed:
+            refund.status = moved.status.value
+            refund.description = note or refund.description
+            refund.updated_at = now
+            self.record(session, payment, moved.status, source, note, refund=refund, reversal=moved.reversal)
+            position = await self.position(session, payment)
+            change = RefundChange(moved, previous, source, position)
+            for listener in self.listeners:
+                await listener.refund_changed(session, payment, refund, change)
+        self._schedule(refund, Status(refund.status), now)
+        return moved
+
+    async def position(self, session: AsyncSession, payment: Payment) -> RefundPosition:
+        """The payment's refund position, from its refunds in the order they were asked for."""
+        refunds = (
+            await session.scalars(
+                select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.created_at, Refund.id)
+            )
+        ).all()
+        paid = payment.amount if payment.status == Status.ACCEPTED else 0
+        return refund_position(paid, [RefundEntry(r.amount, Status(r.status)) for r in refunds])
+
+    def _schedule(self, row: Payment | Refund, status: Status, now: float) -> None:
+        if status.is_final:
+            row.next_check_at = None
+        elif row.next_check_at is None:
+            row.next_check_at = now + self.policy.delay(row.check_attempts)

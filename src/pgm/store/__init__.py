@@ -1,0 +1,1 @@
+"""The PGM's own store: SQLAlchemy 2 models, Alembic migrations, transactions and payment locks."""
