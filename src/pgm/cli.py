@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from pgm.config import ConfigurationError, load_settings
+from pgm.devstack.cli import add_commands as add_devstack_commands
 from pgm.observability import logging as pgm_logging
 
 
@@ -31,12 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per way of running."""
     parser = argparse.ArgumentParser(prog="pgm", description="Payment Gateway Manager")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the service (configured by environment variables)").set_defaults(run=serve)
-    commands.add_parser("dev", help="run the local stack on embedded defaults").set_defaults(run=serve)
+    commands.add_parser("serve", help="run the service (configured by environment variables)").set_defaults(func=serve)
+    commands.add_parser("dev", help="run the local stack on embedded defaults").set_defaults(func=serve)
+    add_devstack_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `pgm` command."""
     arguments = build_parser().parse_args(argv)
-    sys.exit(arguments.run(arguments))
+    sys.exit(arguments.func(arguments))

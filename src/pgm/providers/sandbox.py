@@ -127,7 +127,7 @@ class SandboxAdapter(ProviderAdapter):
             raise OutcomeUnknown("the sandbox answered an authorization without a token or status")
         code = {Status.ACCEPTED: PayResultCode.OK, Status.FAILED: PayResultCode.KO}.get(status)
         if code is None:
-            code = PayResultCode.REDIRECT_TO_URL if token.get("approvalUrl") else PayResultCode.PENDING
+            code = PayResultCode.REDIRECT_TO_URL if token.get("nextAction") == "redirect" else PayResultCode.PENDING
         return PayResult(
             result=code,
             description=_describe(code, "authorization"),

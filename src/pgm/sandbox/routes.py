@@ -253,6 +253,7 @@ def build_router() -> APIRouter:
             token = await context.books.create_authorization(session, order, context.clock.now())
             result = token_json(token, context.books.public_url)
         await answer_later(context, body.outcome, body.delayMs)
+        result["nextAction"] = "redirect" if body.outcome is Outcome.REDIRECT_TO_URL else None
         return JSONResponse(result, status_code=201)
 
     @router.get(api + "/tokens")

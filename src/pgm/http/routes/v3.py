@@ -1,7 +1,5 @@
 """The provider-agnostic /v3 API (spec 02), dispatched to adapters through one interface."""
 
-from __future__ import annotations
-
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -116,14 +114,19 @@ async def run_pay(parts: Parts, adapter: ProviderAdapter, operation: Operation, 
 
 def _pay_response(outcome: PayOutcome) -> PayResponse:
     payment = outcome.payment
+    refused = outcome.result is PayResultCode.KO
+    extras: dict[str, Any] = {
+        "redirectToUrl": None if refused else payment.redirect_url,
+        "redirectToUrlMobile": None if refused else payment.redirect_url_mobile,
+        "subscriptionToken": payment.subscription_token,
+        "metadata": payment.provider_metadata or None,
+    }
+    # paymentId is always present (null while the provider's id is unknown); the extras only when set.
     return PayResponse(
         result=outcome.result.value,
         resultDescription=outcome.description,
         paymentId=payment.provider_payment_id,
-        redirectToUrl=payment.redirect_url if outcome.result is not PayResultCode.KO else None,
-        redirectToUrlMobile=payment.redirect_url_mobile if outcome.result is not PayResultCode.KO else None,
-        subscriptionToken=payment.subscription_token,
-        metadata=payment.provider_metadata or None,
+        **{key: value for key, value in extras.items() if value is not None},
     )
 
 
@@ -210,7 +213,7 @@ def build_router() -> APIRouter:
         )
 
     @router.post(
-        "/{provider}/{paymentMethod}/pay", dependencies=secured, summary="Pay", response_model_exclude_none=True
+        "/{provider}/{paymentMethod}/pay", dependencies=secured, summary="Pay", response_model_exclude_unset=True
     )
     async def pay(
         body: PayBody,
@@ -236,7 +239,7 @@ def build_router() -> APIRouter:
             dependencies=secured,
             summary=summary,
             response_model=PayResponse,
-            response_model_exclude_none=True,
+            response_model_exclude_unset=True,
         )
 
     @router.post(

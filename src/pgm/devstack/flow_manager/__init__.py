@@ -1,0 +1,23 @@
+"""A stand-in for Mia-Platform's Flow Manager: REST channels, CRUD persistency, the PGM's saga machine."""
+
+from pgm.devstack.flow_manager.app import create_flow_manager_app
+from pgm.devstack.flow_manager.config import (
+    PACKAGED_CONFIG_PATH,
+    FlowManagerConfigError,
+    load_config,
+    packaged_config,
+    pgm_saga_config,
+    point_channels_at,
+    validate_config,
+)
+
+__all__ = [
+    "PACKAGED_CONFIG_PATH",
+    "FlowManagerConfigError",
+    "create_flow_manager_app",
+    "load_config",
+    "packaged_config",
+    "pgm_saga_config",
+    "point_channels_at",
+    "validate_config",
+]

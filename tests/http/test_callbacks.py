@@ -1,0 +1,117 @@
+"""Provider callbacks (spec 03, spec 04): verified, de-duplicated, never lost when early."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pgm.devstack.testing import RecordingReceiver, wait_for
+from tests.http.test_v3_sandbox_flows import pay_body
+from tests.support.notifications import statuses_for, wait_for_status
+from tests.support.pgm_process import PgmProcess
+from tests.support.signing import sandbox_event, send_callback
+
+
+@pytest.fixture
+def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
+    """The PAYMENT_CALLBACK_URL receiver of the module's PGM."""
+    return receiver[0]
+
+
+def pending_payment(pgm: PgmProcess, shop_id: str) -> str:
+    """A payment waiting for its outcome; returns its paymentId."""
+    return str(pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "PENDING")).json()["paymentId"])
+
+
+def accepted(payment_id: str) -> dict[str, object]:
+    """The data of a sandbox payment.updated event saying the payment was accepted."""
+    return {"id": payment_id, "status": "ACCEPTED", "amount": 1299, "currency": "EUR"}
+
+
+def test_the_same_callback_twice_gives_one_notification(
+    pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    payment_id = pending_payment(pgm, shop_id)
+    wait_for_status(notifications, shop_id, "PENDING")
+    body = sandbox_event("payment.updated", accepted(payment_id))
+    assert send_callback(pgm, body).status_code == 200
+    assert send_callback(pgm, body).status_code == 200
+    wait_for_status(notifications, shop_id, "ACCEPTED")
+    # A third, distinct notification of the same fact changes nothing either.
+    assert send_callback(pgm, sandbox_event("payment.updated", accepted(payment_id))).status_code == 200
+    pgm.get("/v3/sandbox/status", params={"paymentId": payment_id})
+    assert [s["status"] for s in statuses_for(notifications, shop_id)] == ["PENDING", "ACCEPTED"]
+
+
+@pytest.mark.parametrize(
+    ("secret", "age_seconds", "reason"),
+    [
+        ("whsec_forged", 0, "does not match"),
+        (None, 0, "missing"),
+        ("whsec_test_sandbox_secret", 301, "older than"),
+    ],
+)
+def test_forged_missing_or_stale_signature_is_refused_and_changes_nothing(
+    pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str, secret: str | None, age_seconds: int, reason: str
+) -> None:
+    payment_id = pending_payment(pgm, shop_id)
+    body = sandbox_event("payment.updated", accepted(payment_id))
+    response = send_callback(pgm, body, secret=secret, timestamp=int(time.time()) - age_seconds)
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_signature"
+    assert reason in response.json()["message"]
+    wait_for_status(notifications, shop_id, "PENDING")
+    assert pgm.get("/v3/sandbox/status", params={"paymentId": payment_id}).json()["status"] == "PENDING"
+    assert [s["status"] for s in statuses_for(notifications, shop_id)] == ["PENDING"]
+
+
+def test_signed_garbage_is_refused(pgm: PgmProcess) -> None:
+    assert send_callback(pgm, b"not json").status_code == 401
+    assert send_callback(pgm, b'{"id": "evt_1"}').status_code == 401
+
+
+def deferred_callbacks(pgm: PgmProcess) -> float:
+    """How many callbacks had to wait for their payment, from the metrics."""
+    for line in pgm.get("/-/metrics").text.splitlines():
+        if line.startswith('pgm_provider_callbacks_total{provider="sandbox",result="deferred"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_callback_arriving_before_the_synchronous_answer_is_applied(
+    pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    # The sandbox notifies at once but answers 700 ms later: its callback beats the answer.
+    before = deferred_callbacks(pgm)
+    body = pay_body(shop_id, providerData={"sandboxOutcome": "OK", "sandboxDelayMs": 700})
+    answer = pgm.post("/v3/sandbox/credit-cards/pay", body).json()
+    assert answer["result"] == "OK"
+    assert deferred_callbacks(pgm) > before
+    wait_for_status(notifications, shop_id, "ACCEPTED")
+    assert [s["status"] for s in statuses_for(notifications, shop_id)] == ["ACCEPTED"]
+
+
+def test_stale_pending_answer_after_the_callback_does_not_undo_the_payment(
+    pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    body = pay_body(shop_id, providerData={"sandboxOutcome": "PENDING", "sandboxDelayMs": 1500})
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(pgm.post, "/v3/sandbox/credit-cards/pay", body)
+        # While the PGM still waits for the answer, the payer approves at the sandbox.
+        wait_for(lambda: bool(pgm.sandbox_payments(shop_id)), what="the sandbox payment")
+        payment_id = pgm.sandbox_payments(shop_id)[0]["paymentId"]
+        assert pgm.decide(f"{pgm.url}/sandbox/checkout/{payment_id}", "approve").status_code == 200
+        assert answer.result().json()["result"] in ("PENDING", "OK")
+    wait_for_status(notifications, shop_id, "ACCEPTED")
+    assert pgm.get("/v3/sandbox/status", params={"paymentId": payment_id}).json()["status"] == "ACCEPTED"
+    assert "PENDING" not in [s["status"] for s in statuses_for(notifications, shop_id)][-1:]
+
+
+def test_callback_for_a_payment_never_seen_is_kept_not_dropped(pgm: PgmProcess) -> None:
+    body = sandbox_event("payment.updated", accepted("sbx_pay_not_ours_yet"))
+    assert send_callback(pgm, body).status_code == 200
+    metrics = pgm.get("/-/metrics").text
+    wait_for(lambda: 'result="deferred"' in pgm.get("/-/metrics").text, what="a deferred callback")
+    assert "pgm_provider_callbacks_total" in metrics

@@ -1,0 +1,1 @@
+"""Test support: real PGM processes, databases on both backends, signed sandbox callbacks."""
