@@ -11,12 +11,14 @@ import uvicorn
 from pgm.config import ConfigurationError, load_settings
 from pgm.devstack.cli import add_commands as add_devstack_commands
 from pgm.observability import logging as pgm_logging
+from pgm.providers import registry as providers
 
 
 def serve(_arguments: argparse.Namespace) -> int:
     """Run the PGM with its configuration from the environment."""
     try:
         settings = load_settings(os.environ)
+        providers.validate(settings)
     except ConfigurationError as exc:
         sys.stderr.write(f"pgm: configuration error: {exc}\n")
         return 2

@@ -50,6 +50,7 @@ class Settings:
     reconcile_after_seconds: float = 60.0
     reconcile_max_interval_seconds: float = 3600.0
     reconcile_max_attempts: int = 30
+    inbox_lease_seconds: float = 60.0
     provider_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -181,6 +182,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reconcile_after_seconds=reconcile_after,
         reconcile_max_interval_seconds=_float(env, "PGM_RECONCILE_MAX_INTERVAL_SECONDS", 3600.0),
         reconcile_max_attempts=_int(env, "PGM_RECONCILE_MAX_ATTEMPTS", 30, minimum=1),
+        inbox_lease_seconds=_float(env, "PGM_INBOX_LEASE_SECONDS", 60.0),
         provider_env={key: value for key, value in env.items() if key.split("_", 1)[0] in PROVIDER_PREFIXES},
     )
 

@@ -11,6 +11,7 @@ from pgm.config import Settings
 from pgm.observability.metrics import Metrics
 from pgm.outbox.dispatcher import OutboxDispatcher
 from pgm.providers.registry import ProviderRegistry
+from pgm.saga.commands import SagaCommands
 from pgm.services.callbacks import CallbackService
 from pgm.services.notifications import PaymentStatusNotifier
 from pgm.services.payments import PaymentService
@@ -33,3 +34,4 @@ class Container:
     dispatcher: OutboxDispatcher
     notifier: PaymentStatusNotifier
     outbound: httpx.AsyncClient
+    saga_commands: SagaCommands | None = None

@@ -18,13 +18,18 @@ from pgm.clock import Clock, SystemClock
 from pgm.config import Settings
 from pgm.container import Container
 from pgm.crypto import timestamped_hmac
+from pgm.domain.saga import Event, envelope
 from pgm.http import errors
 from pgm.http.middleware import BodySizeLimit, RequestContext
 from pgm.http.routes import ops, v3
+from pgm.http.routes import saga as saga_routes
 from pgm.observability.metrics import Metrics
 from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
 from pgm.outbox.writer import Destination
 from pgm.providers.registry import build_registry
+from pgm.saga.commands import SagaCommands
+from pgm.saga.crud import SagaCrud
+from pgm.saga.events import SagaEvents
 from pgm.sandbox import routes as sandbox_routes
 from pgm.sandbox.books import Books
 from pgm.sandbox.secret import webhook_secret
@@ -62,6 +67,8 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
         if background:
             tasks.append(asyncio.create_task(container.dispatcher.run(), name="outbox"))
             tasks.append(asyncio.create_task(_reconcile_forever(container), name="reconciliation"))
+            if container.saga_commands is not None:
+                tasks.append(asyncio.create_task(container.saga_commands.run(), name="saga-commands"))
         log.info("PGM started", extra={"providers": container.registry.names, "port": settings.http_port})
         try:
             yield
@@ -69,6 +76,8 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if container.saga_commands is not None:
+                await container.saga_commands.aclose()
             await container.registry.aclose()
             await container.outbound.aclose()
             await container.database.dispose()
@@ -87,6 +96,8 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
     app.include_router(ops.build_docs_router(DOCS_STATIC))
     app.mount(DOCS_STATIC, StaticFiles(directory=swagger_ui_path), name="documentation-static")
     app.include_router(v3.build_router())
+    if settings.saga_enabled:
+        app.include_router(saga_routes.build_router())
     if "sandbox" in settings.enabled_providers:
         app.include_router(sandbox_routes.build_router())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -101,6 +112,9 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
     outbound = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_SECONDS, follow_redirects=False)
     notifier = PaymentStatusNotifier(enabled=settings.payment_callback_url is not None, now=clock.now)
     listeners: list[OutcomeListener] = [notifier]
+    saga_events = SagaEvents(clock, metrics) if settings.saga_enabled else None
+    if saga_events is not None:
+        listeners.append(saga_events)
     policy = ReconcilePolicy(
         first_after_seconds=settings.reconcile_after_seconds,
         max_interval_seconds=settings.reconcile_max_interval_seconds,
@@ -109,7 +123,8 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
     settlement = Settlement(clock, policy, listeners)
     callbacks = CallbackService(database, settlement, clock, metrics)
     payments = PaymentService(database, settlement, callbacks, clock, metrics)
-    senders = _senders(settings, outbound, lambda: secret, clock)
+    crud = SagaCrud(settings.saga_crud_url, outbound) if settings.saga_crud_url else None
+    senders = _senders(settings, outbound, lambda: secret, clock, crud)
     dispatcher = OutboxDispatcher(
         database,
         senders,
@@ -120,6 +135,20 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
         metrics,
         settings.outbox_poll_seconds,
     )
+    saga_commands = None
+    if saga_events is not None and crud is not None:
+        saga_commands = SagaCommands(
+            database,
+            registry,
+            payments,
+            saga_events,
+            crud,
+            clock,
+            metrics,
+            lease_seconds=settings.inbox_lease_seconds,
+            retry_base_seconds=settings.outbox_backoff_base_seconds,
+            wake_dispatcher=dispatcher.wake,
+        )
     reconciler = Reconciler(database, registry, payments, callbacks, clock, metrics)
     if "sandbox" in settings.enabled_providers:
         app.state.sandbox = sandbox_routes.SandboxContext(
@@ -142,11 +171,16 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
         dispatcher=dispatcher,
         notifier=notifier,
         outbound=outbound,
+        saga_commands=saga_commands,
     )
 
 
 def _senders(
-    settings: Settings, client: httpx.AsyncClient, sandbox_secret: Callable[[], str], clock: Clock
+    settings: Settings,
+    client: httpx.AsyncClient,
+    sandbox_secret: Callable[[], str],
+    clock: Clock,
+    crud: SagaCrud | None,
 ) -> dict[str, Sender]:
     senders: dict[str, Sender] = {}
 
@@ -158,6 +192,20 @@ def _senders(
 
     if settings.payment_callback_url:
         senders[Destination.PAYMENT_CALLBACK.value] = post_json(settings.payment_callback_url)
+    if settings.flow_manager_url and crud is not None:
+        event_url = f"{settings.flow_manager_url}/event"
+        senders[Destination.FLOW_MANAGER.value] = post_json(event_url)
+
+        async def find_saga_then_send(message: OutboxMessage) -> httpx.Response:
+            # A payment the PGM did not start for a saga: its saga is the one whose metadata names it.
+            document = await crud.saga_by_payment(str(message.payload["paymentId"]))
+            saga_id = document.get("sagaId") if document else None
+            if not isinstance(saga_id, str):
+                return httpx.Response(204, request=httpx.Request("GET", crud.collection_url))
+            event = envelope(saga_id, Event(message.payload["event"]), message.payload["messagePayload"])
+            return await client.post(event_url, json=event, headers={"X-Pgm-Message-Id": str(message.id)})
+
+        senders[Destination.FLOW_MANAGER_LOOKUP.value] = find_saga_then_send
     if "sandbox" in settings.enabled_providers:
         target = f"{settings.internal_url}/v3/sandbox/callback"
 

@@ -15,6 +15,7 @@ class Destination(enum.StrEnum):
 
     PAYMENT_CALLBACK = "payment-callback"
     FLOW_MANAGER = "flow-manager"
+    FLOW_MANAGER_LOOKUP = "flow-manager-lookup"
     SANDBOX_WEBHOOK = "sandbox-webhook"
 
 

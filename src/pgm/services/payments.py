@@ -120,11 +120,11 @@ class PaymentService:
         operation: Operation,
         request: PayRequest,
         saga_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        saga_context: dict[str, Any] | None = None,
     ) -> PayOutcome:
         """Run a pay-like operation once per idempotency key (`request.idempotency_key` is ours)."""
         adapter.check(operation, request)
-        payment, created = await self._create(adapter, operation, request, saga_id, metadata)
+        payment, created = await self._create(adapter, operation, request, saga_id, saga_context)
         if not created:
             return PayOutcome(payment, result_of(payment), payment.description or "", replayed=True)
         provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
@@ -153,7 +153,7 @@ class PaymentService:
         operation: Operation,
         request: PayRequest,
         saga_id: str | None,
-        metadata: dict[str, Any] | None,
+        saga_context: dict[str, Any] | None,
     ) -> tuple[Payment, bool]:
         existing = await self.find_by_key(request.idempotency_key)
         if existing is not None:
@@ -171,7 +171,8 @@ class PaymentService:
             idempotency_key=request.idempotency_key,
             subscription_token=request.subscription.token if request.subscription else None,
             saga_id=saga_id,
-            provider_metadata=metadata or {},
+            saga_context=saga_context or {},
+            provider_metadata={},
             created_at=now,
             updated_at=now,
             # Reconciliation only looks at it once the provider call has surely ended.

@@ -113,10 +113,7 @@ class Reconciler:
                         provider_idempotency_key(payment.idempotency_key), payment.shop_transaction_id
                     ),
                 )
-        except NotSupported:
-            await self._stop_checking(Payment, payment_id)
-            return
-        except (OutcomeUnknown, ProviderRejected) as exc:
+        except (OutcomeUnknown, ProviderRejected, NotSupported) as exc:
             error = str(exc)
         if lookup is not None:
             payment = await self.payments.apply_lookup(adapter, payment_id, lookup, Source.RECONCILIATION)
@@ -159,10 +156,7 @@ class Reconciler:
                     provider_idempotency_key(refund.idempotency_key),
                 ),
             )
-        except NotSupported:
-            await self._stop_checking(Refund, refund_id)
-            return
-        except (OutcomeUnknown, ProviderRejected) as exc:
+        except (OutcomeUnknown, ProviderRejected, NotSupported) as exc:
             error = str(exc)
         if found is not None:
             refund, payment = await self.payments.apply_refund_result(refund_id, found, Source.RECONCILIATION)
@@ -186,8 +180,3 @@ class Reconciler:
                 await settlement.refund_status(session, locked, current, Status.FAILED, Source.RECONCILIATION, reason)
             else:
                 current.next_check_at = self.clock.now() + self.policy.delay(current.check_attempts)
-
-    async def _stop_checking(self, model: type[Payment] | type[Refund], row_id: str) -> None:
-        """The provider offers no lookup: only its callbacks can settle this row."""
-        async with self.database.write() as session:
-            await session.execute(update(model).where(model.id == row_id).values(next_check_at=None))

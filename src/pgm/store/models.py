@@ -42,6 +42,8 @@ class Payment(Base):
     link: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     saga_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # The saga's payRequestData when the command ran: events send it back whole, updated.
+    saga_context: Mapped[dict[str, Any]] = mapped_column(default=dict)
     provider_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
@@ -151,23 +153,42 @@ class OutboxMessage(Base):
 
 
 class InboxCommand(Base):
-    """A saga command, stored before it is acknowledged so that a crash cannot lose it."""
+    """One delivery of a saga command, stored before it is acknowledged so that a crash cannot lose it.
+
+    Every delivery is kept; duplicates are recognised when they run, by the deterministic key of the
+    operation they ask for (a payment's or refund's idempotency key).
+    """
 
     __tablename__ = "inbox"
     __table_args__ = (Index("ix_inbox_runnable", "status", "lease_until"),)
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
-    command_key: Mapped[str] = mapped_column(String(255), unique=True)
+    delivery_id: Mapped[str] = mapped_column(String(64), unique=True)
     saga_id: Mapped[str] = mapped_column(String(255), index=True)
     route: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column()
     status: Mapped[str] = mapped_column(String(16))
-    attempt: Mapped[int] = mapped_column(Integer, default=1)
-    deliveries: Mapped[int] = mapped_column(Integer, default=1)
-    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    operation_key: Mapped[str | None] = mapped_column(String(255))
+    result: Mapped[str | None] = mapped_column(Text)
     lease_until: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class SagaEvent(Base):
+    """An event sent (through the outbox) to a saga: kept to replay outcomes and to show a timeline."""
+
+    __tablename__ = "saga_events"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    saga_id: Mapped[str] = mapped_column(String(255), index=True)
+    operation_key: Mapped[str | None] = mapped_column(String(255), index=True)
+    label: Mapped[str] = mapped_column(String(64))
+    envelope: Mapped[dict[str, Any]] = mapped_column()
+    outbox_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class SandboxPayment(Base):

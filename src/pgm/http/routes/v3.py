@@ -303,9 +303,12 @@ def build_router() -> APIRouter:
         subscriptionToken: str,  # noqa: N803
         adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.SUBSCRIPTION_EXPIRE))],
         shop_transaction_id: Annotated[str | None, Query(alias="shopTransactionId", max_length=255)] = None,
+        reference: Annotated[
+            str | None, Query(max_length=255, description="Older clients' name for shopTransactionId (Adyen)")
+        ] = None,
     ) -> ExpireResponse:
         """No further charges (DELETE; POST is kept for older clients)."""
-        found = await _provider_call(adapter.expire_subscription(subscriptionToken, shop_transaction_id))
+        found = await _provider_call(adapter.expire_subscription(subscriptionToken, shop_transaction_id or reference))
         return ExpireResponse(result="OK", resultDescription=f"subscription is {found.status.value}")
 
     router.add_api_route(
@@ -349,6 +352,8 @@ async def _provider_call(call: Any) -> Any:
         raise ApiError(502, "provider_unavailable", str(exc)) from exc
     except NotSupported as exc:
         raise ApiError(501, "not_supported", str(exc)) from exc
+    except InvalidProviderData as exc:
+        raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
 
 
 async def _status(parts: Parts, adapter: ProviderAdapter, payment_id: str, notify: bool) -> PaymentStatusBody:

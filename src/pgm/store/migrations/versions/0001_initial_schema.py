@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises:
+Revises: (none)
 Create Date: 2026-11-26
 """
 
@@ -20,19 +20,20 @@ def upgrade() -> None:
     op.create_table(
         "inbox",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("command_key", sa.String(length=255), nullable=False),
+        sa.Column("delivery_id", sa.String(length=64), nullable=False),
         sa.Column("saga_id", sa.String(length=255), nullable=False),
         sa.Column("route", sa.String(length=64), nullable=False),
+        sa.Column("label", sa.String(length=255), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("attempt", sa.Integer(), nullable=False),
-        sa.Column("deliveries", sa.Integer(), nullable=False),
-        sa.Column("outcome", sa.JSON(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("operation_key", sa.String(length=255), nullable=True),
+        sa.Column("result", sa.Text(), nullable=True),
         sa.Column("lease_until", sa.Float(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("command_key"),
+        sa.UniqueConstraint("delivery_id"),
     )
     with op.batch_alter_table("inbox", schema=None) as batch_op:
         batch_op.create_index("ix_inbox_runnable", ["status", "lease_until"], unique=False)
@@ -75,6 +76,7 @@ def upgrade() -> None:
         sa.Column("link", sa.Text(), nullable=True),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("saga_id", sa.String(length=255), nullable=True),
+        sa.Column("saga_context", sa.JSON(), nullable=False),
         sa.Column("provider_metadata", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
@@ -106,6 +108,21 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("provider_callbacks", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_provider_callbacks_provider"), ["provider"], unique=False)
+
+    op.create_table(
+        "saga_events",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("saga_id", sa.String(length=255), nullable=False),
+        sa.Column("operation_key", sa.String(length=255), nullable=True),
+        sa.Column("label", sa.String(length=64), nullable=False),
+        sa.Column("envelope", sa.JSON(), nullable=False),
+        sa.Column("outbox_id", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("saga_events", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_saga_events_operation_key"), ["operation_key"], unique=False)
+        batch_op.create_index(batch_op.f("ix_saga_events_saga_id"), ["saga_id"], unique=False)
 
     op.create_table(
         "sandbox_payments",
@@ -276,6 +293,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sandbox_payments_shop_transaction_id"))
 
     op.drop_table("sandbox_payments")
+    with op.batch_alter_table("saga_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_saga_events_saga_id"))
+        batch_op.drop_index(batch_op.f("ix_saga_events_operation_key"))
+
+    op.drop_table("saga_events")
     with op.batch_alter_table("provider_callbacks", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_provider_callbacks_provider"))
 

@@ -1,0 +1,1 @@
+"""The Flow Manager integration (spec 01): saga commands in, events out."""

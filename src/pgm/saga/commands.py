@@ -1,0 +1,399 @@
+"""Saga commands in (spec 01, spec 04): each delivery is stored before the 202, then executed by a
+worker that survives restarts. Well-formed commands that cannot succeed end in a failure event, so a
+saga never stalls.
+
+Money moves at most once: a command resolves to a deterministic operation key,
+`saga:<id>:<operation>:<n>` for pay-like commands (a saga pays once) and
+`saga:<id>:refund:<refunds so far>:<attempt>` for refunds (a saga may refund several times; a new
+attempt only after a recorded failure). The key is the payment's or refund's idempotency key, so a
+second delivery, even a concurrent one, finds the first operation and re-sends its outcome (or, while
+it is still running, does nothing and lets it report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+
+from pgm.clock import Clock
+from pgm.domain.saga import (
+    Event,
+    Route,
+    SagaData,
+    SagaDataError,
+    merge,
+    missing_fields,
+    read_saga_data,
+    refund_details,
+)
+from pgm.domain.statuses import Status
+from pgm.observability.metrics import Metrics
+from pgm.providers.base import (
+    Interval,
+    InvalidProviderData,
+    Operation,
+    PayRequest,
+    ProviderAdapter,
+    RefundRequest,
+    SubscriptionInfo,
+)
+from pgm.providers.registry import ProviderRegistry
+from pgm.saga.crud import CrudUnavailable, SagaCrud
+from pgm.saga.events import SagaEvents
+from pgm.services.payments import PaymentService
+from pgm.store.database import Database
+from pgm.store.models import InboxCommand, Payment, Refund
+
+log = logging.getLogger(__name__)
+
+OPERATIONS = {
+    Route.PAY: Operation.PAY,
+    Route.REFUND: Operation.REFUND,
+    Route.SUBSCRIPTION_SCHEDULE: Operation.SUBSCRIPTION_SCHEDULE,
+    Route.SUBSCRIPTION_START: Operation.SUBSCRIPTION_START,
+    Route.SUBSCRIPTION_PAY: Operation.SUBSCRIPTION_PAY,
+    Route.SUBSCRIPTION_AUTHORIZATION: Operation.AUTHORIZATION_TOKEN,
+    Route.PAY_BY_LINK: Operation.PAY_BY_LINK,
+}
+PENDING, DONE = "PENDING", "DONE"
+# Read from the saga document when the payload lacks them, but a command can do without them.
+OPTIONAL_FIELDS = frozenset({"payRequestData", "refundDetails"})
+MAX_ATTEMPTS = 30
+CONCURRENCY = 32
+
+
+class CannotSucceed(Exception):
+    """A well-formed command that cannot succeed: answered with a failure event naming why."""
+
+
+class RetryLater(Exception):
+    """Something the command needs is unavailable for now (the CRUD): run it again later."""
+
+
+class SagaCommands:
+    """Accepts command deliveries and executes them."""
+
+    def __init__(
+        self,
+        database: Database,
+        registry: ProviderRegistry,
+        payments: PaymentService,
+        events: SagaEvents,
+        crud: SagaCrud,
+        clock: Clock,
+        metrics: Metrics,
+        lease_seconds: float,
+        retry_base_seconds: float,
+        wake_dispatcher: Callable[[], None],
+    ) -> None:
+        self.database = database
+        self.registry = registry
+        self.payments = payments
+        self.events = events
+        self.crud = crud
+        self.clock = clock
+        self.metrics = metrics
+        self.lease_seconds = lease_seconds
+        self.retry_base_seconds = retry_base_seconds
+        self.wake_dispatcher = wake_dispatcher
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._semaphore = asyncio.Semaphore(CONCURRENCY)
+
+    async def accept(self, route: Route, saga_id: str, label: str, payload: dict[str, Any]) -> str:
+        """Store one delivery durably; it runs after the caller has its 202."""
+        now = self.clock.now()
+        delivery_id = uuid.uuid4().hex
+        async with self.database.write() as session:
+            session.add(
+                InboxCommand(
+                    delivery_id=delivery_id,
+                    saga_id=saga_id,
+                    route=route.value,
+                    label=label,
+                    payload=payload,
+                    status=PENDING,
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        self.metrics.saga_commands.labels(route.value, "accepted").inc()
+        self._wake.set()
+        return delivery_id
+
+    async def run(self) -> None:
+        """Execute deliveries until cancelled, including those a crashed process left behind."""
+        while True:
+            try:
+                claimed = await self._claim()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inbox pass failed")
+                claimed = []
+            for command_id in claimed:
+                task = asyncio.create_task(self._execute_guarded(command_id))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            if not claimed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(self.lease_seconds / 2, 1.0))
+                self._wake.clear()
+
+    async def _claim(self) -> list[int]:
+        now = self.clock.now()
+        async with self.database.read() as session:
+            due = (
+                await session.execute(
+                    select(InboxCommand.id, InboxCommand.lease_until)
+                    .where(
+                        InboxCommand.status == PENDING,
+                        (InboxCommand.lease_until.is_(None)) | (InboxCommand.lease_until < now),
+                    )
+                    .order_by(InboxCommand.id)
+                    .limit(CONCURRENCY)
+                )
+            ).all()
+        claimed = []
+        for command_id, lease in due:
+            async with self.database.write() as session:
+                condition = InboxCommand.lease_until.is_(None) if lease is None else InboxCommand.lease_until == lease
+                result = await session.execute(
+                    update(InboxCommand)
+                    .where(InboxCommand.id == command_id, InboxCommand.status == PENDING, condition)
+                    .values(lease_until=now + self.lease_seconds, attempts=InboxCommand.attempts + 1)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(command_id)
+        return claimed
+
+    async def _execute_guarded(self, command_id: int) -> None:
+        async with self._semaphore:
+            try:
+                await self.execute(command_id)
+            except Exception:
+                # Left PENDING: its lease runs out and it is tried again.
+                log.exception("saga command failed", extra={"commandId": command_id})
+            self.wake_dispatcher()
+
+    async def execute(self, command_id: int) -> None:
+        """Run one claimed delivery to its outcome."""
+        async with self.database.read() as session:
+            command = await session.get(InboxCommand, command_id)
+        if command is None or command.status != PENDING:
+            return
+        route = Route(command.route)
+        try:
+            saga = await self._saga_data(command, route)
+            adapter = self._adapter(saga, route)
+            if route is Route.REFUND:
+                key, result = await self._refund(command, saga, adapter)
+            else:
+                key, result = await self._pay_like(command, saga, adapter, route)
+            await self._finish(command_id, key, result)
+            self.metrics.saga_commands.labels(route.value, "executed").inc()
+        except CannotSucceed as reason:
+            await self._fail(command, route, str(reason))
+            self.metrics.saga_commands.labels(route.value, "refused").inc()
+        except RetryLater as reason:
+            await self._retry_later(command, str(reason))
+            self.metrics.saga_commands.labels(route.value, "retry").inc()
+
+    async def _saga_data(self, command: InboxCommand, route: Route) -> SagaData:
+        payload = command.payload
+        stored: dict[str, Any] = {}
+        if missing_fields(route, payload):
+            try:
+                document = await self.crud.saga(command.saga_id)
+            except CrudUnavailable as exc:
+                raise RetryLater(str(exc)) from exc
+            if document is None:
+                if not set(missing_fields(route, payload)) <= OPTIONAL_FIELDS:
+                    raise CannotSucceed(f"saga {command.saga_id} was not found in the CRUD")
+            else:
+                metadata = document.get("metadata")
+                stored = metadata if isinstance(metadata, dict) else {}
+        try:
+            return read_saga_data(command.saga_id, route, merge(stored, payload))
+        except SagaDataError as exc:
+            raise CannotSucceed(str(exc)) from exc
+
+    def _adapter(self, saga: SagaData, route: Route) -> ProviderAdapter:
+        adapter = self.registry.get(saga.provider)
+        if adapter is None:
+            raise CannotSucceed(f"provider {saga.provider!r} is unknown or not enabled")
+        operation = OPERATIONS[route]
+        capabilities = adapter.capabilities
+        if operation not in capabilities.operations:
+            raise CannotSucceed(f"provider {adapter.name} does not support {operation.value}")
+        if route not in (Route.REFUND, Route.PAY_BY_LINK) and saga.payment_method not in capabilities.payment_methods:
+            raise CannotSucceed(f"provider {adapter.name} does not support payment method {saga.payment_method!r}")
+        if saga.currency not in capabilities.currencies:
+            raise CannotSucceed(f"currency {saga.currency} is not supported by provider {adapter.name}")
+        return adapter
+
+    async def _pay_like(
+        self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter, route: Route
+    ) -> tuple[str, str]:
+        operation = OPERATIONS[route]
+        key = f"saga:{saga.saga_id}:{route.value}:1"
+        request = PayRequest(
+            amount=saga.amount,
+            currency=saga.currency,
+            shop_transaction_id=saga.shop_transaction_id,
+            payment_method=saga.payment_method,
+            idempotency_key=key,
+            success_redirect_url=_text(saga.pay_request_data.get("successRedirect")),
+            failure_redirect_url=_text(saga.pay_request_data.get("failureRedirect")),
+            provider_data=saga.provider_data,
+            subscription=self._subscription(saga, route, adapter),
+        )
+        try:
+            outcome = await self.payments.start(
+                adapter,
+                operation,
+                request,
+                saga_id=saga.saga_id,
+                saga_context={"payRequestData": saga.pay_request_data},
+            )
+        except InvalidProviderData as exc:
+            raise CannotSucceed(str(exc)) from exc
+        if outcome.replayed:
+            await self._replay(saga.saga_id, key, Status(outcome.payment.status))
+        return key, f"{outcome.result.value}: {outcome.description}"
+
+    def _subscription(self, saga: SagaData, route: Route, adapter: ProviderAdapter) -> SubscriptionInfo | None:
+        if route not in (Route.SUBSCRIPTION_SCHEDULE, Route.SUBSCRIPTION_START, Route.SUBSCRIPTION_PAY):
+            return None
+        info = saga.subscription_info
+        token = _text(info.get("token"))
+        if route is Route.SUBSCRIPTION_PAY:
+            if token is None:
+                raise CannotSucceed("payRequestData.subscriptionInfo.token is missing")
+            return SubscriptionInfo(token=token)
+        raw_interval = info.get("interval")
+        try:
+            interval = Interval(str(raw_interval))
+        except ValueError as exc:
+            raise CannotSucceed(
+                f"payRequestData.subscriptionInfo.interval {raw_interval!r} is not DAY, WEEK, MONTH or YEAR"
+            ) from exc
+        if interval not in adapter.capabilities.intervals:
+            raise CannotSucceed(f"provider {adapter.name} does not accept the interval {interval.value}")
+        count = info.get("intervalCount", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise CannotSucceed("payRequestData.subscriptionInfo.intervalCount must be a positive integer")
+        return SubscriptionInfo(
+            token=token, interval=interval, interval_count=count, expires_after=_text(info.get("expiresAfter"))
+        )
+
+    async def _refund(self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter) -> tuple[str, str]:
+        assert saga.payment_id is not None
+        base = f"saga:{saga.saga_id}:refund:{saga.refunds_so_far}"
+        key = f"{base}:{await self._refund_attempt(base)}"
+        provider_data = saga.refund_request_data.get("providerData")
+        request = RefundRequest(
+            payment_id=saga.payment_id,
+            amount=saga.amount,
+            currency=saga.currency,
+            idempotency_key=key,
+            provider_data=provider_data if isinstance(provider_data, dict) else {},
+        )
+        try:
+            outcome = await self.payments.refund(adapter, request, saga_id=saga.saga_id)
+        except InvalidProviderData as exc:
+            raise CannotSucceed(str(exc)) from exc
+        if outcome.refund is None:
+            raise CannotSucceed(outcome.description)
+        if outcome.replayed:
+            await self._replay(saga.saga_id, key, Status(outcome.refund.status))
+        return key, f"{outcome.status.value}: {outcome.description}"
+
+    async def _refund_attempt(self, base: str) -> int:
+        """The attempt a refund delivery belongs to: the latest one, unless that one failed."""
+        async with self.database.read() as session:
+            latest = await session.scalar(
+                select(Refund)
+                .where(Refund.idempotency_key.like(f"{base}:%"))
+                .order_by(Refund.created_at.desc())
+                .limit(1)
+            )
+        if latest is None:
+            return 1
+        attempt = int(latest.idempotency_key.rsplit(":", 1)[1])
+        return attempt + 1 if latest.status == Status.FAILED else attempt
+
+    async def _replay(self, saga_id: str, key: str, status: Status) -> None:
+        """A repeated command: re-send the outcome it had; while it still runs, the first delivery reports."""
+        if status is Status.UNKNOWN:
+            return
+        async with self.database.write() as session:
+            await self.events.replay(session, saga_id, key)
+
+    async def _finish(self, command_id: int, key: str, result: str) -> None:
+        async with self.database.write() as session:
+            await session.execute(
+                update(InboxCommand)
+                .where(InboxCommand.id == command_id)
+                .values(status=DONE, operation_key=key, result=result[:1000], updated_at=self.clock.now())
+            )
+
+    async def _fail(self, command: InboxCommand, route: Route, reason: str) -> None:
+        """Answer a command that cannot succeed with the failure event of its route, and close it."""
+        async with self.database.write() as session:
+            saga_id = command.saga_id
+            if route is Route.REFUND:
+                details = await self._refund_details(command)
+                self.events.emit(
+                    session, saga_id, None, Event.REFUND_FAILED, {"error": reason, "refundDetails": details}
+                )
+            else:
+                if route is Route.SUBSCRIPTION_AUTHORIZATION:
+                    pay_request = command.payload.get("payRequestData")
+                    scheduled = {"payRequestData": pay_request if isinstance(pay_request, dict) else {}}
+                    self.events.emit(session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled)
+                self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason})
+            await session.execute(
+                update(InboxCommand)
+                .where(InboxCommand.id == command.id)
+                .values(status=DONE, result=f"refused: {reason}"[:1000], updated_at=self.clock.now())
+            )
+        log.info("saga command refused", extra={"sagaId": command.saga_id, "route": route.value, "reason": reason})
+
+    async def _refund_details(self, command: InboxCommand) -> dict[str, Any]:
+        """refundDetails as they stand (unchanged by a refused refund): from our ledger when we know the payment."""
+        async with self.database.read() as session:
+            payment = await session.scalar(select(Payment).where(Payment.saga_id == command.saga_id).limit(1))
+            if payment is not None:
+                return refund_details((await self.payments.settlement.position(session, payment)).succeeded)
+        details = command.payload.get("refundDetails")
+        return details if isinstance(details, dict) else refund_details([])
+
+    async def _retry_later(self, command: InboxCommand, reason: str) -> None:
+        if command.attempts >= MAX_ATTEMPTS:
+            await self._fail(command, Route(command.route), f"gave up after {command.attempts} attempts: {reason}")
+            return
+        delay = min(self.retry_base_seconds * 2 ** max(command.attempts - 1, 0), 60.0)
+        async with self.database.write() as session:
+            await session.execute(
+                update(InboxCommand)
+                .where(InboxCommand.id == command.id)
+                .values(lease_until=self.clock.now() + delay, result=f"retrying: {reason}"[:1000])
+            )
+
+    async def aclose(self) -> None:
+        """Let running commands finish their current step (they resume after a restart otherwise)."""
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

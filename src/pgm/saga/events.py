@@ -1,0 +1,147 @@
+"""Saga events out: the outcome -> event table of spec 01, applied to recorded outcomes.
+
+Every event goes through the outbox in the transaction of the change it reports, in order per saga,
+and is also kept in saga_events so a repeated command can re-send the same outcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pgm.clock import Clock
+from pgm.domain.saga import Event, envelope, refund_details, with_redirect, with_token
+from pgm.domain.statuses import PaymentKind, Status
+from pgm.observability.metrics import Metrics
+from pgm.outbox.writer import Destination, enqueue
+from pgm.providers.base import PayResult, PayResultCode
+from pgm.services.settlement import PaymentChange, RefundChange
+from pgm.store.models import Payment, Refund, SagaEvent
+
+SUBSCRIPTION_KINDS = frozenset(
+    {PaymentKind.SUBSCRIPTION_SCHEDULE, PaymentKind.SUBSCRIPTION_START, PaymentKind.SUBSCRIPTION_PAY}
+)
+
+
+class SagaEvents:
+    """Writes saga events; registered as an outcome listener of the settlement."""
+
+    def __init__(self, clock: Clock, metrics: Metrics) -> None:
+        self.clock = clock
+        self.metrics = metrics
+
+    def emit(
+        self, session: AsyncSession, saga_id: str, operation_key: str | None, event: Event, payload: dict[str, Any]
+    ) -> None:
+        """Queue one event for the Flow Manager and remember it."""
+        now = self.clock.now()
+        document = envelope(saga_id, event, payload)
+        enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now)
+        session.add(
+            SagaEvent(
+                saga_id=saga_id, operation_key=operation_key, label=event.value, envelope=document, created_at=now
+            )
+        )
+        self.metrics.saga_events.labels(event.value).inc()
+
+    async def replay(self, session: AsyncSession, saga_id: str, operation_key: str) -> bool:
+        """Re-send the latest outcome of an operation (a repeated command); False when there is none."""
+        latest = await session.scalar(
+            select(SagaEvent).where(SagaEvent.operation_key == operation_key).order_by(SagaEvent.id.desc()).limit(1)
+        )
+        if latest is None:
+            return False
+        now = self.clock.now()
+        enqueue(session, Destination.FLOW_MANAGER, saga_id, latest.envelope, now)
+        session.add(
+            SagaEvent(
+                saga_id=saga_id,
+                operation_key=operation_key,
+                label=latest.label,
+                envelope=latest.envelope,
+                created_at=now,
+            )
+        )
+        self.metrics.saga_events.labels(latest.label).inc()
+        return True
+
+    async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
+        """The provider's synchronous answer: scheduled, link created, authorization requested."""
+        if not payment.saga_id:
+            return
+        kind = PaymentKind(payment.kind)
+        pay_request = payment.saga_context.get("payRequestData") or {}
+        key = payment.idempotency_key
+        if kind is PaymentKind.AUTHORIZATION:
+            # The machine only leaves AUTHORIZATION_REQUESTED on authorizationScheduled, so a refused
+            # authorization is scheduled first and failed right after, instead of stalling the saga.
+            redirected = with_redirect(pay_request, result.redirect_url, result.redirect_url_mobile)
+            authorization = {"payRequestData": with_token(redirected, result.subscription_token)}
+            self.emit(session, payment.saga_id, key, Event.AUTHORIZATION_SCHEDULED, authorization)
+        elif kind is PaymentKind.PAY_BY_LINK:
+            if result.result is not PayResultCode.KO:
+                link = {"paymentId": payment.provider_payment_id, "link": payment.link}
+                self.emit(session, payment.saga_id, key, Event.LINK_CREATED, link)
+        elif result.result in (PayResultCode.PENDING, PayResultCode.REDIRECT_TO_URL):
+            updated = with_redirect(pay_request, payment.redirect_url, payment.redirect_url_mobile)
+            if kind in SUBSCRIPTION_KINDS and payment.subscription_token:
+                updated = with_token(updated, payment.subscription_token)
+            scheduled = {"paymentId": payment.provider_payment_id, "payRequestData": updated}
+            self.emit(session, payment.saga_id, key, Event.PAYMENT_SCHEDULED, scheduled)
+
+    async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
+        """A saga's payment settled (answer, callback, status check or reconciliation)."""
+        status = change.transition.status
+        if not status.is_final:
+            return
+        saga_id = payment.saga_id
+        if saga_id is None:
+            self._find_saga_later(session, payment, status)
+            return
+        kind = PaymentKind(payment.kind)
+        if status is Status.FAILED:
+            payload: dict[str, Any] = {
+                "paymentId": payment.provider_payment_id,
+                "error": payment.description or "the payment failed",
+            }
+            if payment.provider_payment_id is None:
+                del payload["paymentId"]
+            self.emit(session, saga_id, payment.idempotency_key, Event.PAYMENT_FAILED, payload)
+        elif kind is not PaymentKind.AUTHORIZATION:
+            payload = {"paymentId": payment.provider_payment_id}
+            if kind in SUBSCRIPTION_KINDS:
+                pay_request = payment.saga_context.get("payRequestData") or {}
+                payload["payRequestData"] = with_token(pay_request, payment.subscription_token)
+            self.emit(session, saga_id, payment.idempotency_key, Event.PAYMENT_EXECUTED, payload)
+
+    async def refund_changed(
+        self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
+    ) -> None:
+        """A saga's refund moved: pending, partial, total or failed (derived from the ledger)."""
+        saga_id = refund.saga_id or payment.saga_id
+        if saga_id is None:
+            return
+        details = refund_details(change.position.succeeded)
+        status = change.transition.status
+        if status is Status.PENDING:
+            self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_PENDING, {"refundDetails": details})
+        elif status is Status.FAILED:
+            payload = {"error": refund.description or "the refund failed", "refundDetails": details}
+            self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_FAILED, payload)
+        elif status is Status.ACCEPTED:
+            event = Event.TOTAL_REFUND_EXECUTED if change.position.is_total else Event.PARTIAL_REFUND_EXECUTED
+            self.emit(session, saga_id, refund.idempotency_key, event, {"refundDetails": details})
+
+    def _find_saga_later(self, session: AsyncSession, payment: Payment, status: Status) -> None:
+        """A payment the PGM did not start for a saga may still belong to one: the sender asks the CRUD
+        for the saga whose metadata names it, at delivery time (no network inside this transaction)."""
+        if not payment.provider_payment_id or PaymentKind(payment.kind) is PaymentKind.AUTHORIZATION:
+            return
+        event = Event.PAYMENT_EXECUTED if status is Status.ACCEPTED else Event.PAYMENT_FAILED
+        payload: dict[str, Any] = {"paymentId": payment.provider_payment_id}
+        if event is Event.PAYMENT_FAILED:
+            payload["error"] = payment.description or "the payment failed"
+        lookup = {"paymentId": payment.provider_payment_id, "event": event.value, "messagePayload": payload}
+        enqueue(session, Destination.FLOW_MANAGER_LOOKUP, payment.id, lookup, self.clock.now())

@@ -1,0 +1,272 @@
+"""The saga rules of spec 04 that need their own PGM: duplicate deliveries, a Flow Manager that is
+down, a crash in the middle of a provider call, and commands that cannot succeed. The Flow Manager
+here is a recording receiver, so every event the PGM sends is counted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgm.devstack.crud import create_crud_app
+from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
+from tests.saga.test_saga_flows import metadata
+from tests.support.databases import fresh_database
+from tests.support.pgm_process import PgmProcess, free_port
+from tests.support.saga_stack import COLLECTION, SagaStack
+
+EVENT_PATH = "/event"
+
+
+class Rig:
+    """A PGM whose Flow Manager is a recording receiver, with the CRUD stand-in holding the sagas."""
+
+    def __init__(self, pgm: PgmProcess, flow_manager: RecordingReceiver, crud_url: str) -> None:
+        self.pgm = pgm
+        self.flow_manager = flow_manager
+        self.sagas = SagaStack(pgm, "http://unused", crud_url)
+
+    def new_saga(self, state: str = "PAYMENT_SCHEDULE_REQUESTED", **overrides: Any) -> tuple[str, dict[str, Any]]:
+        """A saga stored in the CRUD, as the Flow Manager leaves it before sending a command."""
+        saga_id = f"saga-{uuid.uuid4().hex[:12]}"
+        data = metadata(**overrides)
+        self.sagas.put_saga(saga_id, state, data)
+        return saga_id, data
+
+    def command(self, route: str, saga_id: str, payload: dict[str, Any], label: str = "paymentScheduled") -> int:
+        """Send a command as the Flow Manager does; returns the status code."""
+        body = {"key": saga_id, "value": {"messageLabel": label, "messagePayload": payload}}
+        return self.pgm.post(f"/saga/{route}", body).status_code
+
+    def events(self, saga_id: str) -> list[dict[str, Any]]:
+        """Events delivered (2xx) for a saga, in arrival order."""
+        return [
+            request.json
+            for request in self.flow_manager.requests
+            if request.path == EVENT_PATH and request.status < 300 and request.json and request.json["key"] == saga_id
+        ]
+
+    def wait_events(self, saga_id: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        """Block until `count` events for the saga were delivered; return them."""
+        wait_for(lambda: len(self.events(saga_id)) >= count, timeout=timeout, what=f"{count} events for {saga_id}")
+        return self.events(saga_id)
+
+
+@contextmanager
+def rigs(backend: str, directory: Path) -> Iterator[Callable[..., Rig]]:
+    """Build rigs on a fresh database; the Flow Manager receiver may start later on a fixed port."""
+    with ExitStack() as stack:
+        url = stack.enter_context(fresh_database(backend, directory))
+        crud_url, _ = stack.enter_context(run_server_in_thread(create_crud_app(str(directory / "crud.sqlite3"))))
+
+        def build(flow_manager_port: int | None = None, start_receiver: bool = True, **env: str) -> Rig:
+            port = flow_manager_port or free_port()
+            pgm = PgmProcess(
+                url,
+                directory / f"pgm-{uuid.uuid4().hex[:6]}.log",
+                FLOW_MANAGER_URL=f"http://127.0.0.1:{port}",
+                SAGA_CRUD_URL=f"{crud_url}/{COLLECTION}",
+                PGM_INBOX_LEASE_SECONDS="3",
+                **env,
+            )
+            pgm.start()
+            stack.callback(pgm.stop)
+            receiver = RecordingReceiver()
+            if start_receiver:
+                stack.enter_context(run_server_in_thread(receiver.app, port=port))
+            return Rig(pgm, receiver, crud_url)
+
+        yield build
+
+
+@pytest.fixture
+def rig_factory(backend: str, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    """Rigs of the test's own, for tests that stop, kill or configure the PGM."""
+    with rigs(backend, tmp_path) as build:
+        yield build
+
+
+@pytest.fixture(scope="module")
+def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """One rig shared by the module's tests that need nothing special (each uses its own saga)."""
+    with rigs(backend, tmp_path_factory.mktemp("rig")) as build:
+        yield build()
+
+
+def test_same_command_twice_pays_once_and_answers_each_delivery_alike(rig: Rig) -> None:
+    saga_id, data = rig.new_saga(outcome="REDIRECT_TO_URL")
+    assert rig.command("pay", saga_id, data) == 202
+    first = rig.wait_events(saga_id, 1)
+    assert rig.command("pay", saga_id, data) == 202
+    events = rig.wait_events(saga_id, 2)
+    assert [e["value"]["messageLabel"] for e in events] == ["paymentScheduled", "paymentScheduled"]
+    assert events[0] == events[1] == first[0]
+    assert len(rig.pgm.sandbox_payments(data["shopTransactionId"])) == 1
+
+
+def test_same_command_twice_concurrently_pays_once(rig: Rig) -> None:
+    saga_id, data = rig.new_saga(outcome="OK")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        codes = list(pool.map(lambda _: rig.command("pay", saga_id, data), range(4)))
+    assert codes == [202] * 4
+    # Each delivery gets the outcome once it is known; none of them pays again.
+    events = rig.wait_events(saga_id, 1)
+    assert {e["value"]["messageLabel"] for e in events} == {"paymentExecuted"}
+    assert all(e == events[0] for e in rig.events(saga_id))
+    assert len(rig.pgm.sandbox_payments(data["shopTransactionId"])) == 1
+
+
+def test_payload_with_only_pay_request_data_reads_the_rest_from_the_crud(rig: Rig) -> None:
+    saga_id, data = rig.new_saga(outcome="OK")
+    assert rig.command("pay", saga_id, {"payRequestData": data["payRequestData"]}) == 202
+    event = rig.wait_events(saga_id, 1)[0]
+    assert event["value"]["messageLabel"] == "paymentExecuted"
+    payments = rig.pgm.sandbox_payments(data["shopTransactionId"])
+    assert [(p["amount"], p["currency"]) for p in payments] == [(1000, "EUR")]
+
+
+def test_legacy_spellings_are_read(rig: Rig) -> None:
+    saga_id, data = rig.new_saga(outcome="OK")
+    data["shopTransactionID"] = data.pop("shopTransactionId")
+    assert rig.command("pay", saga_id, data) == 202
+    paid = rig.wait_events(saga_id, 1)[0]["value"]["messagePayload"]["paymentId"]
+    refund = {"paymentID": paid, "refundRequestData": {"amount": 100}}
+    refund.update({k: v for k, v in data.items() if k in ("provider", "currency")})
+    assert rig.command("refund", saga_id, refund, label="refundRequested") == 202
+    assert rig.wait_events(saga_id, 2)[1]["value"]["messageLabel"] == "partialRefundExecuted"
+    assert len(rig.pgm.sandbox_payments(data["shopTransactionID"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"provider": "nowhere"}, "provider 'nowhere' is unknown or not enabled"),
+        ({"amount": None}, "no amount"),
+        ({"amount": -5}, "greater than zero"),
+        ({"amount": "12.50"}, "integer in minor units"),
+        ({"currency": "JPY"}, "currency JPY is not supported by provider sandbox"),
+        ({"currency": "euro"}, "three-letter ISO 4217"),
+        ({"paymentMethod": "bitcoin"}, "does not support payment method 'bitcoin'"),
+        ({"payRequestData": {"providerData": {"sandboxOutcome": "MAYBE"}}}, "sandboxOutcome must be one of"),
+    ],
+)
+def test_pay_command_that_cannot_succeed_fails_the_saga_with_the_reason(
+    rig: Rig, change: dict[str, Any], reason: str
+) -> None:
+    saga_id, data = rig.new_saga()
+    payload = {**data, **change}
+    payload = {k: v for k, v in payload.items() if v is not None}
+    rig.sagas.put_saga(saga_id, "PAYMENT_SCHEDULE_REQUESTED", payload)
+    assert rig.command("pay", saga_id, payload) == 202
+    event = rig.wait_events(saga_id, 1)[0]
+    assert event["value"]["messageLabel"] == "paymentFailed"
+    assert reason in event["value"]["messagePayload"]["error"]
+    assert rig.pgm.sandbox_payments(data["shopTransactionId"]) == []
+
+
+def test_command_for_a_saga_missing_from_the_crud_fails_it(rig: Rig) -> None:
+    assert rig.command("pay", "saga-nobody-knows", {"payRequestData": {}}) == 202
+    event = rig.wait_events("saga-nobody-knows", 1)[0]
+    assert event == {
+        "key": "saga-nobody-knows",
+        "value": {
+            "messageLabel": "paymentFailed",
+            "messagePayload": {"error": "saga saga-nobody-knows was not found in the CRUD"},
+        },
+    }
+
+
+def test_refund_command_that_cannot_succeed_fails_the_refund(rig: Rig) -> None:
+    saga_id, data = rig.new_saga(outcome="OK")
+    rig.command("pay", saga_id, data)
+    payment_id = rig.wait_events(saga_id, 1)[0]["value"]["messagePayload"]["paymentId"]
+    refund = {**data, "paymentId": payment_id, "refundRequestData": {"amount": 0}}
+    rig.command("refund", saga_id, refund, label="refundRequested")
+    event = rig.wait_events(saga_id, 2)[1]["value"]
+    assert event["messageLabel"] == "refundFailed"
+    assert "greater than zero" in event["messagePayload"]["error"]
+    assert event["messagePayload"]["refundDetails"] == {"totalRefundedAmount": 0, "refundedAmounts": []}
+
+
+def test_flow_manager_down_then_failing_delays_events_and_loses_none(rig_factory: Callable[..., Rig]) -> None:
+    port = free_port()
+    rig = rig_factory(flow_manager_port=port, start_receiver=False)
+    saga_id, data = rig.new_saga(outcome="REDIRECT_TO_URL")
+    assert rig.command("pay", saga_id, data) == 202
+    # Connection refused while the payer approves: the outcome waits in the outbox.
+    wait_for(lambda: bool(rig.pgm.sandbox_payments(data["shopTransactionId"])), what="the payment")
+    payment = rig.pgm.sandbox_payments(data["shopTransactionId"])[0]
+    rig.pgm.decide(f"{rig.pgm.url}/sandbox/checkout/{payment['paymentId']}", "approve")
+    wait_for(
+        lambda: (
+            rig.pgm.get("/v3/sandbox/status", params={"paymentId": payment["paymentId"]}).json()["status"] == "ACCEPTED"
+        )
+    )
+
+    receiver = rig.flow_manager
+    receiver.respond(503, times=4)
+    # The Flow Manager comes back on its address.
+    with run_server_in_thread(receiver.app, port=port):
+        events = rig.wait_events(saga_id, 2, timeout=20)
+    assert [e["value"]["messageLabel"] for e in events] == ["paymentScheduled", "paymentExecuted"]
+    assert [r.status for r in receiver.requests][:4] == [503, 503, 503, 503]
+
+
+def test_flow_manager_answering_slowly_does_not_lose_events(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory()
+    rig.flow_manager.respond(200, delay=0.5, times=1)
+    saga_id, data = rig.new_saga(outcome="OK")
+    rig.command("pay", saga_id, data)
+    assert rig.wait_events(saga_id, 1)[0]["value"]["messageLabel"] == "paymentExecuted"
+
+
+def test_crash_during_the_provider_call_completes_the_saga_with_one_payment(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory()
+    saga_id, data = rig.new_saga()
+    data["payRequestData"]["providerData"] = {"sandboxOutcome": "OK", "sandboxDelayMs": 900}
+    rig.sagas.put_saga(saga_id, "PAYMENT_SCHEDULE_REQUESTED", data)
+    assert rig.command("pay", saga_id, data) == 202
+    # The sandbox has the payment and is still waiting before it answers: kill the PGM now.
+    wait_for(lambda: bool(rig.pgm.sandbox_payments(data["shopTransactionId"])), what="the payment at the sandbox")
+    rig.pgm.kill()
+    rig.pgm.start()
+    event = rig.wait_events(saga_id, 1, timeout=30)[0]
+    assert event["value"]["messageLabel"] == "paymentExecuted"
+    assert len(rig.pgm.sandbox_payments(data["shopTransactionId"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"value": {"messageLabel": "x", "messagePayload": {}}}, "key"),
+        ({"key": "s1"}, "value"),
+        ({"key": 42, "value": {"messageLabel": "x", "messagePayload": {}}}, "key"),
+        ({"key": "s1", "value": {"messageLabel": "x", "messagePayload": []}}, "value.messagePayload"),
+        ({"key": "s1", "value": {"messagePayload": {}}}, "value.messageLabel"),
+        ({"key": "s1", "value": "pay"}, "value"),
+    ],
+)
+def test_malformed_envelope_is_refused_naming_the_field(rig: Rig, body: dict[str, Any], field: str) -> None:
+    response = rig.pgm.post("/saga/pay", body)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert response.json()["code"] == "invalid_request"
+
+
+def test_saga_api_needs_the_crud_url(start_pgm: Callable[..., PgmProcess]) -> None:
+    with pytest.raises(RuntimeError, match="SAGA_CRUD_URL is required when FLOW_MANAGER_URL is set"):
+        start_pgm(FLOW_MANAGER_URL="http://127.0.0.1:9")
+
+
+def test_payment_the_pgm_did_not_start_settles_the_saga_that_names_it(rig: Rig) -> None:
+    body = {"amount": 700, "currency": "EUR", "shopTransactionId": f"order-{uuid.uuid4().hex[:8]}"}
+    payment = rig.pgm.post("/v3/sandbox/credit-cards/pay", body).json()
+    saga_id, _ = rig.new_saga(state="PAYMENT_PENDING", paymentId=payment["paymentId"])
+    rig.pgm.decide(payment["redirectToUrl"], "approve")
+    event = rig.wait_events(saga_id, 1)[0]
+    assert event["value"] == {"messageLabel": "paymentExecuted", "messagePayload": {"paymentId": payment["paymentId"]}}

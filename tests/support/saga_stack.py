@@ -1,0 +1,111 @@
+"""The whole saga flow on loopback: the CRUD stand-in, a PGM process and the Flow Manager stand-in
+running the repository's own configuration, wired together as in production."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pgm.devstack.crud import create_crud_app
+from pgm.devstack.flow_manager import create_flow_manager_app, pgm_saga_config
+from pgm.devstack.testing import run_server_in_thread, wait_for
+from tests.support.pgm_process import PgmProcess, free_port
+
+COLLECTION = "fm-transactions"
+
+
+class SagaStack:
+    """Drive sagas the way a merchant application does: create them and send business events."""
+
+    def __init__(self, pgm: PgmProcess, flow_manager_url: str, crud_url: str) -> None:
+        self.pgm = pgm
+        self.flow_manager = httpx.Client(base_url=flow_manager_url, timeout=10)
+        self.crud = httpx.Client(base_url=crud_url, timeout=10)
+
+    def create_saga(self, metadata: dict[str, Any]) -> str:
+        """POST /saga; the saga starts in PAYMENT_CREATED."""
+        response = self.flow_manager.post("/saga", json={"associatedEntityId": uuid.uuid4().hex, "metadata": metadata})
+        response.raise_for_status()
+        return str(response.json()["sagaId"])
+
+    def send_event(self, saga_id: str, label: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST /event to the Flow Manager, as the merchant application or a messaging service would."""
+        body = {"key": saga_id, "value": {"messageLabel": label, "messagePayload": payload or {}}}
+        response = self.flow_manager.post("/event", json=body)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def saga(self, saga_id: str) -> dict[str, Any]:
+        """The saga as the Flow Manager has it (document, commands sent, ignored events)."""
+        response = self.flow_manager.get(f"/sagas/{saga_id}")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_state(self, saga_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
+        """Block until the saga reaches `state`; return the saga."""
+        seen: list[str] = []
+
+        def reached() -> bool:
+            seen.append(self.saga(saga_id)["currentState"])
+            return seen[-1] == state
+
+        try:
+            wait_for(reached, timeout=timeout, interval=0.05, what=f"saga {saga_id} in {state}")
+        except TimeoutError as exc:
+            raise AssertionError(f"saga stayed in {seen[-1] if seen else '?'}, expected {state}") from exc
+        return self.saga(saga_id)
+
+    def stored_saga(self, saga_id: str) -> dict[str, Any]:
+        """The saga document as the CRUD stores it (what the PGM reads)."""
+        response = self.crud.get(f"/{COLLECTION}/", params={"sagaId": saga_id})
+        response.raise_for_status()
+        documents: list[dict[str, Any]] = response.json()
+        assert len(documents) == 1
+        return documents[0]
+
+    def put_saga(self, saga_id: str, state: str, metadata: dict[str, Any]) -> None:
+        """Write a saga document straight into the CRUD (a saga the Flow Manager already moved along)."""
+        document = {
+            "sagaId": saga_id,
+            "currentState": state,
+            "latestEvent": "scheduleRequested",
+            "associatedEntityId": saga_id,
+            "businessStateId": 0,
+            "businessStateDescription": "created",
+            "isFinal": False,
+            "metadata": metadata,
+            "history": {"states": [], "events": []},
+        }
+        response = self.crud.post(f"/{COLLECTION}/upsert-one", params={"sagaId": saga_id}, json={"$set": document})
+        response.raise_for_status()
+
+
+@contextmanager
+def saga_stack(database_url: str, directory: Path, deep_merge: bool = True, **pgm_env: str) -> Iterator[SagaStack]:
+    """Start the CRUD stand-in, the PGM and the Flow Manager stand-in; stop them afterwards."""
+    with ExitStack() as stack:
+        crud_url, _ = stack.enter_context(run_server_in_thread(create_crud_app(str(directory / "crud.sqlite3"))))
+        flow_manager_port = free_port()
+        pgm = PgmProcess(
+            database_url,
+            directory / f"pgm-{uuid.uuid4().hex[:6]}.log",
+            FLOW_MANAGER_URL=f"http://127.0.0.1:{flow_manager_port}",
+            SAGA_CRUD_URL=f"{crud_url}/{COLLECTION}/",
+            PGM_INBOX_LEASE_SECONDS="5",
+            **pgm_env,
+        )
+        pgm.start()
+        stack.callback(pgm.stop)
+        config = copy.deepcopy(pgm_saga_config(pgm.url))
+        config.setdefault("settings", {})["deepMergeMetadata"] = deep_merge
+        flow_manager = create_flow_manager_app(config, crud_base_url=crud_url)
+        flow_manager_url, _ = stack.enter_context(run_server_in_thread(flow_manager, port=flow_manager_port))
+        yield SagaStack(pgm, flow_manager_url, crud_url)
