@@ -18,7 +18,7 @@ def serve(_arguments: argparse.Namespace) -> int:
     """Run the PGM with its configuration from the environment."""
     try:
         settings = load_settings(os.environ)
-        providers.validate(settings)
+        providers.check_values(settings)
     except ConfigurationError as exc:
         sys.stderr.write(f"pgm: configuration error: {exc}\n")
         return 2

@@ -64,7 +64,7 @@ def _validation_message(error: dict[str, Any]) -> tuple[str, str | None]:
     if kind == "json_invalid":
         return "the request body is not valid JSON", None
     if kind == "missing":
-        return f"{field} is required", field
+        return (f"{field} is required", field) if field else ("the request body is required", None)
     message = str(error.get("msg", "is invalid"))
     message = message.removeprefix("Value error, ")
     if kind in ("model_attributes_type", "dict_type") and field is None:

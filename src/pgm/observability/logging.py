@@ -55,7 +55,7 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, level))
-    for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "alembic"):
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "alembic", "stripe"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []

@@ -138,6 +138,8 @@ class PaymentLookup:
     shop_transaction_id: str | None = None
     amount: int | None = None
     subscription_token: str | None = None
+    redirect_url: str | None = None
+    link: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -7,6 +7,7 @@ only when their provider is enabled.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -75,6 +76,16 @@ def validate(settings: Settings) -> None:
             )
     if problems:
         raise ConfigurationError("; ".join(problems))
+
+
+def check_values(settings: Settings) -> None:
+    """Build each enabled shipped provider once, so a variable with a bad value stops start-up too."""
+    validate(settings)
+    external = {service.name for service in settings.external_services}
+    for name in settings.enabled_providers:
+        if name != "sandbox" and name not in external:
+            adapter = _module(name).build(settings)
+            asyncio.run(adapter.aclose())
 
 
 def build_registry(settings: Settings, sandbox_secret: Callable[[], str]) -> ProviderRegistry:

@@ -154,6 +154,8 @@ class CallbackService:
             locked = await self.database.lock_payment(session, payment.id)
             assert locked is not None
             if refund is None:
+                if notification.token and not locked.subscription_token:
+                    locked.subscription_token = notification.token
                 await self.settlement.payment_status(session, locked, reported, Source.CALLBACK, None)
             else:
                 await self.settlement.refund_status(session, locked, refund, reported, Source.CALLBACK, None)

@@ -227,6 +227,9 @@ class PaymentService:
                 locked.provider_payment_id = found.payment_id
             if found.subscription_token and not locked.subscription_token:
                 locked.subscription_token = found.subscription_token
+            # A lost answer found again still lets the payer be sent to the provider's page.
+            locked.redirect_url = locked.redirect_url or found.redirect_url
+            locked.link = locked.link or found.link
             await self.settlement.payment_status(session, locked, found.status, source, None)
             payment = locked
         await self.callbacks.apply_deferred(adapter, found.payment_id)

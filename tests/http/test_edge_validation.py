@@ -1,0 +1,210 @@
+"""Bad input gets a clear answer (spec 02, spec 04): one error shape, the field at fault, never a 5xx,
+never a secret."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.http.test_v3_sandbox_flows import pay_body
+from tests.support.pgm_process import SANDBOX_SECRET, PgmProcess
+
+ERROR_KEYS = {"statusCode", "error", "code", "message", "requestId"}
+
+
+def assert_error(response: httpx.Response, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    """The response is the error shape with this status, code and field."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) >= ERROR_KEYS, body
+    assert body["statusCode"] == status
+    assert body["code"] == code
+    assert body.get("field") == field
+    assert body["requestId"] == response.headers["x-request-id"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "fragment"),
+    [
+        ({"amount": 0}, "amount", "greater than 0"),
+        ({"amount": -1}, "amount", "greater than 0"),
+        ({"amount": 12.5}, "amount", "integer"),
+        ({"amount": "1299"}, "amount", "integer"),
+        ({"amount": True}, "amount", "integer"),
+        ({"amount": 10**16}, "amount", "less than or equal"),
+        ({"currency": "eur"}, "currency", "ISO 4217"),
+        ({"currency": "ABC"}, "currency", "not an ISO 4217 code"),
+        ({"currency": None}, "currency", "string"),
+        ({"shopTransactionId": ""}, "shopTransactionId", "at least 1"),
+        ({"successRedirectUrl": "javascript:alert(1)"}, "successRedirectUrl", "http(s) URL"),
+        ({"providerData": "OK"}, "providerData", "dictionary"),
+        ({"providerData": {"sandboxOutcome": "PERHAPS"}}, "providerData.sandboxOutcome", "must be one of"),
+        ({"providerData": {"sandboxDelayMs": 10**9}}, "providerData.sandboxDelayMs", "from 0 to"),
+    ],
+)
+def test_invalid_pay_fields_are_named(
+    pgm: PgmProcess, shop_id: str, change: dict[str, Any], field: str, fragment: str
+) -> None:
+    body = {**pay_body(shop_id), **change}
+    error = assert_error(pgm.post("/v3/sandbox/credit-cards/pay", body), 400, "invalid_request", field)
+    assert fragment in error["message"]
+    assert pgm.sandbox_payments(shop_id) == []
+
+
+def test_missing_field_is_named(pgm: PgmProcess, shop_id: str) -> None:
+    body = pay_body(shop_id)
+    del body["currency"]
+    error = assert_error(pgm.post("/v3/sandbox/credit-cards/pay", body), 400, "invalid_request", "currency")
+    assert error["message"] == "currency is required"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"{not json", "not valid JSON"), (b"[1, 2]", "must be a JSON object"), (b"", "the request body is required")],
+)
+def test_body_that_is_not_a_json_object(pgm: PgmProcess, content: bytes, message: str) -> None:
+    response = pgm.client.post(
+        "/v3/sandbox/credit-cards/pay", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert message in assert_error(response, 400, "invalid_request")["message"]
+
+
+def test_unknown_fields_are_ignored(pgm: PgmProcess, shop_id: str) -> None:
+    body = {**pay_body(shop_id, "OK"), "callbackUrl": "http://attacker.example/", "__proto__": {"x": 1}}
+    assert pgm.post("/v3/sandbox/credit-cards/pay", body).json()["result"] == "OK"
+
+
+def test_unknown_provider_is_404_naming_it(pgm: PgmProcess, shop_id: str) -> None:
+    error = assert_error(pgm.post("/v3/nowhere/credit-cards/pay", pay_body(shop_id)), 404, "provider_not_found")
+    assert "'nowhere'" in error["message"]
+
+
+def test_unsupported_payment_method_is_501_naming_provider_and_method(pgm: PgmProcess, shop_id: str) -> None:
+    error = assert_error(pgm.post("/v3/sandbox/bitcoin/pay", pay_body(shop_id)), 501, "not_supported")
+    assert "sandbox" in error["message"]
+    assert "'bitcoin'" in error["message"]
+
+
+def test_subscription_interval_is_validated(pgm: PgmProcess, shop_id: str) -> None:
+    body = pay_body(shop_id, subscriptionInfo={"interval": "FORTNIGHT"})
+    assert_error(
+        pgm.post("/v3/sandbox/credit-cards/subscription/schedule", body),
+        400,
+        "invalid_request",
+        "subscriptionInfo.interval",
+    )
+    missing = pay_body(shop_id, subscriptionInfo={})
+    assert_error(
+        pgm.post("/v3/sandbox/credit-cards/subscription/pay", missing), 400, "invalid_request", "subscriptionInfo.token"
+    )
+
+
+def test_unknown_route_and_wrong_method_use_the_error_shape(pgm: PgmProcess) -> None:
+    assert_error(pgm.get("/v4/anything"), 404, "not_found")
+    assert_error(pgm.client.put("/v3/sandbox/refund", json={}), 405, "method_not_allowed")
+
+
+def test_status_of_an_unknown_payment_is_404(pgm: PgmProcess) -> None:
+    assert_error(pgm.get("/v3/sandbox/status", params={"paymentId": "sbx_pay_nope"}), 404, "not_found")
+    assert_error(pgm.get("/v3/sandbox/status"), 400, "invalid_request", "paymentId")
+
+
+def test_request_id_is_kept_when_sane(pgm: PgmProcess) -> None:
+    assert pgm.get("/-/healthz", headers={"X-Request-Id": "trace-123"}).headers["x-request-id"] == "trace-123"
+    generated = pgm.get("/-/healthz", headers={"X-Request-Id": "x" * 500}).headers["x-request-id"]
+    assert len(generated) == 32
+
+
+@pytest.fixture
+def small_body_pgm(start_pgm: Callable[..., PgmProcess]) -> PgmProcess:
+    """A PGM that accepts bodies of at most 2 KiB."""
+    return start_pgm(PGM_MAX_BODY_BYTES="2048", PGM_API_TOKEN="s3cret-token-value")
+
+
+def test_oversized_body_is_413(small_body_pgm: PgmProcess, shop_id: str) -> None:
+    auth = {"Authorization": "Bearer s3cret-token-value"}
+    body = pay_body(shop_id, providerData={"padding": "x" * 4096})
+    assert_error(small_body_pgm.post("/v3/sandbox/credit-cards/pay", body, headers=auth), 413, "payload_too_large")
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"amount": 1, "padding": "'
+        for _ in range(10):
+            yield b"y" * 512
+        yield b'"}'
+
+    streamed = small_body_pgm.client.post(
+        "/v3/sandbox/credit-cards/pay", content=chunks(), headers={**auth, "Content-Type": "application/json"}
+    )
+    assert_error(streamed, 413, "payload_too_large")
+
+
+def test_api_token_guards_the_api_but_not_callbacks_or_sandbox_pages(small_body_pgm: PgmProcess, shop_id: str) -> None:
+    pgm = small_body_pgm
+    assert_error(pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id)), 401, "unauthorized")
+    wrong = {"Authorization": "Bearer s3cret-token-valuX"}
+    error = assert_error(
+        pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id), headers=wrong), 401, "unauthorized"
+    )
+    assert "s3cret" not in error["message"]
+    good = {"Authorization": "Bearer s3cret-token-value"}
+    payment = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id), headers=good).json()
+    assert pgm.get(payment["redirectToUrl"]).status_code == 200
+    assert pgm.decide(payment["redirectToUrl"], "approve").status_code == 200
+    assert pgm.client.post("/v3/sandbox/callback", content=b"{}").status_code == 401  # unsigned, not unauthorised
+    assert pgm.get("/-/healthz").status_code == 200
+    log = pgm.log_path.read_text()
+    for secret in ("s3cret-token-value", SANDBOX_SECRET, "sk_sandbox_local"):
+        assert secret not in log
+
+
+def test_openapi_document_covers_every_route_and_shows_no_secret(pgm: PgmProcess) -> None:
+    document = pgm.get("/documentation/openapi.json").json()
+    paths = document["paths"]
+    for path in (
+        "/v3/{provider}/{paymentMethod}/pay",
+        "/v3/{provider}/refund",
+        "/v3/{provider}/{paymentMethod}/subscription/schedule",
+        "/v3/{provider}/{paymentMethod}/subscription/start",
+        "/v3/{provider}/{paymentMethod}/subscription/pay",
+        "/v3/{provider}/subscription/update/{subscriptionToken}",
+        "/v3/{provider}/subscription/status/{subscriptionToken}",
+        "/v3/{provider}/subscription/expire/{subscriptionToken}",
+        "/v3/{provider}/utility/{paymentMethod}/subscription/token",
+        "/v3/{provider}/pay-by-link",
+        "/v3/{provider}/status",
+        "/v3/{provider}/check",
+        "/v3/{provider}/callback",
+        "/-/healthz",
+        "/-/ready",
+        "/-/metrics",
+    ):
+        assert path in paths, path
+    assert set(paths["/v3/{provider}/subscription/expire/{subscriptionToken}"]) == {"delete", "post"}
+    assert "examples" in document["components"]["schemas"]["PayBody"]
+    text = pgm.get("/documentation/openapi.json").text
+    assert SANDBOX_SECRET not in text
+    assert "sk_sandbox_local" not in text
+    page = pgm.get("/documentation")
+    assert page.status_code == 200
+    assert "/documentation/static/swagger-ui-bundle.js" in page.text
+    assert pgm.get("/documentation/static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_metrics_expose_requests_provider_calls_and_outbox(pgm: PgmProcess, shop_id: str) -> None:
+    pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "OK"))
+    metrics = pgm.get("/-/metrics").text
+    assert 'pgm_provider_calls_total{operation="pay",outcome="ok",provider="sandbox"}' in metrics
+    assert 'pgm_http_requests_total{method="POST",route="/v3/{provider}/{paymentMethod}/pay",status="200"}' in metrics
+    assert "pgm_outbox_delivery_attempts_total" in metrics
+    assert "pgm_provider_call_duration_seconds_bucket" in metrics
+
+
+def test_ready_reports_store_and_migrations(pgm: PgmProcess) -> None:
+    assert pgm.get("/-/ready").json() == {
+        "status": "OK",
+        "checks": {"store": "OK", "migrations": "OK", "providers": "sandbox"},
+    }

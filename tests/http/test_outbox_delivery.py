@@ -1,0 +1,95 @@
+"""PaymentStatus notifications through the durable outbox (spec 04): a receiver that is down or
+failing delays them, never loses them; order holds per payment; dead letters can be re-sent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
+from tests.http.test_refunds import refund
+from tests.http.test_v3_sandbox_flows import pay_body
+from tests.support.notifications import STATUS_PATH
+from tests.support.pgm_process import PgmProcess, free_port
+
+
+def test_receiver_refusing_then_failing_gets_every_notification_in_order(
+    start_pgm: Callable[..., PgmProcess], shop_id: str
+) -> None:
+    port = free_port()
+    pgm = start_pgm(PAYMENT_CALLBACK_URL=f"http://127.0.0.1:{port}{STATUS_PATH}")
+    # Nothing listens on the port: connection refused while the payment moves on.
+    payment = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "PENDING", amount=1000)).json()
+    pgm.decide(payment["redirectToUrl"], "approve")
+    wait_for(
+        lambda: pgm.get("/v3/sandbox/status", params={"paymentId": payment["paymentId"]}).json()["status"] == "ACCEPTED"
+    )
+    assert refund(pgm, payment["paymentId"], 400)["result"] == "OK"
+    assert refund(pgm, payment["paymentId"], 600)["result"] == "OK"
+
+    receiver = RecordingReceiver()
+    receiver.respond(503, times=5)
+    with run_server_in_thread(receiver.app, port=port):
+        wait_for(
+            lambda: len([r for r in receiver.requests if r.status == 200]) == 4, timeout=20, what="4 notifications"
+        )
+    delivered = [r.json for r in receiver.requests if r.status == 200]
+    assert [(d["action"], d["status"]) for d in delivered] == [
+        ("PAYMENT", "PENDING"),
+        ("PAYMENT", "ACCEPTED"),
+        ("REFUND", "ACCEPTED"),
+        ("REFUND", "ACCEPTED"),
+    ]
+    assert [d["metadata"]["totalRefundedAmount"] for d in delivered[2:]] == [400, 1000]
+    assert [r.status for r in receiver.requests[:5]] == [503] * 5
+    # Every message went out once it succeeded: a retried message is the same message.
+    ids = Counter(r.headers["x-pgm-message-id"] for r in receiver.requests if r.status == 200)
+    assert set(ids.values()) == {1}
+
+
+def test_permanent_refusal_becomes_a_dead_letter_that_can_be_resent(
+    start_pgm: Callable[..., PgmProcess], shop_id: str
+) -> None:
+    receiver = RecordingReceiver()
+    receiver.respond(400, {"error": "bad"})
+    with run_server_in_thread(receiver.app) as (url, _):
+        pgm = start_pgm(PAYMENT_CALLBACK_URL=f"{url}{STATUS_PATH}", PGM_API_TOKEN="ops-token")
+        pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "OK"), headers={"Authorization": "Bearer ops-token"})
+        auth = {"Authorization": "Bearer ops-token"}
+
+        def dead() -> list[dict[str, object]]:
+            answer = pgm.get("/-/outbox", params={"status": "DEAD"}, headers=auth)
+            assert answer.status_code == 200
+            return list(answer.json())
+
+        wait_for(lambda: len(dead()) == 1, timeout=15, what="a dead letter")
+        letter = dead()[0]
+        assert letter["attempts"] == 3
+        assert letter["lastStatusCode"] == 400
+        assert 'pgm_outbox_messages{destination="payment-callback",status="DEAD"} 1.0' in pgm.get("/-/metrics").text
+        assert pgm.post(f"/-/outbox/{letter['id']}/resend", None).status_code == 401
+
+        receiver.respond(200)
+        assert pgm.post(f"/-/outbox/{letter['id']}/resend", None, headers=auth).json()["status"] == "PENDING"
+        wait_for(lambda: any(r.status == 200 for r in receiver.requests), what="the re-sent notification")
+        assert dead() == []
+        assert pgm.post(f"/-/outbox/{letter['id']}/resend", None, headers=auth).status_code == 404
+
+
+def test_two_replicas_share_the_outbox_without_double_delivery(start_pgm: Callable[..., PgmProcess]) -> None:
+    receiver = RecordingReceiver()
+    receiver.respond(200, delay=0.02)
+    with run_server_in_thread(receiver.app) as (url, _):
+        env = {"PAYMENT_CALLBACK_URL": f"{url}{STATUS_PATH}"}
+        first = start_pgm(**env)
+        second = start_pgm(**env)
+        references = [f"replica-{index}" for index in range(20)]
+        for index, reference in enumerate(references):
+            replica = first if index % 2 else second
+            replica.post("/v3/sandbox/credit-cards/pay", pay_body(reference, "OK"))
+        wait_for(
+            lambda: len([r for r in receiver.requests if r.status == 200]) >= 20, timeout=20, what="20 notifications"
+        )
+        ids = Counter(r.headers["x-pgm-message-id"] for r in receiver.requests)
+        assert max(ids.values()) == 1
+        assert sorted(r.json["shopTransactionId"] for r in receiver.requests) == sorted(references)
