@@ -223,3 +223,17 @@ def test_pending_refund_waits_in_refund_requested_until_its_outcome(stack: SagaS
     stack.pgm.decide(f"{stack.pgm.url}/sandbox/refunds/{refund_id}", "approve")
     saga = stack.wait_state(saga_id, "TOTALLY_REFUNDED")
     assert saga["metadata"]["refundDetails"] == {"totalRefundedAmount": 1000, "refundedAmounts": [1000]}
+
+
+def test_the_pgm_shows_what_it_did_for_a_saga(stack: SagaStack) -> None:
+    saga_id = stack.create_saga(metadata("REDIRECT_TO_URL"))
+    stack.send_event(saga_id, "scheduleRequested")
+    pending = stack.wait_state(saga_id, "PAYMENT_PENDING")
+    stack.pgm.decide(pending["metadata"]["payRequestData"]["redirectToUrl"], "approve")
+    stack.wait_state(saga_id, "PAYMENT_EXECUTED")
+    seen = stack.pgm.get(f"/-/sagas/{saga_id}").json()
+    assert [(c["route"], c["status"]) for c in seen["commands"]] == [("pay", "DONE")]
+    assert [e["label"] for e in seen["events"]] == ["paymentScheduled", "paymentExecuted"]
+    assert all(e["delivery"]["status"] == "DELIVERED" for e in seen["events"])
+    assert seen["payments"][0]["status"] == "ACCEPTED"
+    assert seen["payments"][0]["paymentId"] == pending["metadata"]["paymentId"]

@@ -351,15 +351,15 @@ class SagaCommands:
             saga_id = command.saga_id
             if route is Route.REFUND:
                 details = await self._refund_details(command)
-                self.events.emit(
+                await self.events.emit(
                     session, saga_id, None, Event.REFUND_FAILED, {"error": reason, "refundDetails": details}
                 )
             else:
                 if route is Route.SUBSCRIPTION_AUTHORIZATION:
                     pay_request = command.payload.get("payRequestData")
                     scheduled = {"payRequestData": pay_request if isinstance(pay_request, dict) else {}}
-                    self.events.emit(session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled)
-                self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason})
+                    await self.events.emit(session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled)
+                await self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason})
             await session.execute(
                 update(InboxCommand)
                 .where(InboxCommand.id == command.id)

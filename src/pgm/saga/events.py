@@ -32,19 +32,29 @@ class SagaEvents:
         self.clock = clock
         self.metrics = metrics
 
-    def emit(
+    async def emit(
         self, session: AsyncSession, saga_id: str, operation_key: str | None, event: Event, payload: dict[str, Any]
     ) -> None:
-        """Queue one event for the Flow Manager and remember it."""
+        """Queue one event for the Flow Manager and remember it (with its delivery, for the inspector)."""
+        await self._record(session, saga_id, operation_key, event.value, envelope(saga_id, event, payload))
+
+    async def _record(
+        self, session: AsyncSession, saga_id: str, operation_key: str | None, label: str, document: dict[str, Any]
+    ) -> None:
         now = self.clock.now()
-        document = envelope(saga_id, event, payload)
-        enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now)
+        message = enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now)
+        await session.flush()
         session.add(
             SagaEvent(
-                saga_id=saga_id, operation_key=operation_key, label=event.value, envelope=document, created_at=now
+                saga_id=saga_id,
+                operation_key=operation_key,
+                label=label,
+                envelope=document,
+                outbox_id=message.id,
+                created_at=now,
             )
         )
-        self.metrics.saga_events.labels(event.value).inc()
+        self.metrics.saga_events.labels(label).inc()
 
     async def replay(self, session: AsyncSession, saga_id: str, operation_key: str) -> bool:
         """Re-send the latest outcome of an operation (a repeated command); False when there is none."""
@@ -53,18 +63,7 @@ class SagaEvents:
         )
         if latest is None:
             return False
-        now = self.clock.now()
-        enqueue(session, Destination.FLOW_MANAGER, saga_id, latest.envelope, now)
-        session.add(
-            SagaEvent(
-                saga_id=saga_id,
-                operation_key=operation_key,
-                label=latest.label,
-                envelope=latest.envelope,
-                created_at=now,
-            )
-        )
-        self.metrics.saga_events.labels(latest.label).inc()
+        await self._record(session, saga_id, operation_key, latest.label, latest.envelope)
         return True
 
     async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
@@ -79,17 +78,17 @@ class SagaEvents:
             # authorization is scheduled first and failed right after, instead of stalling the saga.
             redirected = with_redirect(pay_request, result.redirect_url, result.redirect_url_mobile)
             authorization = {"payRequestData": with_token(redirected, result.subscription_token)}
-            self.emit(session, payment.saga_id, key, Event.AUTHORIZATION_SCHEDULED, authorization)
+            await self.emit(session, payment.saga_id, key, Event.AUTHORIZATION_SCHEDULED, authorization)
         elif kind is PaymentKind.PAY_BY_LINK:
             if result.result is not PayResultCode.KO:
                 link = {"paymentId": payment.provider_payment_id, "link": payment.link}
-                self.emit(session, payment.saga_id, key, Event.LINK_CREATED, link)
+                await self.emit(session, payment.saga_id, key, Event.LINK_CREATED, link)
         elif result.result in (PayResultCode.PENDING, PayResultCode.REDIRECT_TO_URL):
             updated = with_redirect(pay_request, payment.redirect_url, payment.redirect_url_mobile)
             if kind in SUBSCRIPTION_KINDS and payment.subscription_token:
                 updated = with_token(updated, payment.subscription_token)
             scheduled = {"paymentId": payment.provider_payment_id, "payRequestData": updated}
-            self.emit(session, payment.saga_id, key, Event.PAYMENT_SCHEDULED, scheduled)
+            await self.emit(session, payment.saga_id, key, Event.PAYMENT_SCHEDULED, scheduled)
 
     async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
         """A saga's payment settled (answer, callback, status check or reconciliation)."""
@@ -108,13 +107,13 @@ class SagaEvents:
             }
             if payment.provider_payment_id is None:
                 del payload["paymentId"]
-            self.emit(session, saga_id, payment.idempotency_key, Event.PAYMENT_FAILED, payload)
+            await self.emit(session, saga_id, payment.idempotency_key, Event.PAYMENT_FAILED, payload)
         elif kind is not PaymentKind.AUTHORIZATION:
             payload = {"paymentId": payment.provider_payment_id}
             if kind in SUBSCRIPTION_KINDS:
                 pay_request = payment.saga_context.get("payRequestData") or {}
                 payload["payRequestData"] = with_token(pay_request, payment.subscription_token)
-            self.emit(session, saga_id, payment.idempotency_key, Event.PAYMENT_EXECUTED, payload)
+            await self.emit(session, saga_id, payment.idempotency_key, Event.PAYMENT_EXECUTED, payload)
 
     async def refund_changed(
         self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
@@ -126,13 +125,13 @@ class SagaEvents:
         details = refund_details(change.position.succeeded)
         status = change.transition.status
         if status is Status.PENDING:
-            self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_PENDING, {"refundDetails": details})
+            await self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_PENDING, {"refundDetails": details})
         elif status is Status.FAILED:
             payload = {"error": refund.description or "the refund failed", "refundDetails": details}
-            self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_FAILED, payload)
+            await self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_FAILED, payload)
         elif status is Status.ACCEPTED:
             event = Event.TOTAL_REFUND_EXECUTED if change.position.is_total else Event.PARTIAL_REFUND_EXECUTED
-            self.emit(session, saga_id, refund.idempotency_key, event, {"refundDetails": details})
+            await self.emit(session, saga_id, refund.idempotency_key, event, {"refundDetails": details})
 
     def _find_saga_later(self, session: AsyncSession, payment: Payment, status: Status) -> None:
         """A payment the PGM did not start for a saga may still belong to one: the sender asks the CRUD

@@ -1,0 +1,97 @@
+"""What the PGM knows of one saga, for operators and the local stack's saga inspector: the commands it
+received, the events it sent with their deliveries, and the payments and refunds behind them."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import select
+
+from pgm.http.dependencies import Parts, require_token
+from pgm.store.models import InboxCommand, OutboxMessage, Payment, Refund, SagaEvent
+
+
+def build_router() -> APIRouter:
+    """GET /-/sagas/{sagaId}."""
+    router = APIRouter(tags=["operations"], dependencies=[Depends(require_token)])
+
+    @router.get("/-/sagas/{saga_id}", summary="Commands, events, deliveries and payments of one saga")
+    async def saga(saga_id: str, parts: Parts) -> dict[str, Any]:
+        async with parts.database.read() as session:
+            commands = (
+                await session.scalars(
+                    select(InboxCommand).where(InboxCommand.saga_id == saga_id).order_by(InboxCommand.id)
+                )
+            ).all()
+            events = (
+                await session.scalars(select(SagaEvent).where(SagaEvent.saga_id == saga_id).order_by(SagaEvent.id))
+            ).all()
+            outbox_ids = [event.outbox_id for event in events if event.outbox_id is not None]
+            deliveries = {
+                row.id: row
+                for row in (await session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(outbox_ids)))).all()
+            }
+            payments = (
+                await session.scalars(select(Payment).where(Payment.saga_id == saga_id).order_by(Payment.created_at))
+            ).all()
+            refunds = (
+                await session.scalars(
+                    select(Refund).where(Refund.payment_id.in_([p.id for p in payments])).order_by(Refund.created_at)
+                )
+            ).all()
+        return {
+            "sagaId": saga_id,
+            "commands": [
+                {
+                    "deliveryId": c.delivery_id,
+                    "route": c.route,
+                    "label": c.label,
+                    "status": c.status,
+                    "attempts": c.attempts,
+                    "operationKey": c.operation_key,
+                    "result": c.result,
+                    "receivedAt": c.created_at,
+                }
+                for c in commands
+            ],
+            "events": [
+                {
+                    "label": e.label,
+                    "messagePayload": e.envelope.get("value", {}).get("messagePayload"),
+                    "operationKey": e.operation_key,
+                    "createdAt": e.created_at,
+                    "delivery": _delivery(deliveries.get(e.outbox_id) if e.outbox_id is not None else None),
+                }
+                for e in events
+            ],
+            "payments": [
+                {
+                    "paymentId": p.provider_payment_id,
+                    "provider": p.provider,
+                    "kind": p.kind,
+                    "status": p.status,
+                    "amount": p.amount,
+                    "currency": p.currency,
+                    "description": p.description,
+                    "refunds": [
+                        {"refundId": r.provider_refund_id, "amount": r.amount, "status": r.status}
+                        for r in refunds
+                        if r.payment_id == p.id
+                    ],
+                }
+                for p in payments
+            ],
+        }
+
+    return router
+
+
+def _delivery(message: OutboxMessage | None) -> dict[str, Any] | None:
+    if message is None:
+        return None
+    return {
+        "status": message.status,
+        "attempts": message.attempts,
+        "lastStatusCode": message.last_status_code,
+        "lastError": message.last_error,
+        "deliveredAt": message.delivered_at,
+    }
