@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,6 +16,9 @@ from pgm.http.dependencies import Parts, require_token
 from pgm.http.errors import ApiError
 from pgm.store.migrations import is_up_to_date
 from pgm.store.models import OutboxMessage
+
+# Row ids are 64-bit signed integers in both databases: anything larger cannot name a row.
+MAX_ROW_ID = 2**63 - 1
 
 
 class Probe(BaseModel):
@@ -99,7 +102,7 @@ def build_router() -> APIRouter:
     @router.post(
         "/-/outbox/{message_id}/resend", dependencies=[Depends(require_token)], summary="Re-send a dead letter"
     )
-    async def resend(message_id: int, parts: Parts) -> dict[str, Any]:
+    async def resend(message_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], parts: Parts) -> dict[str, Any]:
         if not await parts.dispatcher.resend(message_id):
             raise ApiError(404, "not_found", f"no dead letter {message_id}")
         return {"id": message_id, "status": "PENDING"}
