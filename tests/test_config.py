@@ -1,0 +1,81 @@
+"""Configuration from the environment: the existing PGM's names, clear errors naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pgm.config import ConfigurationError, load_settings, normalise_database_url
+from pgm.providers.registry import validate
+
+
+def test_defaults_are_the_embedded_stack() -> None:
+    settings = load_settings({})
+    assert settings.http_port == 3000
+    assert settings.enabled_providers == ("sandbox",)
+    assert settings.database_url == "sqlite:///pgm.sqlite3"
+    assert settings.public_url == "http://localhost:3000"
+    assert not settings.saga_enabled
+
+
+def test_existing_variable_names_are_read() -> None:
+    settings = load_settings(
+        {
+            "HTTP_PORT": "8080",
+            "ENABLED_PROVIDERS": "sandbox, Stripe",
+            "PAYMENT_CALLBACK_URL": "http://notify.local/status",
+            "FLOW_MANAGER_URL": "http://flow-manager-service/",
+            "SAGA_CRUD_URL": "http://crud-service/fm-transactions",
+            "PGM_DATABASE_URL": "postgresql://pgm@db/pgm",
+            "STRIPE_PRIVATE_KEY": "sk_test_x",
+        }
+    )
+    assert settings.http_port == 8080
+    assert settings.enabled_providers == ("sandbox", "stripe")
+    assert settings.public_url == "http://localhost:8080"
+    assert settings.flow_manager_url == "http://flow-manager-service"
+    assert settings.saga_enabled
+    assert settings.database_url == "postgresql+psycopg://pgm@db/pgm"
+    assert settings.provider_env == {"STRIPE_PRIVATE_KEY": "sk_test_x"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FLOW_MANAGER_URL": "http://fm"}, "SAGA_CRUD_URL is required when FLOW_MANAGER_URL is set"),
+        ({"HTTP_PORT": "eighty"}, "HTTP_PORT must be an integer"),
+        ({"PAYMENT_CALLBACK_URL": "ftp://x"}, "PAYMENT_CALLBACK_URL must be an http(s) URL"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL 'CHATTY' is not a log level"),
+        ({"PGM_PROVIDER_TIMEOUT_SECONDS": "30", "PGM_RECONCILE_AFTER_SECONDS": "5"}, "must not be shorter"),
+        ({"EXTERNAL_PROVIDERS_CONFIG": "/nonexistent.json"}, "cannot read /nonexistent.json"),
+    ],
+)
+def test_bad_configuration_names_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(env)
+    assert message in str(raised.value)
+
+
+def test_external_providers_file(tmp_path: Path) -> None:
+    path = tmp_path / "external.json"
+    path.write_text(json.dumps({"externalServices": [{"externalService": "acme", "baseUrl": "http://acme.local/"}]}))
+    settings = load_settings({"EXTERNAL_PROVIDERS_CONFIG": str(path)})
+    assert [(s.name, s.base_url) for s in settings.external_services] == [("acme", "http://acme.local")]
+    path.write_text(json.dumps({"externalServices": [{"externalService": "acme"}]}))
+    with pytest.raises(ConfigurationError, match=r"externalServices\[0\] needs externalService and baseUrl"):
+        load_settings({"EXTERNAL_PROVIDERS_CONFIG": str(path)})
+
+
+def test_enabled_provider_with_missing_variables_is_named() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        validate(load_settings({"ENABLED_PROVIDERS": "sandbox,adyen", "ADYEN_PRIVATE_KEY": "k"}))
+    assert "provider adyen is enabled but ADYEN_MERCHANT_ACCOUNT, ADYEN_HMAC_KEY are not set" in str(raised.value)
+    with pytest.raises(ConfigurationError, match="'paypalish', which is neither shipped"):
+        validate(load_settings({"ENABLED_PROVIDERS": "paypalish"}))
+
+
+def test_database_urls_pick_our_driver() -> None:
+    assert normalise_database_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert normalise_database_url("sqlite:///x.db") == "sqlite:///x.db"
