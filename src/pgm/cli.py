@@ -10,6 +10,8 @@ import uvicorn
 
 from pgm.config import ConfigurationError, load_settings
 from pgm.devstack.cli import add_commands as add_devstack_commands
+from pgm.devstack.demo import add_demo_arguments, run_demo_command
+from pgm.devstack.dev import add_dev_arguments, run_dev
 from pgm.observability import logging as pgm_logging
 from pgm.providers import registry as providers
 
@@ -35,7 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgm", description="Payment Gateway Manager")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the service (configured by environment variables)").set_defaults(func=serve)
-    commands.add_parser("dev", help="run the local stack on embedded defaults").set_defaults(func=serve)
+    dev = commands.add_parser(
+        "dev",
+        help="run the local stack: PGM, Flow Manager and CRUD stand-ins, saga inspector",
+        description="Run the PGM wired to a local Flow Manager and CRUD (stand-ins) and the saga inspector.",
+    )
+    add_dev_arguments(dev)
+    dev.set_defaults(func=run_dev)
+    demo = commands.add_parser(
+        "demo",
+        help="walk a saga through payment and refunds on the local stack",
+        description="Pay on the hosted sandbox page, refund partially, then totally, printing each transition.",
+    )
+    add_demo_arguments(demo)
+    demo.set_defaults(func=run_demo_command)
     add_devstack_commands(commands)
     return parser
 
