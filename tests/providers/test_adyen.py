@@ -25,9 +25,9 @@ from tests.fakes.adyen import (
     notification_body,
     running_adyen_fake,
 )
-from tests.support.databases import fresh_database
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.provider_pgm import pgm_with_provider
 
 
 def card(number: str = AUTHORISED_CARD) -> dict[str, str]:
@@ -60,19 +60,8 @@ def pgm(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PgmProcess]:
     """A PGM with Adyen enabled against the fake; the fake's notifications go to its callback."""
-    directory = tmp_path_factory.mktemp("pgm-adyen")
-    with fresh_database(backend, directory) as url:
-        process = PgmProcess(
-            url,
-            directory / "pgm.log",
-            ENABLED_PROVIDERS="sandbox,adyen",
-            PAYMENT_CALLBACK_URL=f"{receiver[1]}/payment-status",
-            **fake.env(),
-        )
-        process.start()
-        fake.webhook_url = f"{process.url}/v3/adyen/callback"
+    with pgm_with_provider("adyen", fake, backend, tmp_path_factory.mktemp("pgm-adyen"), receiver[1]) as process:
         yield process
-        process.stop()
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.satispay import SatispayAdapter, build
 from tests.fakes.satispay import MOBILE_REDIRECT, WEB_REDIRECT, SatispayFake, running_satispay_fake
-from tests.support.databases import fresh_database
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.provider_pgm import pgm_with_provider
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +40,8 @@ def satispay_pgm(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PgmProcess]:
     """A PGM with Satispay pointed at the fake; the fake's callbacks go to it."""
-    directory = tmp_path_factory.mktemp("pgm-satispay")
-    with fresh_database(backend, directory) as url:
-        process = PgmProcess(
-            url,
-            directory / "pgm.log",
-            ENABLED_PROVIDERS="sandbox,satispay",
-            PAYMENT_CALLBACK_URL=f"{receiver[1]}/payment-status",
-            **fake.env(),
-        )
-        process.start()
-        fake.webhook_url = f"{process.url}/v3/satispay/callback"
+    with pgm_with_provider("satispay", fake, backend, tmp_path_factory.mktemp("pgm-satispay"), receiver[1]) as process:
         yield process
-        process.stop()
 
 
 @pytest.fixture

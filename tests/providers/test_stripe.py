@@ -16,9 +16,9 @@ import pytest
 
 from pgm.devstack.testing import RecordingReceiver, wait_for
 from tests.fakes.stripe import API_VERSION, StripeFake, running_stripe_fake
-from tests.support.databases import fresh_database
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.provider_pgm import pgm_with_provider
 
 SESSIONS = "/v1/checkout/sessions"
 REFUNDS = "/v1/refunds"
@@ -39,19 +39,8 @@ def stripe_pgm(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PgmProcess]:
     """A PGM with Stripe enabled against the fake, whose webhooks the fake sends to it."""
-    directory = tmp_path_factory.mktemp("pgm-stripe")
-    with fresh_database(backend, directory) as url:
-        process = PgmProcess(
-            url,
-            directory / "pgm.log",
-            ENABLED_PROVIDERS="sandbox,stripe",
-            PAYMENT_CALLBACK_URL=f"{receiver[1]}/payment-status",
-            **fake.env(),
-        )
-        process.start()
-        fake.webhook_url = f"{process.url}/v3/stripe/callback"
+    with pgm_with_provider("stripe", fake, backend, tmp_path_factory.mktemp("pgm-stripe"), receiver[1]) as process:
         yield process
-        process.stop()
 
 
 @pytest.fixture
