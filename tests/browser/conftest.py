@@ -57,9 +57,11 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop marked as running in this thread
+# while it is open, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A headless Chromium with a fresh profile, for the session."""
+    """A headless Chromium with a fresh profile, for the module's tests."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as playwright:

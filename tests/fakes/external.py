@@ -29,6 +29,8 @@ class ExternalService:
         self.replies: dict[str, dict[str, Any]] = {}
         self.received: list[tuple[str, str, dict[str, Any] | None]] = []
         self.base_url = ""
+        # While True the service cannot read callbacks (it answers 503), as during an outage.
+        self.callbacks_down = False
         self.app = Starlette(
             routes=[
                 Route("/{method}/pay", self.pay, methods=["POST"]),
@@ -86,6 +88,8 @@ class ExternalService:
         return JSONResponse({k: payment[k] for k in ("status", "paymentId", "shopTransactionId")})
 
     async def callback(self, request: Request) -> JSONResponse:
+        if self.callbacks_down:
+            return JSONResponse({"message": "down for maintenance"}, status_code=503)
         if request.query_params.get("token") != CALLBACK_TOKEN:
             return JSONResponse({"message": "not from our provider"}, status_code=401)
         payment_id = request.query_params.get("payment", "")

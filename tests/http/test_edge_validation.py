@@ -3,6 +3,7 @@ never a secret."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -71,6 +72,44 @@ def test_body_that_is_not_a_json_object(pgm: PgmProcess, content: bytes, message
         "/v3/sandbox/credit-cards/pay", content=content, headers={"Content-Type": "application/json"}
     )
     assert message in assert_error(response, 400, "invalid_request")["message"]
+
+
+def _pay_with_raw_note(pgm: PgmProcess, shop_id: str, raw_json_string: str) -> httpx.Response:
+    """Pay with providerData.note written exactly as given, escapes and all."""
+    content = json.dumps(pay_body(shop_id, providerData={"sandboxOutcome": "OK", "note": "?"}))
+    content = content.replace('"?"', raw_json_string)
+    return pgm.client.post(
+        "/v3/sandbox/credit-cards/pay", content=content.encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"\\u0000"',  # NUL: PostgreSQL refuses it in text and JSON
+        '"a\\u0000b"',
+        '"\\\\\\u0000"',  # an escaped backslash, then NUL
+        '"\\ud83d"',  # a lone high surrogate: not encodable as UTF-8
+        '"\\ude00x"',  # a lone low surrogate
+    ],
+)
+def test_text_no_store_can_keep_is_refused_before_anything_is_written(pgm: PgmProcess, shop_id: str, text: str) -> None:
+    response = _pay_with_raw_note(pgm, shop_id, text)
+    assert "NUL character or a lone UTF-16 surrogate" in assert_error(response, 400, "invalid_request")["message"]
+    assert pgm.sandbox_payments(shop_id) == []
+
+
+@pytest.mark.parametrize("text", ['"\\\\u0000"', '"\\ud83d\\ude00"', '"caf\\u00e9"'])
+def test_escapes_that_look_alike_but_are_storable_are_accepted(pgm: PgmProcess, shop_id: str, text: str) -> None:
+    # An escaped backslash before u0000 is the six characters \u0000; a surrogate pair is one emoji.
+    response = _pay_with_raw_note(pgm, shop_id, text)
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == "OK"
+
+
+@pytest.mark.parametrize("path", ["/v3/sandbox/subscription/status/a%00b", "/v3/sandbox/status?shopTransactionId=%00"])
+def test_nul_in_path_or_query_is_refused(pgm: PgmProcess, path: str) -> None:
+    assert_error(pgm.client.get(path), 400, "invalid_request")
 
 
 def test_unknown_fields_are_ignored(pgm: PgmProcess, shop_id: str) -> None:

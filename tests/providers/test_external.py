@@ -72,6 +72,24 @@ def test_callback_is_verified_by_the_external_service_and_applied(
     assert pgm.get("/v3/acme/status", params={"paymentId": answer["paymentId"]}).json()["status"] == "ACCEPTED"
 
 
+def test_callback_the_external_service_cannot_read_now_is_refused_with_503_and_accepted_later(
+    pgm_with_acme: tuple[PgmProcess, RecordingReceiver], acme: ExternalService, shop_id: str
+) -> None:
+    pgm, receiver = pgm_with_acme
+    answer = pgm.post(
+        "/v3/acme/credit-cards/pay", {"amount": 700, "currency": "EUR", "shopTransactionId": shop_id}
+    ).json()
+    params = {"payment": answer["paymentId"], "token": CALLBACK_TOKEN, "event": "e-outage"}
+    acme.callbacks_down = True
+    unread = pgm.get("/v3/acme/callback", params=params)
+    assert unread.status_code == 503, unread.text
+    assert unread.json()["code"] == "callback_not_processed"
+    assert pgm.get("/v3/acme/status", params={"paymentId": answer["paymentId"]}).json()["status"] == "PENDING"
+    acme.callbacks_down = False
+    assert pgm.get("/v3/acme/callback", params=params).status_code == 200
+    wait_for_status(receiver, shop_id, "ACCEPTED")
+
+
 def test_refund_and_subscription_status_are_forwarded(
     pgm_with_acme: tuple[PgmProcess, RecordingReceiver], shop_id: str
 ) -> None:

@@ -12,8 +12,12 @@ from pgm.container import Container
 from pgm.http.errors import ApiError
 from pgm.providers.base import Operation, ProviderAdapter
 
+# The dependencies are `async def` although they never await: FastAPI runs a plain `def` dependency in
+# its thread pool, a thread hop (and two loop wake-ups) per dependency per request, measured at several
+# percent of the CPU of a saga command (docs/performance.md).
 
-def container(request: Request) -> Container:
+
+async def container(request: Request) -> Container:
     """The running service's parts."""
     parts: Container = request.app.state.container
     return parts
@@ -22,7 +26,7 @@ def container(request: Request) -> Container:
 Parts = Annotated[Container, Depends(container)]
 
 
-def require_token(request: Request, parts: Parts) -> None:
+async def require_token(request: Request, parts: Parts) -> None:
     """When PGM_API_TOKEN is set, the caller must send it as a bearer token (compared in constant time)."""
     expected = parts.settings.api_token
     if not expected:

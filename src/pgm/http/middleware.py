@@ -1,9 +1,11 @@
-"""ASGI middleware: request ids and access logs with metrics, and the request body size limit."""
+"""ASGI middleware: request ids and access logs with metrics, the request body size limit, and text that
+cannot be stored."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from http import HTTPStatus
@@ -94,20 +96,80 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
-        state: dict[str, Any] = scope.get("state", {})
-        body = {
-            "statusCode": 413,
-            "error": HTTPStatus(413).phrase,
-            "code": "payload_too_large",
-            "message": f"the request body exceeds {self.max_bytes} bytes",
-            "requestId": state.get("request_id"),
+        await _answer_error(scope, send, 413, "payload_too_large", f"the request body exceeds {self.max_bytes} bytes")
+
+
+# An escape that is not itself escaped: an even run of backslashes (maybe none) before the `\u`.
+_UNESCAPED = rb"(?<!\\)(?:\\\\)*\\u"
+# A valid surrogate pair is consumed first, so that only a NUL or a lone surrogate is named `bad`.
+_JSON_UNSTORABLE_ESCAPE = re.compile(
+    _UNESCAPED
+    + rb"(?:[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(?P<bad>0000|[dD][89a-fA-F][0-9a-fA-F]{2}))"
+)
+_FORM_TYPE = b"application/x-www-form-urlencoded"
+UNSTORABLE_MESSAGE = "the request contains a NUL character or a lone UTF-16 surrogate, which no field accepts"
+
+
+def contains_unstorable_text(body: bytes, content_type: bytes = b"") -> bool:
+    """Whether a request body carries text no store can keep: NUL (PostgreSQL refuses it in text and
+    JSON) or a lone surrogate (not encodable as UTF-8), raw, as a JSON escape, or percent-encoded in a form."""
+    if b"\x00" in body:
+        return True
+    if content_type.split(b";")[0].strip().lower() == _FORM_TYPE and b"%00" in body:
+        return True
+    return any(match.group("bad") for match in _JSON_UNSTORABLE_ESCAPE.finditer(body))
+
+
+class RejectUnstorableText:
+    """Answers 400 (in the error shape) to a path, query or body with a NUL or a lone surrogate.
+
+    Such text is valid JSON but no field has a use for it, and the store cannot keep it (PostgreSQL
+    refuses NUL in text; a lone surrogate cannot be encoded): refused at the edge, before anything is
+    written, instead of failing half-way in a transaction."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        query: bytes = scope.get("query_string", b"")
+        if "\x00" in path or any(0xD800 <= ord(char) <= 0xDFFF for char in path) or b"%00" in query or b"\x00" in query:
+            await _answer_error(scope, send, 400, "invalid_request", UNSTORABLE_MESSAGE)
+            return
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        chunks: list[bytes] = []
+
+        async def checked_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                # The whole body is scanned once it is in (an escape can straddle two chunks).
+                if not message.get("more_body", False) and contains_unstorable_text(b"".join(chunks), content_type):
+                    raise HTTPException(400, UNSTORABLE_MESSAGE)
+            return message
+
+        await self.app(scope, checked_receive, send)
+
+
+async def _answer_error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Answer in the error shape from middleware, before the app and its exception handlers."""
+    state: dict[str, Any] = scope.get("state", {})
+    body = {
+        "statusCode": status,
+        "error": HTTPStatus(status).phrase,
+        "code": code,
+        "message": message,
+        "requestId": state.get("request_id"),
+    }
+    payload = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
         }
-        payload = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+    )
+    await send({"type": "http.response.body", "body": payload})

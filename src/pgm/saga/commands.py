@@ -161,9 +161,13 @@ class SagaCommands:
                     .limit(CONCURRENCY)
                 )
             ).all()
-        claimed = []
-        for command_id, lease in due:
-            async with self.database.write() as session:
+        claimed: list[int] = []
+        if not due:
+            return claimed
+        # One transaction for the batch (each row still claimed by its own compare-and-set on the lease):
+        # a transaction per command cost a BEGIN IMMEDIATE/COMMIT each under load.
+        async with self.database.write() as session:
+            for command_id, lease in due:
                 condition = InboxCommand.lease_until.is_(None) if lease is None else InboxCommand.lease_until == lease
                 result = await session.execute(
                     update(InboxCommand)
@@ -370,7 +374,13 @@ class SagaCommands:
     async def _refund_details(self, command: InboxCommand) -> dict[str, Any]:
         """refundDetails as they stand (unchanged by a refused refund): from our ledger when we know the payment."""
         async with self.database.read() as session:
-            payment = await session.scalar(select(Payment).where(Payment.saga_id == command.saga_id).limit(1))
+            # A saga may hold a failed attempt beside the payment that went through: refunds are of the latter.
+            payment = await session.scalar(
+                select(Payment)
+                .where(Payment.saga_id == command.saga_id)
+                .order_by((Payment.status == Status.ACCEPTED.value).desc(), Payment.created_at.desc())
+                .limit(1)
+            )
             if payment is not None:
                 return refund_details((await self.payments.settlement.position(session, payment)).succeeded)
         details = command.payload.get("refundDetails")

@@ -48,7 +48,8 @@ class SandboxContext:
     wake_dispatcher: Callable[[], None]
 
 
-def _context(request: Request) -> SandboxContext:
+async def _context(request: Request) -> SandboxContext:
+    # async def: a plain def dependency would run in FastAPI's thread pool on every sandbox call.
     context: SandboxContext = request.app.state.sandbox
     return context
 

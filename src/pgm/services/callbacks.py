@@ -51,6 +51,11 @@ class CallbackRejected(Exception):
     """The callback is not provably from the provider; answer 401 and change nothing."""
 
 
+class CallbackNotProcessed(Exception):
+    """The callback could not be read now (the provider side needed to read it did not answer): nothing
+    changed, answer 503 so the provider delivers it again."""
+
+
 class CallbackService:
     """Receives, verifies, de-duplicates and applies provider notifications."""
 
@@ -84,6 +89,15 @@ class CallbackService:
             self.metrics.callbacks.labels(adapter.name, "rejected").inc()
             log.warning("callback rejected", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackRejected(str(exc)) from exc
+        except OutcomeUnknown as exc:
+            # An external provider reads its own callbacks: while it is down we know nothing yet.
+            async with self.database.write() as session:
+                stored = await session.get(ProviderCallback, raw.id)
+                assert stored is not None
+                stored.status, stored.reason = "UNPROCESSED", str(exc)[:1000]
+            self.metrics.callbacks.labels(adapter.name, "unprocessed").inc()
+            log.warning("callback not processed", extra={"provider": adapter.name, "reason": str(exc)})
+            raise CallbackNotProcessed(str(exc)) from exc
         fresh: list[int] = []
         for notification in notifications:
             event_id = await self._store_event(adapter.name, raw.id, notification)
@@ -163,8 +177,9 @@ class CallbackService:
             event.processed_at = self.clock.now()
             self.metrics.callbacks.labels(adapter.name, "accepted").inc()
 
-    async def apply_deferred(self, adapter: ProviderAdapter, subject_id: str) -> None:
-        """Apply the notifications that were waiting for this payment or refund to become known."""
+    async def apply_deferred(self, adapter: ProviderAdapter, subject_id: str) -> int:
+        """Apply the notifications that were waiting for this payment or refund to become known;
+        return how many there were."""
         async with self.database.read() as session:
             waiting = (
                 await session.scalars(
@@ -179,6 +194,7 @@ class CallbackService:
             ).all()
         for event_id in waiting:
             await self.apply(adapter, event_id)
+        return len(waiting)
 
     async def due_deferred(self, limit: int = 100) -> list[tuple[str, int]]:
         """Deferred notifications whose next attempt is due, as (provider, event id)."""

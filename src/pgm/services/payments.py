@@ -142,8 +142,8 @@ class PaymentService:
             assert locked is not None
             await self.settlement.answered(session, locked, result)
             payment = locked
-        if payment.provider_payment_id:
-            await self.callbacks.apply_deferred(adapter, payment.provider_payment_id)
+        # Reloaded only when a waiting callback changed it: otherwise the row is the one just committed.
+        if payment.provider_payment_id and await self.callbacks.apply_deferred(adapter, payment.provider_payment_id):
             payment = await self.reload(payment.id)
         return PayOutcome(payment, result.result, result.description)
 

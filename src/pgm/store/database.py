@@ -20,6 +20,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from pgm.store import sqlite_inline
 from pgm.store.models import Base, Payment
 
 T = TypeVar("T", bound=Base)
@@ -42,7 +43,9 @@ def sync_url(url: str) -> str:
 
 
 def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
-    engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
+    # Statements run inline on the loop thread instead of aiosqlite's worker thread: see sqlite_inline.
+    database = make_url(url).database or ":memory:"
+    engine = create_async_engine(async_url(url), async_creator=sqlite_inline.creator(database, 30))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

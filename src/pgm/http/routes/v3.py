@@ -36,7 +36,7 @@ from pgm.providers.base import (
     RefundRequest,
     SubscriptionInfo,
 )
-from pgm.services.callbacks import CallbackRejected
+from pgm.services.callbacks import CallbackNotProcessed, CallbackRejected
 from pgm.services.notifications import payment_status
 from pgm.services.payments import PayOutcome
 
@@ -61,7 +61,14 @@ IdempotencyKey = Annotated[
         description="Repeat a request safely: the same key returns the first outcome and never pays twice.",
     ),
 ]
-PaymentMethod = Annotated[str, Depends(lambda paymentMethod: paymentMethod)]  # noqa: N803
+
+
+async def _payment_method(paymentMethod: str) -> str:  # noqa: N803 - the path parameter's name
+    # async def, not a lambda: a plain def dependency would run in FastAPI's thread pool on every call.
+    return paymentMethod
+
+
+PaymentMethod = Annotated[str, Depends(_payment_method)]
 
 
 def _operation_key(provider: str, operation: Operation, key: str | None) -> str:
@@ -391,5 +398,7 @@ async def _callback(request: Request, parts: Parts, provider: str) -> Response:
         answer = await parts.callbacks.receive(adapter, callback)
     except CallbackRejected as exc:
         raise ApiError(401, "invalid_signature", f"callback rejected: {exc}") from exc
+    except CallbackNotProcessed as exc:
+        raise ApiError(503, "callback_not_processed", f"callback not processed, deliver it again: {exc}") from exc
     parts.dispatcher.wake()
     return Response(answer.body, status_code=answer.status_code, media_type=answer.media_type)

@@ -1,0 +1,173 @@
+"""The processes under test (PGM, transport ceiling), their CPU and memory, and throw-away databases."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+SANDBOX_SECRET = "whsec_bench_sandbox_secret"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (/proc/<pid>/stat fields 14 and 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Service:
+    """One server process (a PGM or the ceiling app) on a free port."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    profiler: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Process id (the service must be running)."""
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, ready_path: str, timeout: float = 60.0) -> Service:
+        """Start it and wait until `ready_path` answers 200."""
+        env = {**self.env, "HTTP_PORT": str(self.port), "HTTP_HOST": "127.0.0.1", "PGM_PUBLIC_URL": self.url}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.argv} exited with {self.process.returncode}; see {self.log_path}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(ready_path).status_code == 200:
+                        self._profile()
+                        return self
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"{self.argv} was not ready in {timeout}s; see {self.log_path}")
+
+    def _profile(self) -> None:
+        """With PGM_BENCH_PROFILE=<dir>, sample the process with py-spy (collapsed stacks, for flame graphs)."""
+        directory = os.environ.get("PGM_BENCH_PROFILE")
+        if not directory:
+            return
+        output = Path(directory) / f"{self.log_path.stem}.folded"
+        self.profiler = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(self.pid), "--rate", "100", "--format", "raw", "--output", str(output)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        """Graceful stop, SIGKILL if it hangs."""
+        if self.profiler is not None and self.profiler.poll() is None:
+            self.profiler.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.profiler.wait(20)
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def cpu(self) -> float:
+        """CPU seconds used so far."""
+        return cpu_seconds(self.pid)
+
+    def peak_mb(self) -> float:
+        """Peak resident memory so far."""
+        return peak_rss_mb(self.pid)
+
+
+def pgm(database_url: str, log_path: Path, log_level: str, **env: str) -> Service:
+    """A PGM process configured by environment, as production runs it (`python -m pgm serve`)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PGM_", "PAYMENT_", "FLOW_", "SAGA_"))}
+    return Service(
+        [sys.executable, "-m", "pgm", "serve"],
+        {
+            **base,
+            "LOG_LEVEL": log_level,
+            "PGM_DATABASE_URL": database_url,
+            "SANDBOX_WEBHOOK_SECRET": SANDBOX_SECRET,
+            **env,
+        },
+        log_path,
+    )
+
+
+def ceiling(log_path: Path, flow_manager_url: str) -> Service:
+    """The transport ceiling: bench/ceiling.py on the same uvicorn stack."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return Service(
+        [sys.executable, "-m", "bench.ceiling"],
+        {**os.environ, "FLOW_MANAGER_URL": flow_manager_url, "PYTHONPATH": root},
+        log_path,
+    )
+
+
+@contextlib.contextmanager
+def database(backend: str, directory: Path, admin_url: str) -> Iterator[str]:
+    """A fresh database for one run: a SQLite file, or a throw-away PostgreSQL database dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / f'pgm-{uuid.uuid4().hex[:8]}.sqlite3'}"
+        return
+    import psycopg
+
+    name = f"pgm_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_available(admin_url: str) -> bool:
+    """Whether the PostgreSQL server for the runs answers."""
+    try:
+        import psycopg
+
+        with psycopg.connect(admin_url, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+        return True
+    except Exception:
+        return False

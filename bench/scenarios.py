@@ -1,0 +1,464 @@
+"""The measured scenarios. Each is an open model: request i is due at start + i/rate by the clock,
+whatever happened to the requests before it. A request sent more than LATE_SECONDS after its due time
+is counted as late (never skipped), and every latency is measured from the due time, so a slow load
+generator makes the figures worse, never better."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from bench.processes import SANDBOX_SECRET, Service
+from bench.rawhttp import ClientPool, Receiver
+from pgm.crypto import timestamped_hmac
+
+LATE_SECONDS = 0.005
+EVENT_PATH = "/event"
+STATUS_PATH = "/payment-status"
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    backend: str
+    processes: int
+    scenario: str
+    rate: float
+    delay_ms: int
+    sent: int
+    completed: int
+    late: int
+    max_lag_ms: float
+    achieved_per_s: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    cpu_s_per_1000: float | None
+    peak_mb: float
+    checks: str
+    notes: list[str] = field(default_factory=list)
+    rated: bool = True  # False when `rate` is not in the unit of `achieved_per_s` (duplicates)
+
+    @property
+    def sustained(self) -> bool | None:
+        """Everything completed, at (nearly) the offered rate; None when that does not apply."""
+        if not self.rated:
+            return None
+        return self.completed == self.sent and self.achieved_per_s >= 0.95 * self.rate
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the JSON file."""
+        return {**asdict(self), "sustained": self.sustained}
+
+
+@dataclass
+class Target:
+    """The processes under test, with a client pool each (requests are spread round-robin)."""
+
+    services: list[Service]
+    pools: list[ClientPool]
+    receiver: Receiver
+    backend: str
+
+    @classmethod
+    def of(cls, services: list[Service], receiver: Receiver, backend: str) -> Target:
+        """Pools for these services."""
+        return cls(services, [ClientPool("127.0.0.1", s.port) for s in services], receiver, backend)
+
+    def pool(self, index: int) -> ClientPool:
+        """The pool request `index` goes to."""
+        return self.pools[index % len(self.pools)]
+
+    def cpu(self) -> float:
+        """CPU seconds of all the processes so far."""
+        return sum(s.cpu() for s in self.services)
+
+    def peak_mb(self) -> float:
+        """The largest peak RSS among the processes."""
+        return max(s.peak_mb() for s in self.services)
+
+    async def settle(self, timeout: float = 15.0) -> float:
+        """Wait until the processes are idle (trailing outbox work done); return CPU seconds now."""
+        before = self.cpu()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            now = self.cpu()
+            if now - before < 0.03 * len(self.services):
+                return now
+            before = now
+        return self.cpu()
+
+    async def reset(self) -> None:
+        """Close idle client connections between phases."""
+        for pool in self.pools:
+            await pool.close()
+
+
+@dataclass
+class Sent:
+    """What the open loop did."""
+
+    due: list[float]
+    late: int
+    max_lag: float
+    statuses: list[int]
+    answered: list[float]
+    bodies: list[bytes]
+
+
+async def open_loop(rate: float, count: int, send: Callable[[int], Awaitable[tuple[int, bytes]]]) -> Sent:
+    """Send request i at start + i/rate, each in its own task, never waiting for earlier answers."""
+    start = time.perf_counter() + 0.05
+    due = [start + i / rate for i in range(count)]
+    statuses = [0] * count
+    answered = [0.0] * count
+    bodies = [b""] * count
+    late = 0
+    max_lag = 0.0
+
+    async def one(i: int) -> None:
+        try:
+            statuses[i], bodies[i] = await send(i)
+        except Exception as exc:
+            statuses[i], bodies[i] = -1, repr(exc).encode()
+        answered[i] = time.perf_counter()
+
+    tasks = []
+    for i, at in enumerate(due):
+        wait = at - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        lag = time.perf_counter() - at
+        if lag > LATE_SECONDS:
+            late += 1
+        max_lag = max(max_lag, lag)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return Sent(due, late, max_lag, statuses, answered, bodies)
+
+
+def percentiles(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    """p50, p90, p99 in milliseconds (None without data)."""
+    if not values:
+        return None, None, None
+    if len(values) == 1:
+        return values[0] * 1000, values[0] * 1000, values[0] * 1000
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[89] * 1000, cuts[98] * 1000
+
+
+class Arrivals:
+    """First arrival per key of the receiver's requests at one path, from a mark on."""
+
+    def __init__(self, receiver: Receiver, path: str, key: Callable[[dict[str, Any]], str | None]) -> None:
+        self.receiver = receiver
+        self.path = path
+        self.key = key
+        self.cursor = len(receiver.records)
+        self.first: dict[str, float] = {}
+        self.count: Counter[str] = Counter()
+        self.labels: Counter[str] = Counter()
+
+    def scan(self) -> None:
+        """Read the requests that arrived since the last scan."""
+        records = self.receiver.records
+        for record in records[self.cursor :]:
+            if record.path != self.path:
+                continue
+            document = json.loads(record.body)
+            key = self.key(document)
+            if key is None:
+                continue
+            self.count[key] += 1
+            value = document.get("value")
+            if isinstance(value, dict):
+                self.labels[str(value.get("messageLabel"))] += 1
+            self.first.setdefault(key, record.at)
+        self.cursor = len(records)
+
+    async def wait(self, keys: Sequence[str], timeout: float) -> bool:
+        """Until every key has arrived at least once, or the timeout."""
+        wanted = set(keys)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.scan()
+            if wanted <= self.first.keys():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            self.receiver.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.receiver.arrived.wait(), 0.25)
+
+
+def saga_payload(shop_transaction_id: str, delay_ms: int) -> dict[str, Any]:
+    """The saga's whole metadata, as the Flow Manager sends it by default: no CRUD read is needed."""
+    return {
+        "amount": 1299,
+        "currency": "EUR",
+        "provider": "sandbox",
+        "paymentMethod": "credit-cards",
+        "shopTransactionId": shop_transaction_id,
+        "type": "DIRECT",
+        "payRequestData": {
+            "successRedirect": "https://shop.example/ok",
+            "failureRedirect": "https://shop.example/ko",
+            "providerData": {"sandboxOutcome": "OK", "sandboxDelayMs": delay_ms},
+        },
+    }
+
+
+def command(saga_id: str, payload: dict[str, Any]) -> bytes:
+    """A Flow Manager command envelope."""
+    value = {"messageLabel": "paymentScheduled", "messagePayload": payload}
+    return json.dumps({"key": saga_id, "value": value}).encode()
+
+
+def _event_key(document: dict[str, Any]) -> str | None:
+    key = document.get("key")
+    return key if isinstance(key, str) else None
+
+
+def duplicate_message_ids(receiver: Receiver, since: int = 0) -> int:
+    """How many Flow Manager deliveries repeated a message id already delivered (must be 0)."""
+    seen = Counter(r.message_id for r in receiver.records[since:] if r.path == EVENT_PATH and r.message_id)
+    return sum(n - 1 for n in seen.values() if n > 1)
+
+
+def _row(
+    target: Target,
+    scenario: str,
+    rate: float,
+    delay_ms: int,
+    sent: Sent,
+    latencies: list[float],
+    last_done: float,
+    cpu: float | None,
+    checks: list[str],
+) -> Row:
+    completed = len(latencies)
+    span = max(last_done - sent.due[0], 1e-9) if completed else 0.0
+    p50, p90, p99 = percentiles(sorted(latencies))
+    return Row(
+        backend=target.backend,
+        processes=len(target.services),
+        scenario=scenario,
+        rate=rate,
+        delay_ms=delay_ms,
+        sent=len(sent.due),
+        completed=completed,
+        late=sent.late,
+        max_lag_ms=round(sent.max_lag * 1000, 1),
+        achieved_per_s=round(completed / span, 1) if completed else 0.0,
+        p50_ms=_round(p50),
+        p90_ms=_round(p90),
+        p99_ms=_round(p99),
+        cpu_s_per_1000=round(cpu / completed * 1000, 2) if cpu is not None and completed else None,
+        peak_mb=round(target.peak_mb(), 1),
+        checks="; ".join(checks) or "ok",
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+async def sagas(
+    target: Target, rate: float, duration: float, delay_ms: int, drain: float, scenario: str = "saga"
+) -> Row:
+    """POST /saga/pay at a constant rate; latency = due time → event at the Flow Manager, minus the delay."""
+    count = max(int(rate * duration), 1)
+    run = uuid.uuid4().hex[:8]
+    saga_ids = [f"bench-{run}-{i}" for i in range(count)]
+    bodies = [command(s, saga_payload(f"order-{s}", delay_ms)) for s in saga_ids]
+    arrivals = Arrivals(target.receiver, EVENT_PATH, _event_key)
+    mark = len(target.receiver.records)
+    await target.reset()
+    cpu_before = target.cpu()
+
+    async def send(i: int) -> tuple[int, bytes]:
+        return await target.pool(i).request("POST", "/saga/pay", bodies[i])
+
+    sent = await open_loop(rate, count, send)
+    await arrivals.wait(saga_ids, drain)
+    cpu_after = await target.settle()
+    arrivals.scan()
+    latencies = [
+        arrivals.first[s] - sent.due[i] - delay_ms / 1000 for i, s in enumerate(saga_ids) if s in arrivals.first
+    ]
+    last = max((arrivals.first[s] for s in saga_ids if s in arrivals.first), default=0.0)
+    checks = []
+    refused = sum(1 for status in sent.statuses if status != 202)
+    if refused:
+        checks.append(f"{refused} commands not answered 202")
+    missing = count - len(latencies)
+    if missing:
+        checks.append(f"{missing} events missing after {drain:.0f}s")
+    repeated = sum(1 for s in saga_ids if arrivals.count[s] > 1)
+    if repeated:
+        checks.append(f"{repeated} sagas got more than one event")
+    others = {label: n for label, n in arrivals.labels.items() if label != "paymentExecuted"}
+    if others and scenario == "saga":
+        checks.append(f"unexpected events {others}")
+    duplicated = duplicate_message_ids(target.receiver, mark)
+    if duplicated:
+        checks.append(f"{duplicated} outbox messages delivered twice")
+    return _row(target, scenario, rate, delay_ms, sent, latencies, last, cpu_after - cpu_before, checks)
+
+
+async def payments(target: Target, rate: float, duration: float, delay_ms: int) -> Row:
+    """POST /v3/sandbox/credit-cards/pay at a constant rate; latency = due time → response, minus the delay."""
+    count = max(int(rate * duration), 1)
+    run = uuid.uuid4().hex[:8]
+    bodies = [
+        json.dumps(
+            {
+                "amount": 1299,
+                "currency": "EUR",
+                "shopTransactionId": f"v3-{run}-{i}",
+                "providerData": {"sandboxOutcome": "OK", "sandboxDelayMs": delay_ms},
+            }
+        ).encode()
+        for i in range(count)
+    ]
+    await target.reset()
+    cpu_before = target.cpu()
+
+    async def send(i: int) -> tuple[int, bytes]:
+        return await target.pool(i).request(
+            "POST", "/v3/sandbox/credit-cards/pay", bodies[i], {"Idempotency-Key": f"v3-{run}-{i}"}
+        )
+
+    sent = await open_loop(rate, count, send)
+    cpu_after = await target.settle()
+    ok = [i for i in range(count) if sent.statuses[i] == 200 and json.loads(sent.bodies[i]).get("result") == "OK"]
+    latencies = [sent.answered[i] - sent.due[i] - delay_ms / 1000 for i in ok]
+    last = max((sent.answered[i] for i in ok), default=0.0)
+    checks = [] if len(ok) == count else [f"{count - len(ok)} payments not answered 200 OK"]
+    return _row(target, "v3 pay", rate, delay_ms, sent, latencies, last, cpu_after - cpu_before, checks)
+
+
+async def callbacks(target: Target, rate: float, duration: float, drain: float) -> Row:
+    """Signed sandbox callbacks that settle PENDING payments; latency = due time → PaymentStatus ACCEPTED."""
+    count = max(int(rate * duration), 1)
+    run = uuid.uuid4().hex[:8]
+    references = [f"cb-{run}-{i}" for i in range(count)]
+    payment_ids: list[str] = [""] * count
+    gate = asyncio.Semaphore(16)
+
+    async def create(i: int) -> None:
+        body = json.dumps(
+            {
+                "amount": 1299,
+                "currency": "EUR",
+                "shopTransactionId": references[i],
+                "providerData": {"sandboxOutcome": "PENDING"},
+            }
+        ).encode()
+        async with gate:
+            status, answer = await target.pool(i).request("POST", "/v3/sandbox/credit-cards/pay", body)
+        if status == 200:
+            payment_ids[i] = str(json.loads(answer)["paymentId"])
+
+    await asyncio.gather(*(create(i) for i in range(count)))
+    await target.settle()  # their own notifications and webhooks are sent before the clock starts
+    accepted = Arrivals(
+        target.receiver,
+        STATUS_PATH,
+        lambda d: d.get("shopTransactionId") if d.get("status") == "ACCEPTED" else None,
+    )
+    await target.reset()
+    cpu_before = target.cpu()
+
+    async def send(i: int) -> tuple[int, bytes]:
+        event = {
+            "id": f"evt_bench_{run}_{i}",
+            "type": "payment.updated",
+            "createdAt": int(time.time()),
+            "data": {"id": payment_ids[i], "status": "ACCEPTED", "reference": references[i], "amount": 1299},
+        }
+        body = json.dumps(event, separators=(",", ":")).encode()
+        signature = timestamped_hmac.header(SANDBOX_SECRET, int(time.time()), body)
+        return await target.pool(i).request("POST", "/v3/sandbox/callback", body, {"Sandbox-Signature": signature})
+
+    sent = await open_loop(rate, count, send)
+    await accepted.wait(references, drain)
+    cpu_after = await target.settle()
+    accepted.scan()
+    latencies = [accepted.first[r] - sent.due[i] for i, r in enumerate(references) if r in accepted.first]
+    last = max(accepted.first.values(), default=0.0)
+    checks = []
+    if not all(payment_ids):
+        checks.append(f"{sum(1 for p in payment_ids if not p)} pending payments not created")
+    rejected = sum(1 for status in sent.statuses if status != 200)
+    if rejected:
+        checks.append(f"{rejected} callbacks not answered 200")
+    if len(latencies) < count:
+        checks.append(f"{count - len(latencies)} PaymentStatus missing after {drain:.0f}s")
+    return _row(target, "callback", rate, 0, sent, latencies, last, cpu_after - cpu_before, checks)
+
+
+async def duplicates(target: Target, sagas_count: int, copies: int, rate: float, drain: float) -> Row:
+    """Every command delivered `copies` times within milliseconds (round-robin over the processes):
+    one sandbox payment per saga, checked at GET /sandbox/payments; latency = first delivery → first event."""
+    run = uuid.uuid4().hex[:8]
+    saga_ids = [f"dup-{run}-{i}" for i in range(sagas_count)]
+    bodies = [command(s, saga_payload(f"order-{s}", 0)) for s in saga_ids]
+    arrivals = Arrivals(target.receiver, EVENT_PATH, _event_key)
+    mark = len(target.receiver.records)
+    await target.reset()
+    cpu_before = target.cpu()
+
+    async def send(i: int) -> tuple[int, bytes]:
+        return await target.pool(i).request("POST", "/saga/pay", bodies[i // copies])
+
+    sent = await open_loop(rate, sagas_count * copies, send)
+    await arrivals.wait(saga_ids, drain)
+    await asyncio.sleep(1.0)  # replays of the later deliveries
+    cpu_after = await target.settle()
+    arrivals.scan()
+    latencies = [arrivals.first[s] - sent.due[i * copies] for i, s in enumerate(saga_ids) if s in arrivals.first]
+    last = max(arrivals.first.values(), default=0.0)
+    gate = asyncio.Semaphore(16)
+
+    async def books(i: int) -> int:
+        async with gate:
+            status, answer = await target.pool(i).request(
+                "GET", f"/sandbox/payments?shopTransactionId={quote('order-' + saga_ids[i])}"
+            )
+        return len(json.loads(answer)) if status == 200 else -1
+
+    counts = Counter(await asyncio.gather(*(books(i) for i in range(sagas_count))))
+    checks = [f"payments per saga {dict(sorted(counts.items()))}"]
+    if set(counts) != {1}:
+        checks.append("DOUBLE PAYMENT OR MISSING PAYMENT")
+    refused = sum(1 for status in sent.statuses if status != 202)
+    if refused:
+        checks.append(f"{refused} deliveries not answered 202")
+    events = [arrivals.count[s] for s in saga_ids]
+    checks.append(f"events per saga {min(events)}..{max(events)} (≤{copies})")
+    if max(events) > copies:
+        checks.append("MORE EVENTS THAN DELIVERIES")
+    others = {label: n for label, n in arrivals.labels.items() if label != "paymentExecuted"}
+    if others:
+        checks.append(f"unexpected events {others}")
+    duplicated = duplicate_message_ids(target.receiver, mark)
+    if duplicated:
+        checks.append(f"{duplicated} outbox messages delivered twice")
+    row = _row(target, f"duplicates x{copies}", rate, 0, sent, latencies, last, cpu_after - cpu_before, checks)
+    row.completed = len(latencies)
+    row.sent = sagas_count
+    row.notes.append("rate = deliveries/s; sent/completed/achieved count sagas")
+    row.rated = False
+    return row
