@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import aliased
 
 from pgm.clock import Clock
@@ -50,6 +50,16 @@ class RetryPolicy:
         """Full jitter: a random delay up to base x 2^(attempts-1), capped."""
         ceiling = min(self.max_seconds, self.base_seconds * (2 ** max(attempts - 1, 0)))
         return rng.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one delivery attempt of a message got: the HTTP status (None without an answer) and the
+    error (None when delivered)."""
+
+    message_id: int
+    status_code: int | None
+    error: str | None
 
 
 class OutboxDispatcher:
@@ -97,7 +107,10 @@ class OutboxDispatcher:
         """Claim and deliver the heads of every ordering key that are due; return how many were tried."""
         claimed = await self._claim()
         if claimed:
-            await asyncio.gather(*(self._deliver(message) for message in claimed))
+            attempts = await asyncio.gather(*(self._deliver(message) for message in claimed))
+            # One transaction records the whole batch: a transaction per message cost as much as the rest of
+            # the delivery under load (docs/performance.md). A crash before it only re-sends (at least once).
+            await self._record(attempts)
         return len(claimed)
 
     async def _claim(self) -> list[OutboxMessage]:
@@ -130,25 +143,25 @@ class OutboxDispatcher:
             ).all()
         if not heads:
             return []
-        claimed: list[OutboxMessage] = []
+        # One statement leases the batch; a row another process leased in between is not returned.
         async with self.database.write() as session:
-            for message in heads:
-                result = await session.execute(
-                    update(OutboxMessage)
-                    .where(
-                        OutboxMessage.id == message.id,
-                        OutboxMessage.status == DeliveryStatus.PENDING.value,
-                        and_(
+            leased = set(
+                (
+                    await session.scalars(
+                        update(OutboxMessage)
+                        .where(
+                            OutboxMessage.id.in_([message.id for message in heads]),
+                            OutboxMessage.status == DeliveryStatus.PENDING.value,
                             (OutboxMessage.lease_until.is_(None)) | (OutboxMessage.lease_until < now),
-                        ),
+                        )
+                        .values(lease_until=now + LEASE_SECONDS)
+                        .returning(OutboxMessage.id)
                     )
-                    .values(lease_until=now + LEASE_SECONDS)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(message)
-        return claimed
+                ).all()
+            )
+        return [message for message in heads if message.id in leased]
 
-    async def _deliver(self, message: OutboxMessage) -> None:
+    async def _deliver(self, message: OutboxMessage) -> Attempt:
         sender = self.senders[message.destination]
         status_code: int | None = None
         error: str | None = None
@@ -163,39 +176,48 @@ class OutboxDispatcher:
             except Exception as exc:  # a sender bug must not stop the dispatcher
                 log.exception("outbox sender failed", extra={"destination": message.destination})
                 error = f"{type(exc).__name__}"
-        await self._record(message, status_code, error)
+        return Attempt(message.id, status_code, error)
 
-    async def _record(self, message: OutboxMessage, status_code: int | None, error: str | None) -> None:
+    async def _record(self, attempts: list[Attempt]) -> None:
         now = self.clock.now()
+        results: list[tuple[str, str]] = []
         async with self.database.write() as session:
-            row = await session.get(OutboxMessage, message.id)
-            if row is None:
-                return
-            row.attempts += 1
-            row.lease_until = None
-            row.last_status_code = status_code
-            if error is None:
-                row.status = DeliveryStatus.DELIVERED.value
-                row.delivered_at = now
-                row.last_error = None
-                result = "delivered"
-            else:
-                row.last_error = error
-                permanent = status_code is not None and 400 <= status_code < 500 and status_code not in RETRYABLE_STATUS
-                if permanent and row.attempts >= self.policy.max_attempts:
-                    row.status = DeliveryStatus.DEAD.value
-                    result = "dead"
-                    log.error(
-                        "outbox message dead-lettered",
-                        extra={"destination": row.destination, "messageId": row.id, "error": error},
-                    )
-                else:
-                    row.next_attempt_at = now + self.policy.delay(row.attempts, self._rng)
-                    result = "retry"
-        self.metrics.outbox_attempts.labels(message.destination, result).inc()
-        if result == "delivered":
-            # The next message of this key may be waiting behind this one.
+            rows = await session.scalars(
+                select(OutboxMessage).where(OutboxMessage.id.in_([attempt.message_id for attempt in attempts]))
+            )
+            by_id = {row.id: row for row in rows}
+            for attempt in attempts:
+                row = by_id.get(attempt.message_id)
+                if row is not None:
+                    results.append((row.destination, self._apply_attempt(row, attempt, now)))
+        for destination, result in results:
+            self.metrics.outbox_attempts.labels(destination, result).inc()
+        if any(result == "delivered" for _, result in results):
+            # The next message of these keys may be waiting behind the ones just delivered.
             self.wake()
+
+    def _apply_attempt(self, row: OutboxMessage, attempt: Attempt, now: float) -> str:
+        """Record one attempt on its row; return how it went: delivered, retry or dead."""
+        row.attempts += 1
+        row.lease_until = None
+        row.last_status_code = attempt.status_code
+        if attempt.error is None:
+            row.status = DeliveryStatus.DELIVERED.value
+            row.delivered_at = now
+            row.last_error = None
+            return "delivered"
+        row.last_error = attempt.error
+        code = attempt.status_code
+        permanent = code is not None and 400 <= code < 500 and code not in RETRYABLE_STATUS
+        if permanent and row.attempts >= self.policy.max_attempts:
+            row.status = DeliveryStatus.DEAD.value
+            log.error(
+                "outbox message dead-lettered",
+                extra={"destination": row.destination, "messageId": row.id, "error": attempt.error},
+            )
+            return "dead"
+        row.next_attempt_at = now + self.policy.delay(row.attempts, self._rng)
+        return "retry"
 
     async def refresh_backlog_metrics(self) -> None:
         """Update the outbox gauge from the store."""

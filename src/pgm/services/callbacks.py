@@ -98,49 +98,60 @@ class CallbackService:
             self.metrics.callbacks.labels(adapter.name, "unprocessed").inc()
             log.warning("callback not processed", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackNotProcessed(str(exc)) from exc
-        fresh: list[int] = []
-        for notification in notifications:
-            event_id = await self._store_event(adapter.name, raw.id, notification)
-            if event_id is None:
-                self.metrics.callbacks.labels(adapter.name, "duplicate").inc()
-            else:
-                fresh.append(event_id)
-        async with self.database.write() as session:
-            stored = await session.get(ProviderCallback, raw.id)
-            assert stored is not None
-            stored.status = "ACCEPTED"
-        for event_id in fresh:
+        try:
+            to_ask = await self._accept(adapter, raw.id, notifications)
+        except IntegrityError:
+            # The same event delivered twice at the same moment: the other delivery stored it first; this
+            # pass sees it and skips it.
+            to_ask = await self._accept(adapter, raw.id, notifications)
+        for event_id in to_ask:
             await self.apply(adapter, event_id)
         return adapter.callback_answer()
 
-    async def _store_event(self, provider: str, callback_id: int, notification: Notification) -> int | None:
+    async def _accept(self, adapter: ProviderAdapter, callback_id: int, notifications: list[Notification]) -> list[int]:
+        """In one transaction: store each notification not seen before, apply those that carry their
+        status, and mark the callback ACCEPTED. Returns the stored ones whose status the provider must be
+        asked for (unsigned callbacks are only hints): they are applied after, outside the transaction."""
+        to_ask: list[int] = []
+        async with self.database.write() as session:
+            for notification in notifications:
+                event = await self._store_event(session, adapter.name, callback_id, notification)
+                if event is None:
+                    self.metrics.callbacks.labels(adapter.name, "duplicate").inc()
+                elif notification.status is None:
+                    to_ask.append(event.id)
+                else:
+                    await self._settle(session, adapter, event, notification, notification.status)
+            stored = await session.get(ProviderCallback, callback_id)
+            assert stored is not None
+            stored.status = "ACCEPTED"
+        return to_ask
+
+    async def _store_event(
+        self, session: AsyncSession, provider: str, callback_id: int, notification: Notification
+    ) -> ProviderEvent | None:
         """Insert the notification once; None when this provider event id was seen before."""
-        try:
-            async with self.database.write() as session:
-                duplicate = await session.scalar(
-                    select(ProviderEvent.id).where(
-                        ProviderEvent.provider == provider, ProviderEvent.event_id == notification.event_id
-                    )
-                )
-                if duplicate is not None:
-                    return None
-                event = ProviderEvent(
-                    provider=provider,
-                    event_id=notification.event_id,
-                    callback_id=callback_id,
-                    subject_id=_subject_id(notification),
-                    notification=notification.to_json(),
-                    status=EventStatus.DEFERRED.value,
-                    attempts=0,
-                    next_attempt_at=self.clock.now(),
-                    received_at=self.clock.now(),
-                )
-                session.add(event)
-                await session.flush()
-                return event.id
-        except IntegrityError:
-            # The same event delivered twice at the same moment: the other delivery stored it.
+        duplicate = await session.scalar(
+            select(ProviderEvent.id).where(
+                ProviderEvent.provider == provider, ProviderEvent.event_id == notification.event_id
+            )
+        )
+        if duplicate is not None:
             return None
+        event = ProviderEvent(
+            provider=provider,
+            event_id=notification.event_id,
+            callback_id=callback_id,
+            subject_id=_subject_id(notification),
+            notification=notification.to_json(),
+            status=EventStatus.DEFERRED.value,
+            attempts=0,
+            next_attempt_at=self.clock.now(),
+            received_at=self.clock.now(),
+        )
+        session.add(event)
+        await session.flush()
+        return event
 
     async def apply(self, adapter: ProviderAdapter, event_id: int) -> None:
         """Apply one stored notification, or leave it DEFERRED for later if its subject is unknown."""
@@ -157,25 +168,34 @@ class CallbackService:
             event = await session.get(ProviderEvent, event_id)
             if event is None or event.status != EventStatus.DEFERRED:
                 return
-            subject = await self._subject(session, adapter.name, notification)
-            if subject is None or reported is None:
-                self._defer(
-                    event, "the payment is not known yet" if subject is None else "the provider did not confirm"
-                )
-                self.metrics.callbacks.labels(adapter.name, "deferred").inc()
-                return
-            payment, refund = subject
-            locked = await self.database.lock_payment(session, payment.id)
-            assert locked is not None
-            if refund is None:
-                if notification.token and not locked.subscription_token:
-                    locked.subscription_token = notification.token
-                await self.settlement.payment_status(session, locked, reported, Source.CALLBACK, None)
-            else:
-                await self.settlement.refund_status(session, locked, refund, reported, Source.CALLBACK, None)
-            event.status = EventStatus.PROCESSED.value
-            event.processed_at = self.clock.now()
-            self.metrics.callbacks.labels(adapter.name, "accepted").inc()
+            await self._settle(session, adapter, event, notification, reported)
+
+    async def _settle(
+        self,
+        session: AsyncSession,
+        adapter: ProviderAdapter,
+        event: ProviderEvent,
+        notification: Notification,
+        reported: Status | None,
+    ) -> None:
+        """Apply a stored notification under its payment's lock, or defer it while the payment is unknown."""
+        subject = await self._subject(session, adapter.name, notification)
+        if subject is None or reported is None:
+            self._defer(event, "the payment is not known yet" if subject is None else "the provider did not confirm")
+            self.metrics.callbacks.labels(adapter.name, "deferred").inc()
+            return
+        payment, refund = subject
+        locked = await self.database.lock_payment(session, payment.id)
+        assert locked is not None
+        if refund is None:
+            if notification.token and not locked.subscription_token:
+                locked.subscription_token = notification.token
+            await self.settlement.payment_status(session, locked, reported, Source.CALLBACK, None)
+        else:
+            await self.settlement.refund_status(session, locked, refund, reported, Source.CALLBACK, None)
+        event.status = EventStatus.PROCESSED.value
+        event.processed_at = self.clock.now()
+        self.metrics.callbacks.labels(adapter.name, "accepted").inc()
 
     async def apply_deferred(self, adapter: ProviderAdapter, subject_id: str) -> int:
         """Apply the notifications that were waiting for this payment or refund to become known;
