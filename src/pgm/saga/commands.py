@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
 from pgm.domain.saga import (
@@ -197,11 +198,13 @@ class SagaCommands:
         try:
             saga = await self._saga_data(command, route)
             adapter = self._adapter(saga, route)
+            finished = False
             if route is Route.REFUND:
                 key, result = await self._refund(command, saga, adapter)
             else:
-                key, result = await self._pay_like(command, saga, adapter, route)
-            await self._finish(command_id, key, result)
+                key, result, finished = await self._pay_like(command, saga, adapter, route)
+            if not finished:
+                await self._finish(command_id, key, result)
             self.metrics.saga_commands.labels(route.value, "executed").inc()
         except CannotSucceed as reason:
             await self._fail(command, route, str(reason))
@@ -245,9 +248,18 @@ class SagaCommands:
 
     async def _pay_like(
         self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter, route: Route
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, bool]:
+        """Run the operation; returns its key, its result, and whether the command was marked DONE already
+        (in the transaction of the provider's answer)."""
         operation = OPERATIONS[route]
         key = f"saga:{saga.saga_id}:{route.value}:1"
+        finished = False
+
+        async def finish_with_the_answer(session: AsyncSession, summary: str) -> None:
+            nonlocal finished
+            await self._mark_done(session, command.id, key, summary)
+            finished = True
+
         request = PayRequest(
             amount=saga.amount,
             currency=saga.currency,
@@ -266,12 +278,13 @@ class SagaCommands:
                 request,
                 saga_id=saga.saga_id,
                 saga_context={"payRequestData": saga.pay_request_data},
+                on_answer=finish_with_the_answer,
             )
         except InvalidProviderData as exc:
             raise CannotSucceed(str(exc)) from exc
         if outcome.replayed:
             await self._replay(saga.saga_id, key, Status(outcome.payment.status))
-        return key, f"{outcome.result.value}: {outcome.description}"
+        return key, f"{outcome.result.value}: {outcome.description}", finished
 
     def _subscription(self, saga: SagaData, route: Route, adapter: ProviderAdapter) -> SubscriptionInfo | None:
         if route not in (Route.SUBSCRIPTION_SCHEDULE, Route.SUBSCRIPTION_START, Route.SUBSCRIPTION_PAY):
@@ -343,11 +356,14 @@ class SagaCommands:
 
     async def _finish(self, command_id: int, key: str, result: str) -> None:
         async with self.database.write() as session:
-            await session.execute(
-                update(InboxCommand)
-                .where(InboxCommand.id == command_id)
-                .values(status=DONE, operation_key=key, result=result[:1000], updated_at=self.clock.now())
-            )
+            await self._mark_done(session, command_id, key, result)
+
+    async def _mark_done(self, session: AsyncSession, command_id: int, key: str, result: str) -> None:
+        await session.execute(
+            update(InboxCommand)
+            .where(InboxCommand.id == command_id)
+            .values(status=DONE, operation_key=key, result=result[:1000], updated_at=self.clock.now())
+        )
 
     async def _fail(self, command: InboxCommand, route: Route, reason: str) -> None:
         """Answer a command that cannot succeed with the failure event of its route, and close it."""

@@ -197,6 +197,19 @@ class CallbackService:
         event.processed_at = self.clock.now()
         self.metrics.callbacks.labels(adapter.name, "accepted").inc()
 
+    async def any_deferred(self, session: AsyncSession, adapter: ProviderAdapter, subject_id: str) -> bool:
+        """Whether notifications wait for this payment or refund (asked inside the caller's transaction)."""
+        waiting = await session.scalar(
+            select(ProviderEvent.id)
+            .where(
+                ProviderEvent.provider == adapter.name,
+                ProviderEvent.subject_id == subject_id,
+                ProviderEvent.status == EventStatus.DEFERRED.value,
+            )
+            .limit(1)
+        )
+        return waiting is not None
+
     async def apply_deferred(self, adapter: ProviderAdapter, subject_id: str) -> int:
         """Apply the notifications that were waiting for this payment or refund to become known;
         return how many there were."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
 from pgm.domain.idempotency import provider_idempotency_key
@@ -121,8 +122,12 @@ class PaymentService:
         request: PayRequest,
         saga_id: str | None = None,
         saga_context: dict[str, Any] | None = None,
+        on_answer: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
     ) -> PayOutcome:
-        """Run a pay-like operation once per idempotency key (`request.idempotency_key` is ours)."""
+        """Run a pay-like operation once per idempotency key (`request.idempotency_key` is ours).
+
+        `on_answer(session, summary)` runs inside the transaction that records the provider's answer, so
+        that a caller's own bookkeeping commits with it (not called on a replay, a refusal or a lost answer)."""
         adapter.check(operation, request)
         payment, created = await self._create(adapter, operation, request, saga_id, saga_context)
         if not created:
@@ -141,9 +146,13 @@ class PaymentService:
             locked = await self.database.lock_payment(session, payment.id)
             assert locked is not None
             await self.settlement.answered(session, locked, result)
+            if on_answer is not None:
+                await on_answer(session, f"{result.result.value}: {result.description}")
             payment = locked
-        # Reloaded only when a waiting callback changed it: otherwise the row is the one just committed.
-        if payment.provider_payment_id and await self.callbacks.apply_deferred(adapter, payment.provider_payment_id):
+            subject_id = payment.provider_payment_id
+            waiting = subject_id is not None and await self.callbacks.any_deferred(session, adapter, subject_id)
+        # A callback that came before this answer waits for it; reloaded only when one did.
+        if waiting and subject_id is not None and await self.callbacks.apply_deferred(adapter, subject_id):
             payment = await self.reload(payment.id)
         return PayOutcome(payment, result.result, result.description)
 
@@ -155,9 +164,6 @@ class PaymentService:
         saga_id: str | None,
         saga_context: dict[str, Any] | None,
     ) -> tuple[Payment, bool]:
-        existing = await self.find_by_key(request.idempotency_key)
-        if existing is not None:
-            return existing, False
         now = self.clock.now()
         payment = Payment(
             id=new_id("pay"),
@@ -180,7 +186,13 @@ class PaymentService:
             check_attempts=0,
         )
         try:
+            # The key is looked up in the transaction that inserts: one round trip to the store, not two.
             async with self.database.write() as session:
+                existing = await session.scalar(
+                    select(Payment).where(Payment.idempotency_key == request.idempotency_key)
+                )
+                if existing is not None:
+                    return existing, False
                 session.add(payment)
                 await session.flush()
                 self.settlement.record(session, payment, Status.UNKNOWN, Source.REQUEST, f"{operation.value} requested")
