@@ -126,7 +126,9 @@ class OutboxDispatcher:
             )
             .exists()
         )
-        async with self.database.read() as session:
+        # One transaction finds the heads and leases them; a row another process leased in between is not
+        # returned by the update.
+        async with self.database.write() as session:
             heads = (
                 await session.scalars(
                     select(OutboxMessage)
@@ -141,10 +143,8 @@ class OutboxDispatcher:
                     .limit(BATCH)
                 )
             ).all()
-        if not heads:
-            return []
-        # One statement leases the batch; a row another process leased in between is not returned.
-        async with self.database.write() as session:
+            if not heads:
+                return []
             leased = set(
                 (
                     await session.scalars(

@@ -106,31 +106,45 @@ class SagaCommands:
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._semaphore = asyncio.Semaphore(CONCURRENCY)
+        self._running_loop = False  # set by run(): commands run in this process only while the worker does
 
     async def accept(self, route: Route, saga_id: str, label: str, payload: dict[str, Any]) -> str:
         """Store one delivery durably; it runs after the caller has its 202."""
         now = self.clock.now()
         delivery_id = uuid.uuid4().hex
+        # With room to run it, this process leases the row in the insert and runs it from memory: no
+        # claim and no read of it back (three transactions fewer per command). Otherwise, or after a crash
+        # (the lease runs out), the worker's claim picks it up like any other.
+        run_now = self._running_loop and len(self._running) < CONCURRENCY
+        command = InboxCommand(
+            delivery_id=delivery_id,
+            saga_id=saga_id,
+            route=route.value,
+            label=label,
+            payload=payload,
+            status=PENDING,
+            attempts=1 if run_now else 0,
+            lease_until=now + self.lease_seconds if run_now else None,
+            created_at=now,
+            updated_at=now,
+        )
         async with self.database.write() as session:
-            session.add(
-                InboxCommand(
-                    delivery_id=delivery_id,
-                    saga_id=saga_id,
-                    route=route.value,
-                    label=label,
-                    payload=payload,
-                    status=PENDING,
-                    attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            session.add(command)
         self.metrics.saga_commands.labels(route.value, "accepted").inc()
-        self._wake.set()
+        if run_now:
+            self._spawn(command.id, command)
+        else:
+            self._wake.set()
         return delivery_id
+
+    def _spawn(self, command_id: int, command: InboxCommand | None = None) -> None:
+        task = asyncio.create_task(self._execute_guarded(command_id, command))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def run(self) -> None:
         """Execute deliveries until cancelled, including those a crashed process left behind."""
+        self._running_loop = True
         while True:
             try:
                 claimed = await self._claim()
@@ -140,9 +154,7 @@ class SagaCommands:
                 log.exception("inbox pass failed")
                 claimed = []
             for command_id in claimed:
-                task = asyncio.create_task(self._execute_guarded(command_id))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+                self._spawn(command_id)
             if not claimed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=min(self.lease_seconds / 2, 1.0))
@@ -179,19 +191,20 @@ class SagaCommands:
                     claimed.append(command_id)
         return claimed
 
-    async def _execute_guarded(self, command_id: int) -> None:
+    async def _execute_guarded(self, command_id: int, command: InboxCommand | None = None) -> None:
         async with self._semaphore:
             try:
-                await self.execute(command_id)
+                await self.execute(command_id, command)
             except Exception:
                 # Left PENDING: its lease runs out and it is tried again.
                 log.exception("saga command failed", extra={"commandId": command_id})
             self.wake_dispatcher()
 
-    async def execute(self, command_id: int) -> None:
-        """Run one claimed delivery to its outcome."""
-        async with self.database.read() as session:
-            command = await session.get(InboxCommand, command_id)
+    async def execute(self, command_id: int, command: InboxCommand | None = None) -> None:
+        """Run one claimed delivery to its outcome (`command`: the row as just leased, when at hand)."""
+        if command is None:
+            async with self.database.read() as session:
+                command = await session.get(InboxCommand, command_id)
         if command is None or command.status != PENDING:
             return
         route = Route(command.route)
