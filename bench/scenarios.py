@@ -345,7 +345,11 @@ async def payments(target: Target, rate: float, duration: float, delay_ms: int) 
     ok = [i for i in range(count) if sent.statuses[i] == 200 and json.loads(sent.bodies[i]).get("result") == "OK"]
     latencies = [sent.answered[i] - sent.due[i] - delay_ms / 1000 for i in ok]
     last = max((sent.answered[i] for i in ok), default=0.0)
-    checks = [] if len(ok) == count else [f"{count - len(ok)} payments not answered 200 OK"]
+    # A 503 is the PGM shedding load (PGM_MAX_IN_FLIGHT): reported apart from real failures.
+    shed = sum(1 for status in sent.statuses if status == 503)
+    failed = count - len(ok) - shed
+    checks = [f"{shed} shed (503)"] if shed else []
+    checks += [f"{failed} payments not answered 200 OK"] if failed else []
     return _row(target, "v3 pay", rate, delay_ms, sent, latencies, last, cpu_after - cpu_before, checks)
 
 

@@ -38,6 +38,7 @@ class Settings:
     external_services: tuple[ExternalService, ...] = ()
     api_token: str | None = None
     max_body_bytes: int = 1024 * 1024
+    max_in_flight: int = 128
     provider_timeout_seconds: float = 10.0
     sandbox_api_key: str = "sk_sandbox_local"
     sandbox_webhook_secret: str | None = None
@@ -170,6 +171,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         external_services=external,
         api_token=env.get("PGM_API_TOKEN") or None,
         max_body_bytes=_int(env, "PGM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        max_in_flight=_int(env, "PGM_MAX_IN_FLIGHT", 128, minimum=1),
         provider_timeout_seconds=provider_timeout,
         sandbox_api_key=env.get("SANDBOX_API_KEY") or "sk_sandbox_local",
         sandbox_webhook_secret=env.get("SANDBOX_WEBHOOK_SECRET") or None,

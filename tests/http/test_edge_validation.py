@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from pgm.devstack.testing import wait_for
 from tests.http.test_v3_sandbox_flows import pay_body
 from tests.support.pgm_process import SANDBOX_SECRET, PgmProcess
 
@@ -198,6 +200,26 @@ def test_api_token_guards_the_api_but_not_callbacks_or_sandbox_pages(small_body_
     log = pgm.log_path.read_text()
     for secret in ("s3cret-token-value", SANDBOX_SECRET, "sk_sandbox_local"):
         assert secret not in log
+
+
+def test_past_max_in_flight_the_api_sheds_load_with_503_but_never_callbacks_or_health(
+    start_pgm: Callable[..., PgmProcess], shop_id: str
+) -> None:
+    pgm = start_pgm(PGM_MAX_IN_FLIGHT="1")
+    slow = pay_body(shop_id, providerData={"sandboxOutcome": "OK", "sandboxDelayMs": 3000})
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(pgm.post, "/v3/sandbox/credit-cards/pay", slow)
+        # In flight once the sandbox holds its payment: the answer to the PGM is what is delayed.
+        wait_for(lambda: bool(pgm.sandbox_payments(shop_id)), what="the first payment at the sandbox")
+        shed = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(f"{shop_id}-2", "OK"))
+        error = assert_error(shed, 503, "overloaded")
+        assert "retry" in error["message"]
+        assert shed.headers["retry-after"] == "1"
+        assert pgm.client.post("/v3/sandbox/callback", content=b"{}").status_code == 401  # checked, not shed
+        assert pgm.get("/-/healthz").status_code == 200
+        assert first.result().json()["result"] == "OK"
+    assert pgm.post("/v3/sandbox/credit-cards/pay", pay_body(f"{shop_id}-2", "OK")).json()["result"] == "OK"
+    assert "pgm_requests_shed_total 1.0" in pgm.get("/-/metrics").text
 
 
 def test_openapi_document_covers_every_route_and_shows_no_secret(pgm: PgmProcess) -> None:

@@ -20,7 +20,7 @@ from pgm.container import Container
 from pgm.crypto import timestamped_hmac
 from pgm.domain.saga import Event, envelope
 from pgm.http import errors
-from pgm.http.middleware import BodySizeLimit, RejectUnstorableText, RequestContext
+from pgm.http.middleware import AdmissionLimit, BodySizeLimit, RejectUnstorableText, RequestContext
 from pgm.http.routes import inspection, ops, v3
 from pgm.http.routes import saga as saga_routes
 from pgm.observability.metrics import Metrics
@@ -103,6 +103,8 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
         app.include_router(sandbox_routes.build_router())
     app.add_middleware(RejectUnstorableText)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outside the body checks: a shed request costs no read of its body.
+    app.add_middleware(AdmissionLimit, max_in_flight=settings.max_in_flight, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
 

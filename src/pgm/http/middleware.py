@@ -1,5 +1,5 @@
-"""ASGI middleware: request ids and access logs with metrics, the request body size limit, and text that
-cannot be stored."""
+"""ASGI middleware: request ids and access logs with metrics, load shedding, the request body size limit,
+and text that cannot be stored."""
 
 from __future__ import annotations
 
@@ -64,6 +64,45 @@ class RequestContext:
                     },
                 )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+class AdmissionLimit:
+    """Sheds load on the synchronous API: past `max_in_flight` /v3 requests at once, answers 503 at once
+    (Retry-After: 1) instead of queueing.
+
+    Queueing is how an overloaded service collapses: every waiting request holds a connection and memory,
+    the provider client's pool scans its ever longer queue on each request (quadratic CPU, measured in
+    docs/performance.md), answers come after the caller gave up, and the work done for them is wasted. A
+    503 is cheap, and a client retries it safely with its Idempotency-Key. Provider callbacks are never
+    shed (a refused callback is only delivered again, later), nor are health, metrics and the sandbox's
+    own provider API (it stands for a remote provider); saga commands are queued in the inbox by design."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.metrics = metrics
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_synchronous_api(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            self.metrics.requests_shed.inc()
+            message = f"the service is running {self.max_in_flight} requests already; retry in a moment"
+            await _answer_error(scope, send, 503, "overloaded", message, [(b"retry-after", b"1")])
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+def _is_synchronous_api(path: str) -> bool:
+    """A /v3 operation (its provider call runs in the request), not a provider callback."""
+    parts = path.split("/", 4)  # "", "v3", provider, operation-or-method, rest
+    return len(parts) > 3 and parts[1] == "v3" and parts[3] != "callback"
 
 
 class BodySizeLimit:
@@ -154,7 +193,9 @@ class RejectUnstorableText:
         await self.app(scope, checked_receive, send)
 
 
-async def _answer_error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+async def _answer_error(
+    scope: Scope, send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """Answer in the error shape from middleware, before the app and its exception handlers."""
     state: dict[str, Any] = scope.get("state", {})
     body = {
@@ -169,7 +210,11 @@ async def _answer_error(scope: Scope, send: Send, status: int, code: str, messag
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})

@@ -17,6 +17,11 @@ class Metrics:
         self.http_latency = Histogram(
             "pgm_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=self.registry
         )
+        self.requests_shed = Counter(
+            "pgm_requests_shed_total",
+            "/v3 requests answered 503 at once because PGM_MAX_IN_FLIGHT were already running",
+            registry=self.registry,
+        )
         self.provider_calls = Counter(
             "pgm_provider_calls_total",
             "Calls to payment providers by outcome (ok, refused, unknown)",
