@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,13 +57,19 @@ def test_pay_is_forwarded_with_provider_data_untouched_and_our_idempotency_key(
     assert len(acme.payments_for(shop_id)) == 2
 
 
+def _pay_awaiting_the_payer(pgm: PgmProcess, shop_id: str) -> dict[str, Any]:
+    """A payment the external service leaves to its payer (REDIRECT_TO_URL until a callback settles it)."""
+    answer: dict[str, Any] = pgm.post(
+        "/v3/acme/credit-cards/pay", {"amount": 700, "currency": "EUR", "shopTransactionId": shop_id}
+    ).json()
+    return answer
+
+
 def test_callback_is_verified_by_the_external_service_and_applied(
     pgm_with_acme: tuple[PgmProcess, RecordingReceiver], acme: ExternalService, shop_id: str
 ) -> None:
     pgm, receiver = pgm_with_acme
-    answer = pgm.post(
-        "/v3/acme/credit-cards/pay", {"amount": 700, "currency": "EUR", "shopTransactionId": shop_id}
-    ).json()
+    answer = _pay_awaiting_the_payer(pgm, shop_id)
     assert answer["result"] == "REDIRECT_TO_URL"
     forged = pgm.get("/v3/acme/callback", params={"payment": answer["paymentId"], "token": "guess"})
     assert forged.status_code == 401
@@ -76,9 +83,7 @@ def test_callback_the_external_service_cannot_read_now_is_refused_with_503_and_a
     pgm_with_acme: tuple[PgmProcess, RecordingReceiver], acme: ExternalService, shop_id: str
 ) -> None:
     pgm, receiver = pgm_with_acme
-    answer = pgm.post(
-        "/v3/acme/credit-cards/pay", {"amount": 700, "currency": "EUR", "shopTransactionId": shop_id}
-    ).json()
+    answer = _pay_awaiting_the_payer(pgm, shop_id)
     params = {"payment": answer["paymentId"], "token": CALLBACK_TOKEN, "event": "e-outage"}
     acme.callbacks_down = True
     unread = pgm.get("/v3/acme/callback", params=params)
