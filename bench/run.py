@@ -175,6 +175,11 @@ async def run_ceiling(plan: Plan, workdir: Path) -> list[Row]:
         await receiver.close()
 
 
+def _pgms(url: str, plan: Plan, workdir: Path, group: str, count: int, **env: str) -> list[Service]:
+    """`count` PGM processes on one store, configured by `env`, each logging to pgm-<group>-<n>.log."""
+    return [processes.pgm(url, workdir / f"pgm-{group}-{i}.log", plan.log_level, **env) for i in range(count)]
+
+
 async def run_pgm(plan: Plan, backend: str, count: int, workdir: Path) -> list[Row]:
     """Every PGM scenario on one store and topology: a saga group (Flow Manager only) and an API group
     (PaymentStatus notifications only), each on its own fresh processes."""
@@ -185,16 +190,15 @@ async def run_pgm(plan: Plan, backend: str, count: int, workdir: Path) -> list[R
         with processes.database(backend, workdir, plan.admin_url) as url:
             saga_scenarios = [s for s in plan.scenarios if s in ("saga", "saga-delay", "duplicates")]
             if saga_scenarios:
-                services = [
-                    processes.pgm(
-                        url,
-                        workdir / f"pgm-{backend}-{count}-saga-{i}.log",
-                        plan.log_level,
-                        FLOW_MANAGER_URL=base,
-                        SAGA_CRUD_URL=f"{base}/crud/sagas/",
-                    )
-                    for i in range(count)
-                ]
+                services = _pgms(
+                    url,
+                    plan,
+                    workdir,
+                    f"{backend}-{count}-saga",
+                    count,
+                    FLOW_MANAGER_URL=base,
+                    SAGA_CRUD_URL=f"{base}/crud/sagas/",
+                )
                 with running(services, "/-/ready"):
                     target = Target.of(services, receiver, backend)
                     if "saga" in saga_scenarios:
@@ -216,15 +220,14 @@ async def run_pgm(plan: Plan, backend: str, count: int, workdir: Path) -> list[R
                         say(f"!! {duplicated} Flow Manager deliveries repeated a message id")
             api_scenarios = [s for s in plan.scenarios if s in ("v3", "callback")]
             if api_scenarios:
-                services = [
-                    processes.pgm(
-                        url,
-                        workdir / f"pgm-{backend}-{count}-api-{i}.log",
-                        plan.log_level,
-                        PAYMENT_CALLBACK_URL=f"{base}{scenarios.STATUS_PATH}",
-                    )
-                    for i in range(count)
-                ]
+                services = _pgms(
+                    url,
+                    plan,
+                    workdir,
+                    f"{backend}-{count}-api",
+                    count,
+                    PAYMENT_CALLBACK_URL=f"{base}{scenarios.STATUS_PATH}",
+                )
                 with running(services, "/-/ready"):
                     target = Target.of(services, receiver, backend)
                     if "v3" in api_scenarios:

@@ -106,7 +106,7 @@ class SagaCommands:
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._semaphore = asyncio.Semaphore(CONCURRENCY)
-        self._running_loop = False  # set by run(): commands run in this process only while the worker does
+        self._worker_running = False  # set by run(): commands run in this process only while the worker does
 
     async def accept(self, route: Route, saga_id: str, label: str, payload: dict[str, Any]) -> str:
         """Store one delivery durably; it runs after the caller has its 202."""
@@ -115,7 +115,7 @@ class SagaCommands:
         # With room to run it, this process leases the row in the insert and runs it from memory: no
         # claim and no read of it back (three transactions fewer per command). Otherwise, or after a crash
         # (the lease runs out), the worker's claim picks it up like any other.
-        run_now = self._running_loop and len(self._running) < CONCURRENCY
+        run_now = self._worker_running and len(self._running) < CONCURRENCY
         command = InboxCommand(
             delivery_id=delivery_id,
             saga_id=saga_id,
@@ -144,7 +144,7 @@ class SagaCommands:
 
     async def run(self) -> None:
         """Execute deliveries until cancelled, including those a crashed process left behind."""
-        self._running_loop = True
+        self._worker_running = True
         while True:
             try:
                 claimed = await self._claim()
