@@ -1,8 +1,9 @@
 """The transport ceiling: what the server stack alone allows.
 
 The same uvicorn settings as `pgm serve` (uvloop + httptools, log_config=None), the same outbound client
-(httpx.AsyncClient, JSON body, X-Pgm-Message-Id), the same command envelope in and event envelope out,
-but no validation, no store, no provider: the command is answered 202 and the event is posted at once.
+(`pgm.outbound.http_client`: httpx over aiohttp; JSON body, X-Pgm-Message-Id), the same command envelope
+in and event envelope out, but no validation, no store, no provider: the command is answered 202 and the
+event is posted at once.
 
 Run: FLOW_MANAGER_URL=http://... HTTP_PORT=... python -m bench.ceiling
 """
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import uvicorn
+
+from pgm.outbound import http_client
 
 Scope = dict[str, Any]
 
@@ -39,7 +42,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                state["client"] = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+                state["client"] = http_client(10.0)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await state["client"].aclose()

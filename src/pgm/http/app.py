@@ -24,6 +24,7 @@ from pgm.http.middleware import AdmissionLimit, BodySizeLimit, RejectUnstorableT
 from pgm.http.routes import inspection, ops, v3
 from pgm.http.routes import saga as saga_routes
 from pgm.observability.metrics import Metrics
+from pgm.outbound import http_client
 from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
 from pgm.outbox.writer import Destination
 from pgm.providers.registry import build_registry
@@ -113,7 +114,7 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
     database = Database(settings.database_url)
     secret = await webhook_secret(database, settings.sandbox_webhook_secret)
     registry = build_registry(settings, lambda: secret)
-    outbound = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_SECONDS, follow_redirects=False)
+    outbound = http_client(DELIVERY_TIMEOUT_SECONDS)
     notifier = PaymentStatusNotifier(enabled=settings.payment_callback_url is not None, now=clock.now)
     listeners: list[OutcomeListener] = [notifier]
     saga_events = SagaEvents(clock, metrics) if settings.saga_enabled else None

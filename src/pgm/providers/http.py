@@ -6,17 +6,13 @@ from typing import Any
 
 import httpx
 
+from pgm.outbound import http_client
 from pgm.providers.base import OutcomeUnknown, ProviderRejected
 
 
 def provider_client(base_url: str, timeout_seconds: float, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
     """An HTTP client for one provider: every call is bounded by the provider time-out."""
-    return httpx.AsyncClient(
-        base_url=base_url,
-        timeout=httpx.Timeout(timeout_seconds),
-        headers=headers or {},
-        follow_redirects=False,
-    )
+    return http_client(timeout_seconds, base_url, headers)
 
 
 async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
