@@ -89,7 +89,7 @@ class Service:
             return
         output = Path(directory) / f"{self.log_path.stem}.folded"
         self.profiler = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(self.pid), "--rate", "100", "--format", "raw", "--output", str(output)],
+            ["py-spy", "record", "--pid", str(self.pid), "--rate", os.environ.get("PGM_BENCH_PROFILE_RATE", "100"), "--format", "raw", "--output", str(output)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pgm.store.models import OutboxMessage
+from pgm.store.models import OutboxMessage, table_of
 
 
 class Destination(enum.StrEnum):
@@ -27,18 +28,25 @@ class DeliveryStatus(enum.StrEnum):
     DEAD = "DEAD"
 
 
-def enqueue(
+_OUTBOX = table_of(OutboxMessage)
+
+
+async def enqueue(
     session: AsyncSession, destination: Destination, ordering_key: str, payload: dict[str, Any], now: float
-) -> OutboxMessage:
-    """Add a message; it is delivered only if the surrounding transaction commits."""
-    message = OutboxMessage(
-        destination=destination.value,
-        ordering_key=ordering_key,
-        payload=payload,
-        status=DeliveryStatus.PENDING.value,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
+) -> int:
+    """Add a message and return its id; it is delivered only if the surrounding transaction commits."""
+    # A Core INSERT, not an ORM object: nothing reads the message back in this transaction, and the ORM's
+    # unit of work costs about twice the statement (docs/performance.md).
+    inserted = await session.execute(
+        insert(_OUTBOX).returning(_OUTBOX.c.id),
+        {
+            "destination": destination.value,
+            "ordering_key": ordering_key,
+            "payload": payload,
+            "status": DeliveryStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        },
     )
-    session.add(message)
-    return message
+    return int(inserted.scalar_one())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
@@ -18,7 +18,7 @@ from pgm.observability.metrics import Metrics
 from pgm.outbox.writer import Destination, enqueue
 from pgm.providers.base import PayResult, PayResultCode
 from pgm.services.settlement import PaymentChange, RefundChange
-from pgm.store.models import Payment, Refund, SagaEvent
+from pgm.store.models import Payment, Refund, SagaEvent, table_of
 
 SUBSCRIPTION_KINDS = frozenset(
     {PaymentKind.SUBSCRIPTION_SCHEDULE, PaymentKind.SUBSCRIPTION_START, PaymentKind.SUBSCRIPTION_PAY}
@@ -42,17 +42,17 @@ class SagaEvents:
         self, session: AsyncSession, saga_id: str, operation_key: str | None, label: str, document: dict[str, Any]
     ) -> None:
         now = self.clock.now()
-        message = enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now)
-        await session.flush()
-        session.add(
-            SagaEvent(
-                saga_id=saga_id,
-                operation_key=operation_key,
-                label=label,
-                envelope=document,
-                outbox_id=message.id,
-                created_at=now,
-            )
+        message_id = await enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now)
+        await session.execute(
+            insert(table_of(SagaEvent)),
+            {
+                "saga_id": saga_id,
+                "operation_key": operation_key,
+                "label": label,
+                "envelope": document,
+                "outbox_id": message_id,
+                "created_at": now,
+            },
         )
         self.metrics.saga_events.labels(label).inc()
 
@@ -97,7 +97,7 @@ class SagaEvents:
             return
         saga_id = payment.saga_id
         if saga_id is None:
-            self._find_saga_later(session, payment, status)
+            await self._find_saga_later(session, payment, status)
             return
         kind = PaymentKind(payment.kind)
         if status is Status.FAILED:
@@ -133,7 +133,7 @@ class SagaEvents:
             event = Event.TOTAL_REFUND_EXECUTED if change.position.is_total else Event.PARTIAL_REFUND_EXECUTED
             await self.emit(session, saga_id, refund.idempotency_key, event, {"refundDetails": details})
 
-    def _find_saga_later(self, session: AsyncSession, payment: Payment, status: Status) -> None:
+    async def _find_saga_later(self, session: AsyncSession, payment: Payment, status: Status) -> None:
         """A payment the PGM did not start for a saga may still belong to one: the sender asks the CRUD
         for the saga whose metadata names it, at delivery time (no network inside this transaction)."""
         if not payment.provider_payment_id or PaymentKind(payment.kind) is PaymentKind.AUTHORIZATION:
@@ -143,4 +143,4 @@ class SagaEvents:
         if event is Event.PAYMENT_FAILED:
             payload["error"] = payment.description or "the payment failed"
         lookup = {"paymentId": payment.provider_payment_id, "event": event.value, "messagePayload": payload}
-        enqueue(session, Destination.FLOW_MANAGER_LOOKUP, payment.id, lookup, self.clock.now())
+        await enqueue(session, Destination.FLOW_MANAGER_LOOKUP, payment.id, lookup, self.clock.now())

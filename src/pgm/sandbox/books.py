@@ -227,7 +227,7 @@ class Books:
             raise SandboxRefusal(f"authorization {token.token} is already {token.status}", status_code=409)
         token.status = "ACTIVE" if approve else "CANCELED"
         token.updated_at = now
-        self._webhook(session, "token.updated", token.token, token_json(token, self.public_url), now)
+        await self._webhook(session, "token.updated", token.token, token_json(token, self.public_url), now)
 
     async def refund(
         self, session: AsyncSession, payment: SandboxPayment, amount: int, outcome: Outcome, key: str | None, now: float
@@ -266,7 +266,7 @@ class Books:
             raise SandboxRefusal(f"refund {refund.id} is already {refund.status}", status_code=409)
         refund.status = "ACCEPTED" if approve else "FAILED"
         refund.updated_at = now
-        self._webhook(session, "refund.updated", refund.payment_id, refund_json(refund, self.public_url), now)
+        await self._webhook(session, "refund.updated", refund.payment_id, refund_json(refund, self.public_url), now)
 
     async def _settle_payment(
         self, session: AsyncSession, payment: SandboxPayment, status: str, now: float, reason: str | None = None
@@ -279,13 +279,13 @@ class Books:
             if token is not None and token.status == "PENDING":
                 token.status = "ACTIVE" if status == "ACCEPTED" else "CANCELED"
                 token.updated_at = now
-        self._webhook(session, "payment.updated", payment.id, payment_json(payment, self.public_url), now)
+        await self._webhook(session, "payment.updated", payment.id, payment_json(payment, self.public_url), now)
 
-    def _webhook(
+    async def _webhook(
         self, session: AsyncSession, event_type: str, ordering_key: str, data: dict[str, Any], now: float
     ) -> None:
         event = {"id": new_id("evt"), "type": event_type, "createdAt": int(now), "data": data}
-        enqueue(session, Destination.SANDBOX_WEBHOOK, ordering_key, event, now)
+        await enqueue(session, Destination.SANDBOX_WEBHOOK, ordering_key, event, now)
 
     @staticmethod
     async def _by_key(session: AsyncSession, model: type[Keyed], key: str) -> Keyed | None:

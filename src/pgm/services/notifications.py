@@ -42,17 +42,17 @@ class PaymentStatusNotifier:
         self.enabled = enabled
         self._now = now
 
-    def push(self, session: AsyncSession, payment: Payment) -> None:
+    async def push(self, session: AsyncSession, payment: Payment) -> None:
         """Queue the payment's current status (used by /check, which always notifies)."""
         if self.enabled:
-            enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, payment_status(payment), self._now())
+            await enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, payment_status(payment), self._now())
 
     async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
         """Answers are reported through the status change they cause."""
 
     async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
         """A payment's status moved: notify."""
-        self.push(session, payment)
+        await self.push(session, payment)
 
     async def refund_changed(
         self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
@@ -68,4 +68,4 @@ class PaymentStatusNotifier:
             refundAmount=refund.amount,
             totalRefundedAmount=change.position.total_refunded,
         )
-        enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())
+        await enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())

@@ -195,7 +195,9 @@ class PaymentService:
                     return existing, False
                 session.add(payment)
                 await session.flush()
-                self.settlement.record(session, payment, Status.UNKNOWN, Source.REQUEST, f"{operation.value} requested")
+                await self.settlement.record(
+                    session, payment, Status.UNKNOWN, Source.REQUEST, f"{operation.value} requested"
+                )
         except IntegrityError:
             # Another delivery of the same operation got there first: replay its state.
             existing = await self.find_by_key(request.idempotency_key)
@@ -222,7 +224,7 @@ class PaymentService:
                 locked = await self.database.lock_payment(session, payment.id)
                 assert locked is not None
                 locked.description = description
-                self.settlement.record(session, locked, Status.UNKNOWN, Source.ANSWER, reason)
+                await self.settlement.record(session, locked, Status.UNKNOWN, Source.ANSWER, reason)
                 payment = locked
             return PayOutcome(payment, PayResultCode.PENDING, description)
         payment = await self.apply_lookup(adapter, payment.id, found, Source.STATUS_CHECK)
@@ -330,7 +332,9 @@ class PaymentService:
             )
             session.add(refund)
             await session.flush()
-            self.settlement.record(session, locked, Status.UNKNOWN, Source.REQUEST, "refund requested", refund=refund)
+            await self.settlement.record(
+                session, locked, Status.UNKNOWN, Source.REQUEST, "refund requested", refund=refund
+            )
             return refund, locked, True
 
     async def apply_refund_result(self, refund_id: str, result: RefundResult, source: Source) -> tuple[Refund, Payment]:

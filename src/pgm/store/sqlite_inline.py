@@ -107,6 +107,10 @@ class InlineConnection:
     async def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
         return _Cursor(self._conn.execute(sql, parameters))
 
+    def begin(self, statement: str) -> None:
+        """Open a transaction (BEGIN or BEGIN IMMEDIATE) on the loop thread."""
+        self._conn.execute(statement)
+
     async def commit(self) -> None:
         self._conn.commit()
 

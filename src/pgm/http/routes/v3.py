@@ -368,7 +368,7 @@ async def _status(parts: Parts, adapter: ProviderAdapter, payment_id: str, notif
     if payment is not None:
         if notify:
             async with parts.database.write() as session:
-                parts.notifier.push(session, payment)
+                await parts.notifier.push(session, payment)
             parts.dispatcher.wake()
         return PaymentStatusBody.model_validate(payment_status(payment))
     return PaymentStatusBody(
