@@ -48,8 +48,8 @@ from pgm.providers.registry import ProviderRegistry
 from pgm.saga.crud import CrudUnavailable, SagaCrud
 from pgm.saga.events import SagaEvents
 from pgm.services.payments import PaymentService
-from pgm.store.database import Database
-from pgm.store.models import InboxCommand, Payment, Refund
+from pgm.store.database import Database, insert_row
+from pgm.store.models import InboxCommand, Payment, Refund, table_of
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ PENDING, DONE = "PENDING", "DONE"
 # Read from the saga document when the payload lacks them, but a command can do without them.
 OPTIONAL_FIELDS = frozenset({"payRequestData", "refundDetails"})
 MAX_ATTEMPTS = 30
+# Core statements on the inbox table: ORM-enabled INSERT/UPDATE add a unit-of-work or session
+# synchronisation pass that costs about as much as the statement (docs/performance.md).
+_INBOX = table_of(InboxCommand)
 CONCURRENCY = 32
 
 
@@ -129,7 +132,7 @@ class SagaCommands:
             updated_at=now,
         )
         async with self.database.write() as session:
-            session.add(command)
+            await insert_row(session, command)
         self.metrics.saga_commands.labels(route.value, "accepted").inc()
         if run_now:
             self._spawn(command.id, command)
@@ -181,11 +184,11 @@ class SagaCommands:
         # a transaction per command cost a BEGIN IMMEDIATE/COMMIT each under load.
         async with self.database.write() as session:
             for command_id, lease in due:
-                condition = InboxCommand.lease_until.is_(None) if lease is None else InboxCommand.lease_until == lease
+                condition = _INBOX.c.lease_until.is_(None) if lease is None else _INBOX.c.lease_until == lease
                 result = await session.execute(
-                    update(InboxCommand)
-                    .where(InboxCommand.id == command_id, InboxCommand.status == PENDING, condition)
-                    .values(lease_until=now + self.lease_seconds, attempts=InboxCommand.attempts + 1)
+                    update(_INBOX)
+                    .where(_INBOX.c.id == command_id, _INBOX.c.status == PENDING, condition)
+                    .values(lease_until=now + self.lease_seconds, attempts=_INBOX.c.attempts + 1)
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
                     claimed.append(command_id)
@@ -373,8 +376,8 @@ class SagaCommands:
 
     async def _mark_done(self, session: AsyncSession, command_id: int, key: str, result: str) -> None:
         await session.execute(
-            update(InboxCommand)
-            .where(InboxCommand.id == command_id)
+            update(_INBOX)
+            .where(_INBOX.c.id == command_id)
             .values(status=DONE, operation_key=key, result=result[:1000], updated_at=self.clock.now())
         )
 
@@ -394,8 +397,8 @@ class SagaCommands:
                     await self.events.emit(session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled)
                 await self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason})
             await session.execute(
-                update(InboxCommand)
-                .where(InboxCommand.id == command.id)
+                update(_INBOX)
+                .where(_INBOX.c.id == command.id)
                 .values(status=DONE, result=f"refused: {reason}"[:1000], updated_at=self.clock.now())
             )
         log.info("saga command refused", extra={"sagaId": command.saga_id, "route": route.value, "reason": reason})
@@ -422,8 +425,8 @@ class SagaCommands:
         delay = min(self.retry_base_seconds * 2 ** max(command.attempts - 1, 0), 60.0)
         async with self.database.write() as session:
             await session.execute(
-                update(InboxCommand)
-                .where(InboxCommand.id == command.id)
+                update(_INBOX)
+                .where(_INBOX.c.id == command.id)
                 .values(lease_until=self.clock.now() + delay, result=f"retrying: {reason}"[:1000])
             )
 

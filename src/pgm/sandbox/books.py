@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.outbox.writer import Destination, enqueue
+from pgm.store.database import insert_row
 from pgm.store.ids import new_id
 from pgm.store.models import SandboxPayment, SandboxRefund, SandboxToken
 
@@ -137,30 +138,37 @@ class Books:
             if existing is not None:
                 return existing
         token = await self._token_for(session, order, now)
-        payment = SandboxPayment(
-            id=new_id("sbx_pay"),
-            kind=order.kind.value,
-            amount=order.amount,
-            currency=order.currency,
-            shop_transaction_id=order.reference,
-            idempotency_key=order.idempotency_key,
-            status="PENDING",
-            success_url=order.success_url,
-            failure_url=order.failure_url,
-            token=token.token if token else None,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(payment)
-        await session.flush()
+        settled: tuple[str, str | None] | None = None
         if order.kind is PaymentKind.SUBSCRIPTION_PAY and (token is None or token.status != "ACTIVE"):
-            await self._settle_payment(session, payment, "FAILED", now, "the subscription token is not active")
+            settled = ("FAILED", "the subscription token is not active")
         elif order.outcome is Outcome.OK or (order.outcome is Outcome.TIMEOUT and order.kind is not PaymentKind.LINK):
             # OK on a link: the payer pays the moment it exists. TIMEOUT: the payment goes through and
             # only the answer to the PGM is lost (a link is created and waits for its payer).
-            await self._settle_payment(session, payment, "ACCEPTED", now)
+            settled = ("ACCEPTED", None)
         elif order.outcome is Outcome.KO:
-            await self._settle_payment(session, payment, "FAILED", now, DECLINE_REASON)
+            settled = ("FAILED", DECLINE_REASON)
+        status, reason = settled or ("PENDING", None)
+        # Inserted with its final status (one statement), then settled like any other: token, webhook.
+        payment = await insert_row(
+            session,
+            SandboxPayment(
+                id=new_id("sbx_pay"),
+                kind=order.kind.value,
+                amount=order.amount,
+                currency=order.currency,
+                shop_transaction_id=order.reference,
+                idempotency_key=order.idempotency_key,
+                status=status,
+                decline_reason=reason,
+                success_url=order.success_url,
+                failure_url=order.failure_url,
+                token=token.token if token else None,
+                created_at=now,
+                updated_at=now,
+            ),
+        )
+        if settled is not None:
+            await self._settle_payment(session, payment, status, now, reason)
         return payment
 
     async def _token_for(self, session: AsyncSession, order: PaymentOrder, now: float) -> SandboxToken | None:

@@ -9,7 +9,7 @@ import enum
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,8 +28,8 @@ from pgm.providers.base import (
 )
 from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
-from pgm.store.database import Database
-from pgm.store.models import Payment, ProviderCallback, ProviderEvent, Refund
+from pgm.store.database import Database, insert_row
+from pgm.store.models import Payment, ProviderCallback, ProviderEvent, Refund, table_of
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 KEPT_HEADERS = frozenset({"content-type", "user-agent", "sandbox-signature", "stripe-signature", "x-request-id"})
 DEFERRED_RETRY_SECONDS = 1.0
 DEFERRED_MAX_ATTEMPTS = 40
+
+
+_CALLBACKS = table_of(ProviderCallback)
+
+
+async def _mark_callback(session: AsyncSession, callback_id: int, status: str, reason: str | None = None) -> None:
+    values = {"status": status} if reason is None else {"status": status, "reason": reason}
+    await session.execute(update(_CALLBACKS).where(_CALLBACKS.c.id == callback_id).values(**values))
 
 
 class EventStatus(enum.StrEnum):
@@ -68,42 +76,42 @@ class CallbackService:
     async def receive(self, adapter: ProviderAdapter, request: CallbackRequest) -> CallbackAnswer:
         """Handle one HTTP callback end to end; raise CallbackRejected for forged or stale ones."""
         async with self.database.write() as session:
-            raw = ProviderCallback(
-                provider=adapter.name,
-                method=request.method,
-                path=request.path,
-                query="&".join(f"{k}={v}" for k, v in request.query.items()),
-                headers={k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
-                body=request.body,
-                status="RECEIVED",
-                received_at=request.received_at,
+            # Core statements for the raw callback's row: it is written, then only its status changes.
+            inserted = await session.execute(
+                insert(_CALLBACKS).returning(_CALLBACKS.c.id),
+                {
+                    "provider": adapter.name,
+                    "method": request.method,
+                    "path": request.path,
+                    "query": "&".join(f"{k}={v}" for k, v in request.query.items()),
+                    "headers": {k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
+                    "body": request.body,
+                    "status": "RECEIVED",
+                    "received_at": request.received_at,
+                },
             )
-            session.add(raw)
+            callback_id = int(inserted.scalar_one())
         try:
             notifications = await adapter.parse_callback(request)
         except InvalidCallback as exc:
             async with self.database.write() as session:
-                stored = await session.get(ProviderCallback, raw.id)
-                assert stored is not None
-                stored.status, stored.reason = "REJECTED", str(exc)
+                await _mark_callback(session, callback_id, "REJECTED", str(exc))
             self.metrics.callbacks.labels(adapter.name, "rejected").inc()
             log.warning("callback rejected", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackRejected(str(exc)) from exc
         except OutcomeUnknown as exc:
             # An external provider reads its own callbacks: while it is down we know nothing yet.
             async with self.database.write() as session:
-                stored = await session.get(ProviderCallback, raw.id)
-                assert stored is not None
-                stored.status, stored.reason = "UNPROCESSED", str(exc)[:1000]
+                await _mark_callback(session, callback_id, "UNPROCESSED", str(exc)[:1000])
             self.metrics.callbacks.labels(adapter.name, "unprocessed").inc()
             log.warning("callback not processed", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackNotProcessed(str(exc)) from exc
         try:
-            to_ask = await self._accept(adapter, raw.id, notifications)
+            to_ask = await self._accept(adapter, callback_id, notifications)
         except IntegrityError:
             # The same event delivered twice at the same moment: the other delivery stored it first; this
             # pass sees it and skips it.
-            to_ask = await self._accept(adapter, raw.id, notifications)
+            to_ask = await self._accept(adapter, callback_id, notifications)
         for event_id in to_ask:
             await self.apply(adapter, event_id)
         return adapter.callback_answer()
@@ -115,22 +123,24 @@ class CallbackService:
         to_ask: list[int] = []
         async with self.database.write() as session:
             for notification in notifications:
-                event = await self._store_event(session, adapter.name, callback_id, notification)
+                event = await self._new_event(session, adapter.name, callback_id, notification)
                 if event is None:
                     self.metrics.callbacks.labels(adapter.name, "duplicate").inc()
-                elif notification.status is None:
-                    to_ask.append(event.id)
-                else:
+                    continue
+                if notification.status is not None:
                     await self._settle(session, adapter, event, notification, notification.status)
-            stored = await session.get(ProviderCallback, callback_id)
-            assert stored is not None
-            stored.status = "ACCEPTED"
+                # Stored as it ends up (one INSERT); a delivery of the same event id at the same moment fails
+                # it on the unique constraint and the whole transaction rolls back, settlement included.
+                await insert_row(session, event)
+                if notification.status is None:
+                    to_ask.append(event.id)
+            await _mark_callback(session, callback_id, "ACCEPTED")
         return to_ask
 
-    async def _store_event(
+    async def _new_event(
         self, session: AsyncSession, provider: str, callback_id: int, notification: Notification
     ) -> ProviderEvent | None:
-        """Insert the notification once; None when this provider event id was seen before."""
+        """The notification as a new stored event, not yet inserted; None when its event id was seen before."""
         duplicate = await session.scalar(
             select(ProviderEvent.id).where(
                 ProviderEvent.provider == provider, ProviderEvent.event_id == notification.event_id
@@ -138,7 +148,7 @@ class CallbackService:
         )
         if duplicate is not None:
             return None
-        event = ProviderEvent(
+        return ProviderEvent(
             provider=provider,
             event_id=notification.event_id,
             callback_id=callback_id,
@@ -149,9 +159,6 @@ class CallbackService:
             next_attempt_at=self.clock.now(),
             received_at=self.clock.now(),
         )
-        session.add(event)
-        await session.flush()
-        return event
 
     async def apply(self, adapter: ProviderAdapter, event_id: int) -> None:
         """Apply one stored notification, or leave it DEFERRED for later if its subject is unknown."""

@@ -37,7 +37,7 @@ from pgm.providers.base import (
 from pgm.services.callbacks import CallbackService
 from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
-from pgm.store.database import Database
+from pgm.store.database import Database, insert_row
 from pgm.store.ids import new_id
 from pgm.store.models import Payment, Refund
 
@@ -193,8 +193,7 @@ class PaymentService:
                 )
                 if existing is not None:
                     return existing, False
-                session.add(payment)
-                await session.flush()
+                await insert_row(session, payment)
                 await self.settlement.record(
                     session, payment, Status.UNKNOWN, Source.REQUEST, f"{operation.value} requested"
                 )
