@@ -25,6 +25,10 @@ SUBSCRIPTION_KINDS = frozenset(
 )
 
 
+# Built once: building a statement and its cache key on every call costs more than running it.
+_INSERT_EVENT = insert(table_of(SagaEvent))
+
+
 class SagaEvents:
     """Writes saga events; registered as an outcome listener of the settlement."""
 
@@ -44,7 +48,7 @@ class SagaEvents:
         now = self.clock.now()
         message_id = await enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now)
         await session.execute(
-            insert(table_of(SagaEvent)),
+            _INSERT_EVENT,
             {
                 "saga_id": saga_id,
                 "operation_key": operation_key,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.outbox.writer import Destination, enqueue
@@ -123,6 +124,12 @@ def token_json(token: SandboxToken, public_url: str) -> dict[str, Any]:
         "approvalUrl": page if pending_authorization else None,
         "approvalUrlMobile": f"{page}?channel=mobile" if pending_authorization else None,
     }
+
+
+@functools.cache
+def _by_key_statement(model: type[Keyed]) -> Select[Keyed]:
+    # Built once per table: building a statement and its cache key on every call costs more than running it.
+    return select(model).where(model.idempotency_key == bindparam("key"))
 
 
 class Books:
@@ -297,4 +304,4 @@ class Books:
 
     @staticmethod
     async def _by_key(session: AsyncSession, model: type[Keyed], key: str) -> Keyed | None:
-        return (await session.scalars(select(model).where(model.idempotency_key == key))).first()
+        return (await session.scalars(_by_key_statement(model), {"key": key})).first()

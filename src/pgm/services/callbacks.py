@@ -9,7 +9,7 @@ import enum
 import logging
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,20 +39,42 @@ DEFERRED_RETRY_SECONDS = 1.0
 DEFERRED_MAX_ATTEMPTS = 40
 
 
-_CALLBACKS = table_of(ProviderCallback)
-
-
-async def _mark_callback(session: AsyncSession, callback_id: int, status: str, reason: str | None = None) -> None:
-    values = {"status": status} if reason is None else {"status": status, "reason": reason}
-    await session.execute(update(_CALLBACKS).where(_CALLBACKS.c.id == callback_id).values(**values))
-
-
 class EventStatus(enum.StrEnum):
     """Where a verified notification stands."""
 
     DEFERRED = "DEFERRED"
     PROCESSED = "PROCESSED"
     ORPHANED = "ORPHANED"
+
+
+# The hot path's statements, built once: building a statement and its cache key on every call costs
+# more than running it (docs/performance.md).
+_CALLBACKS = table_of(ProviderCallback)
+_STORE_CALLBACK = insert(_CALLBACKS).returning(_CALLBACKS.c.id)
+_MARK_CALLBACK = (
+    update(_CALLBACKS)
+    .where(_CALLBACKS.c.id == bindparam("callback_id"))
+    .values(status=bindparam("new_status"), reason=bindparam("new_reason"))
+)
+_SEEN_EVENT = select(ProviderEvent.id).where(
+    ProviderEvent.provider == bindparam("provider"), ProviderEvent.event_id == bindparam("event_id")
+)
+_DEFERRED_EVENT = (
+    select(ProviderEvent.id)
+    .where(
+        ProviderEvent.provider == bindparam("provider"),
+        ProviderEvent.subject_id == bindparam("subject_id"),
+        ProviderEvent.status == EventStatus.DEFERRED.value,
+    )
+    .limit(1)
+)
+_PAYMENT_BY_PROVIDER_ID = select(Payment).where(
+    Payment.provider == bindparam("provider"), Payment.provider_payment_id == bindparam("payment_id")
+)
+
+
+async def _mark_callback(session: AsyncSession, callback_id: int, status: str, reason: str | None = None) -> None:
+    await session.execute(_MARK_CALLBACK, {"callback_id": callback_id, "new_status": status, "new_reason": reason})
 
 
 class CallbackRejected(Exception):
@@ -78,7 +100,7 @@ class CallbackService:
         async with self.database.write() as session:
             # Core statements for the raw callback's row: it is written, then only its status changes.
             inserted = await session.execute(
-                insert(_CALLBACKS).returning(_CALLBACKS.c.id),
+                _STORE_CALLBACK,
                 {
                     "provider": adapter.name,
                     "method": request.method,
@@ -141,11 +163,7 @@ class CallbackService:
         self, session: AsyncSession, provider: str, callback_id: int, notification: Notification
     ) -> ProviderEvent | None:
         """The notification as a new stored event, not yet inserted; None when its event id was seen before."""
-        duplicate = await session.scalar(
-            select(ProviderEvent.id).where(
-                ProviderEvent.provider == provider, ProviderEvent.event_id == notification.event_id
-            )
-        )
+        duplicate = await session.scalar(_SEEN_EVENT, {"provider": provider, "event_id": notification.event_id})
         if duplicate is not None:
             return None
         return ProviderEvent(
@@ -206,15 +224,7 @@ class CallbackService:
 
     async def any_deferred(self, session: AsyncSession, adapter: ProviderAdapter, subject_id: str) -> bool:
         """Whether notifications wait for this payment or refund (asked inside the caller's transaction)."""
-        waiting = await session.scalar(
-            select(ProviderEvent.id)
-            .where(
-                ProviderEvent.provider == adapter.name,
-                ProviderEvent.subject_id == subject_id,
-                ProviderEvent.status == EventStatus.DEFERRED.value,
-            )
-            .limit(1)
-        )
+        waiting = await session.scalar(_DEFERRED_EVENT, {"provider": adapter.name, "subject_id": subject_id})
         return waiting is not None
 
     async def apply_deferred(self, adapter: ProviderAdapter, subject_id: str) -> int:
@@ -275,7 +285,7 @@ class CallbackService:
             ).first()
             return (row[0], row[1]) if row else None
         payment = await session.scalar(
-            select(Payment).where(Payment.provider == provider, Payment.provider_payment_id == notification.payment_id)
+            _PAYMENT_BY_PROVIDER_ID, {"provider": provider, "payment_id": notification.payment_id}
         )
         return (payment, None) if payment else None
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,6 +51,8 @@ OPERATION_KIND = {
     Operation.AUTHORIZATION_TOKEN: PaymentKind.AUTHORIZATION,
     Operation.PAY_BY_LINK: PaymentKind.PAY_BY_LINK,
 }
+# Built once: building a statement and its cache key on every call costs more than running it.
+_PAYMENT_BY_KEY = select(Payment).where(Payment.idempotency_key == bindparam("key"))
 
 
 @dataclass(frozen=True)
@@ -188,9 +190,7 @@ class PaymentService:
         try:
             # The key is looked up in the transaction that inserts: one round trip to the store, not two.
             async with self.database.write() as session:
-                existing = await session.scalar(
-                    select(Payment).where(Payment.idempotency_key == request.idempotency_key)
-                )
+                existing = await session.scalar(_PAYMENT_BY_KEY, {"key": request.idempotency_key})
                 if existing is not None:
                     return existing, False
                 await insert_row(session, payment)
@@ -365,7 +365,7 @@ class PaymentService:
     async def find_by_key(self, idempotency_key: str) -> Payment | None:
         """The payment created under an idempotency key."""
         async with self.database.read() as session:
-            return await session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
+            return await session.scalar(_PAYMENT_BY_KEY, {"key": idempotency_key})
 
     async def find_payment(self, provider: str, provider_payment_id: str) -> Payment | None:
         """Our record of a provider's payment."""

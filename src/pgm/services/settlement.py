@@ -19,6 +19,9 @@ from pgm.domain.statuses import OperationKind, Status, Transition, transition
 from pgm.providers.base import PayResult
 from pgm.store.models import LedgerEntry, Payment, Refund, table_of
 
+# Built once: building a statement and its cache key on every call costs more than running it.
+_INSERT_LEDGER = insert(table_of(LedgerEntry))
+
 
 class Source(enum.StrEnum):
     """Who told us."""
@@ -102,7 +105,7 @@ class Settlement:
         # A Core INSERT: the ledger is append-only and never read back in the same transaction, and the
         # ORM's unit of work costs about twice the statement (docs/performance.md).
         await session.execute(
-            insert(table_of(LedgerEntry)),
+            _INSERT_LEDGER,
             {
                 "payment_id": payment.id,
                 "refund_id": refund.id if refund else None,

@@ -11,14 +11,16 @@ Rule for callers: never await a provider or any other network call inside a writ
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import Insert, Table, event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.dml import ReturningInsert
 
 from pgm.store import sqlite_inline
 from pgm.store.models import Base, Payment, table_of
@@ -75,11 +77,23 @@ async def insert_row(session: AsyncSession, row: T) -> T:
     generated = [column for column in table.primary_key.columns if column.key not in values]
     if generated:
         (key,) = generated
-        inserted = await session.execute(insert(table).returning(key), values)
+        inserted = await session.execute(_insert_returning(table, key.key), values)
         setattr(row, key.key, inserted.scalar_one())
     else:
-        await session.execute(insert(table), values)
+        await session.execute(_insert(table), values)
     return row
+
+
+# One statement object per table, built once: building a statement and its cache key on every call
+# costs more than running it (docs/performance.md).
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return insert(table)
+
+
+@functools.cache
+def _insert_returning(table: Table, key: str) -> ReturningInsert[tuple[Any]]:
+    return insert(table).returning(table.c[key])
 
 
 class Database:
