@@ -140,6 +140,8 @@ class Settlement:
         previous = Status(payment.status)
         moved = transition(previous, reported)
         now = self.clock.now()
+        # Scheduled before the listeners run: a query of theirs flushes the row, and one UPDATE is enough.
+        self._schedule(payment, moved.status, now)
         if moved.changed:
             payment.status = moved.status.value
             payment.description = note or payment.description
@@ -148,7 +150,6 @@ class Settlement:
             change = PaymentChange(moved, previous, source)
             for listener in self.listeners:
                 await listener.payment_changed(session, payment, change)
-        self._schedule(payment, Status(payment.status), now)
         return moved
 
     async def refund_status(
