@@ -50,6 +50,19 @@ _LEASE = (
     .returning(_OUTBOX.c.id)
 )
 _BY_IDS = select(OutboxMessage).where(OutboxMessage.id.in_(bindparam("ids", expanding=True)))
+# A delivered message needs nothing read back: one UPDATE for all of a batch's deliveries.
+_DELIVERED = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("message_id"))
+    .values(
+        status=DeliveryStatus.DELIVERED.value,
+        attempts=_OUTBOX.c.attempts + 1,
+        lease_until=None,
+        last_status_code=bindparam("code"),
+        last_error=None,
+        delivered_at=bindparam("at"),
+    )
+)
 
 
 def _heads(destinations: list[str]) -> Select[OutboxMessage]:
@@ -100,6 +113,7 @@ class Attempt:
     error (None when delivered)."""
 
     message_id: int
+    destination: str
     status_code: int | None
     error: str | None
 
@@ -183,34 +197,41 @@ class OutboxDispatcher:
             except Exception as exc:  # a sender bug must not stop the dispatcher
                 log.exception("outbox sender failed", extra={"destination": message.destination})
                 error = f"{type(exc).__name__}"
-        return Attempt(message.id, status_code, error)
+        return Attempt(message.id, message.destination, status_code, error)
 
     async def _record(self, attempts: list[Attempt]) -> None:
         now = self.clock.now()
-        results: list[tuple[str, str]] = []
+        delivered = [attempt for attempt in attempts if attempt.error is None]
+        failed = [attempt for attempt in attempts if attempt.error is not None]
+        results: list[tuple[str, str]] = [(attempt.destination, "delivered") for attempt in delivered]
         async with self.database.write() as session:
-            rows = await session.scalars(_BY_IDS, {"ids": [attempt.message_id for attempt in attempts]})
-            by_id = {row.id: row for row in rows}
-            for attempt in attempts:
-                row = by_id.get(attempt.message_id)
-                if row is not None:
-                    results.append((row.destination, self._apply_attempt(row, attempt, now)))
+            if delivered:
+                await session.execute(
+                    _DELIVERED,
+                    [
+                        {"message_id": attempt.message_id, "code": attempt.status_code, "at": now}
+                        for attempt in delivered
+                    ],
+                )
+            if failed:
+                # The back-off and the dead-letter decision depend on the attempts so far: read them.
+                rows = await session.scalars(_BY_IDS, {"ids": [attempt.message_id for attempt in failed]})
+                by_id = {row.id: row for row in rows}
+                for attempt in failed:
+                    row = by_id.get(attempt.message_id)
+                    if row is not None:
+                        results.append((row.destination, self._apply_failure(row, attempt, now)))
         for destination, result in results:
             self.metrics.outbox_attempts.labels(destination, result).inc()
         if any(result == "delivered" for _, result in results):
             # The next message of these keys may be waiting behind the ones just delivered.
             self.wake()
 
-    def _apply_attempt(self, row: OutboxMessage, attempt: Attempt, now: float) -> str:
-        """Record one attempt on its row; return how it went: delivered, retry or dead."""
+    def _apply_failure(self, row: OutboxMessage, attempt: Attempt, now: float) -> str:
+        """Record one failed attempt on its row; return what follows: retry or dead."""
         row.attempts += 1
         row.lease_until = None
         row.last_status_code = attempt.status_code
-        if attempt.error is None:
-            row.status = DeliveryStatus.DELIVERED.value
-            row.delivered_at = now
-            row.last_error = None
-            return "delivered"
         row.last_error = attempt.error
         code = attempt.status_code
         permanent = code is not None and 400 <= code < 500 and code not in RETRYABLE_STATUS
