@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 from sqlalchemy import Float, Select, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from pgm.clock import Clock
@@ -146,41 +147,45 @@ class OutboxDispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
+        """Deliver until cancelled.
+
+        One transaction per pass records the batch just sent and leases the next one: under load that is
+        one transaction per batch instead of two (docs/performance.md). Results are recorded right after
+        their batch; a crash before that only re-sends it (at least once, de-duplicated downstream)."""
+        attempts: list[Attempt] = []
         while True:
+            claimed: list[OutboxMessage] = []
             try:
-                sent = await self.run_once()
+                claimed = await self._record_and_claim(attempts)
+                attempts = []
+                if claimed:
+                    attempts = list(await asyncio.gather(*(self._deliver(message) for message in claimed)))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox pass failed")
-                sent = 0
-            if sent == 0:
+                attempts = []
+            if not claimed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             self._wake.clear()
 
-    async def run_once(self) -> int:
-        """Claim and deliver the heads of every ordering key that are due; return how many were tried."""
-        claimed = await self._claim()
-        if claimed:
-            attempts = await asyncio.gather(*(self._deliver(message) for message in claimed))
-            # One transaction records the whole batch: a transaction per message cost as much as the rest of
-            # the delivery under load (docs/performance.md). A crash before it only re-sends (at least once).
-            await self._record(attempts)
-        return len(claimed)
-
-    async def _claim(self) -> list[OutboxMessage]:
+    async def _record_and_claim(self, attempts: list[Attempt]) -> list[OutboxMessage]:
+        """In one transaction: record `attempts`, then find the heads now due and lease them (a row another
+        process leased in between is not returned by the update)."""
         now = self.clock.now()
-        # One transaction finds the heads and leases them; a row another process leased in between is not
-        # returned by the update.
         async with self.database.write() as session:
+            results = await self._record(session, attempts, now) if attempts else []
             heads = (await session.scalars(self._heads, {"now": now})).all()
-            if not heads:
-                return []
-            ids = [message.id for message in heads]
-            leased = set((await session.scalars(_LEASE, {"ids": ids, "now": now, "until": now + LEASE_SECONDS})).all())
-        return [message for message in heads if message.id in leased]
+            if heads:
+                ids = [message.id for message in heads]
+                leased = set(
+                    (await session.scalars(_LEASE, {"ids": ids, "now": now, "until": now + LEASE_SECONDS})).all()
+                )
+                heads = [message for message in heads if message.id in leased]
+        for destination, result in results:
+            self.metrics.outbox_attempts.labels(destination, result).inc()
+        return list(heads)
 
     async def _deliver(self, message: OutboxMessage) -> Attempt:
         sender = self.senders[message.destination]
@@ -199,33 +204,25 @@ class OutboxDispatcher:
                 error = f"{type(exc).__name__}"
         return Attempt(message.id, message.destination, status_code, error)
 
-    async def _record(self, attempts: list[Attempt]) -> None:
-        now = self.clock.now()
+    async def _record(self, session: AsyncSession, attempts: list[Attempt], now: float) -> list[tuple[str, str]]:
+        """Record a batch's attempts; return (destination, delivered|retry|dead) for each."""
         delivered = [attempt for attempt in attempts if attempt.error is None]
         failed = [attempt for attempt in attempts if attempt.error is not None]
         results: list[tuple[str, str]] = [(attempt.destination, "delivered") for attempt in delivered]
-        async with self.database.write() as session:
-            if delivered:
-                await session.execute(
-                    _DELIVERED,
-                    [
-                        {"message_id": attempt.message_id, "code": attempt.status_code, "at": now}
-                        for attempt in delivered
-                    ],
-                )
-            if failed:
-                # The back-off and the dead-letter decision depend on the attempts so far: read them.
-                rows = await session.scalars(_BY_IDS, {"ids": [attempt.message_id for attempt in failed]})
-                by_id = {row.id: row for row in rows}
-                for attempt in failed:
-                    row = by_id.get(attempt.message_id)
-                    if row is not None:
-                        results.append((row.destination, self._apply_failure(row, attempt, now)))
-        for destination, result in results:
-            self.metrics.outbox_attempts.labels(destination, result).inc()
-        if any(result == "delivered" for _, result in results):
-            # The next message of these keys may be waiting behind the ones just delivered.
-            self.wake()
+        if delivered:
+            await session.execute(
+                _DELIVERED,
+                [{"message_id": attempt.message_id, "code": attempt.status_code, "at": now} for attempt in delivered],
+            )
+        if failed:
+            # The back-off and the dead-letter decision depend on the attempts so far: read them.
+            rows = await session.scalars(_BY_IDS, {"ids": [attempt.message_id for attempt in failed]})
+            by_id = {row.id: row for row in rows}
+            for attempt in failed:
+                row = by_id.get(attempt.message_id)
+                if row is not None:
+                    results.append((row.destination, self._apply_failure(row, attempt, now)))
+        return results
 
     def _apply_failure(self, row: OutboxMessage, attempt: Attempt, now: float) -> str:
         """Record one failed attempt on its row; return what follows: retry or dead."""
