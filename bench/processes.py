@@ -88,8 +88,9 @@ class Service:
         if not directory:
             return
         output = Path(directory) / f"{self.log_path.stem}.folded"
+        rate = os.environ.get("PGM_BENCH_PROFILE_RATE", "100")  # samples per second
         self.profiler = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(self.pid), "--rate", os.environ.get("PGM_BENCH_PROFILE_RATE", "100"), "--format", "raw", "--output", str(output)],
+            ["py-spy", "record", "--pid", str(self.pid), "--rate", rate, "--format", "raw", "--output", str(output)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -372,9 +372,12 @@ async def callbacks(target: Target, rate: float, duration: float, drain: float) 
         ).encode()
         async with gate:
             status, answer = await target.pool(i).request("POST", "/v3/sandbox/credit-cards/pay", body)
-        if status == 200:
-            payment_ids[i] = str(json.loads(answer)["paymentId"])
+        # A lost provider answer leaves paymentId null (the payment is reconciled later): not usable here.
+        created = json.loads(answer).get("paymentId") if status == 200 else None
+        if created:
+            payment_ids[i] = str(created)
 
+    await target.settle()  # the previous step's backlog must not spill into these payments
     await asyncio.gather(*(create(i) for i in range(count)))
     await target.settle()  # their own notifications and webhooks are sent before the clock starts
     accepted = Arrivals(

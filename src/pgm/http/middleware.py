@@ -71,8 +71,8 @@ class AdmissionLimit:
     (Retry-After: 1) instead of queueing.
 
     Queueing is how an overloaded service collapses: every waiting request holds a connection and memory,
-    the provider client's pool scans its ever longer queue on each request (quadratic CPU, measured in
-    docs/performance.md), answers come after the caller gave up, and the work done for them is wasted. A
+    the provider client's pool queue grows (with httpcore, scanned on each request: quadratic CPU, measured
+    in docs/performance.md), answers come after the caller gave up, and the work done for them is wasted. A
     503 is cheap, and a client retries it safely with its Idempotency-Key. Provider callbacks are never
     shed (a refused callback is only delivered again, later), nor are health, metrics and the sandbox's
     own provider API (it stands for a remote provider); saga commands are queued in the inbox by design."""
