@@ -19,10 +19,17 @@ async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) 
     """Send a request; a lost answer raises OutcomeUnknown, never a generic network error."""
     try:
         return await client.request(method, url, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise OutcomeUnknown(f"the provider did not answer in time ({type(exc).__name__})") from exc
     except httpx.HTTPError as exc:
-        raise OutcomeUnknown(f"the provider could not be reached ({type(exc).__name__})") from exc
+        raise lost_answer(exc) from exc
+
+
+def lost_answer(exc: httpx.HTTPError) -> OutcomeUnknown:
+    """Say what went wrong, from the transport's own exception: httpx-aiohttp maps every aiohttp
+    connection error, a connection the provider dropped included, to httpx.ConnectTimeout."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, TimeoutError) or (cause is exc and isinstance(exc, httpx.TimeoutException)):
+        return OutcomeUnknown(f"the provider did not answer in time ({type(cause).__name__})")
+    return OutcomeUnknown(f"the provider could not be reached or dropped the connection ({type(cause).__name__})")
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
