@@ -66,7 +66,7 @@ _DELIVERED = (
 )
 
 
-def _heads(destinations: list[str]) -> Select[OutboxMessage]:
+def _heads_statement(destinations: list[str]) -> Select[OutboxMessage]:
     """The oldest pending message of each ordering key, due and not leased (bind `now`)."""
     earlier = aliased(OutboxMessage)
     is_head = ~(
@@ -133,7 +133,7 @@ class OutboxDispatcher:
     ) -> None:
         self.database = database
         self.senders = senders
-        self._heads = _heads(list(senders))
+        self._heads = _heads_statement(list(senders))
         self.policy = policy
         self.clock = clock
         self.metrics = metrics
