@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pgm.store.models import OutboxMessage, table_of
+from pgm.store.database import insert_row
+from pgm.store.models import OutboxMessage
 
 
 class Destination(enum.StrEnum):
@@ -28,27 +28,17 @@ class DeliveryStatus(enum.StrEnum):
     DEAD = "DEAD"
 
 
-_OUTBOX = table_of(OutboxMessage)
-# Built once: building a statement and its cache key on every call costs more than running it.
-_ENQUEUE = insert(_OUTBOX).returning(_OUTBOX.c.id)
-
-
 async def enqueue(
     session: AsyncSession, destination: Destination, ordering_key: str, payload: dict[str, Any], now: float
 ) -> int:
     """Add a message and return its id; it is delivered only if the surrounding transaction commits."""
-    # A Core INSERT, not an ORM object: nothing reads the message back in this transaction, and the ORM's
-    # unit of work costs about twice the statement (docs/performance.md).
-    inserted = await session.execute(
-        _ENQUEUE,
-        {
-            "destination": destination.value,
-            "ordering_key": ordering_key,
-            "payload": payload,
-            "status": DeliveryStatus.PENDING.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        },
+    message = OutboxMessage(
+        destination=destination.value,
+        ordering_key=ordering_key,
+        payload=payload,
+        status=DeliveryStatus.PENDING.value,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
     )
-    return int(inserted.scalar_one())
+    return (await insert_row(session, message)).id

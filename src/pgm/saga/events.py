@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
@@ -18,15 +18,12 @@ from pgm.observability.metrics import Metrics
 from pgm.outbox.writer import Destination, enqueue
 from pgm.providers.base import PayResult, PayResultCode
 from pgm.services.settlement import PaymentChange, RefundChange
-from pgm.store.models import Payment, Refund, SagaEvent, table_of
+from pgm.store.database import insert_row
+from pgm.store.models import Payment, Refund, SagaEvent
 
 SUBSCRIPTION_KINDS = frozenset(
     {PaymentKind.SUBSCRIPTION_SCHEDULE, PaymentKind.SUBSCRIPTION_START, PaymentKind.SUBSCRIPTION_PAY}
 )
-
-
-# Built once: building a statement and its cache key on every call costs more than running it.
-_INSERT_EVENT = insert(table_of(SagaEvent))
 
 
 class SagaEvents:
@@ -47,16 +44,16 @@ class SagaEvents:
     ) -> None:
         now = self.clock.now()
         message_id = await enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now)
-        await session.execute(
-            _INSERT_EVENT,
-            {
-                "saga_id": saga_id,
-                "operation_key": operation_key,
-                "label": label,
-                "envelope": document,
-                "outbox_id": message_id,
-                "created_at": now,
-            },
+        await insert_row(
+            session,
+            SagaEvent(
+                saga_id=saga_id,
+                operation_key=operation_key,
+                label=label,
+                envelope=document,
+                outbox_id=message_id,
+                created_at=now,
+            ),
         )
         self.metrics.saga_events.labels(label).inc()
 

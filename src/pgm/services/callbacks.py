@@ -9,7 +9,7 @@ import enum
 import logging
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +50,6 @@ class EventStatus(enum.StrEnum):
 # The hot path's statements, built once: building a statement and its cache key on every call costs
 # more than running it (docs/performance.md).
 _CALLBACKS = table_of(ProviderCallback)
-_STORE_CALLBACK = insert(_CALLBACKS).returning(_CALLBACKS.c.id)
 _MARK_CALLBACK = (
     update(_CALLBACKS)
     .where(_CALLBACKS.c.id == bindparam("callback_id"))
@@ -98,21 +97,17 @@ class CallbackService:
     async def receive(self, adapter: ProviderAdapter, request: CallbackRequest) -> CallbackAnswer:
         """Handle one HTTP callback end to end; raise CallbackRejected for forged or stale ones."""
         async with self.database.write() as session:
-            # Core statements for the raw callback's row: it is written, then only its status changes.
-            inserted = await session.execute(
-                _STORE_CALLBACK,
-                {
-                    "provider": adapter.name,
-                    "method": request.method,
-                    "path": request.path,
-                    "query": "&".join(f"{k}={v}" for k, v in request.query.items()),
-                    "headers": {k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
-                    "body": request.body,
-                    "status": "RECEIVED",
-                    "received_at": request.received_at,
-                },
+            raw = ProviderCallback(
+                provider=adapter.name,
+                method=request.method,
+                path=request.path,
+                query="&".join(f"{k}={v}" for k, v in request.query.items()),
+                headers={k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
+                body=request.body,
+                status="RECEIVED",
+                received_at=request.received_at,
             )
-            callback_id = int(inserted.scalar_one())
+            callback_id = (await insert_row(session, raw)).id
         try:
             notifications = await adapter.parse_callback(request)
         except InvalidCallback as exc:

@@ -10,17 +10,15 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
 from pgm.domain.refunds import RefundEntry, RefundPosition, refund_position
 from pgm.domain.statuses import OperationKind, Status, Transition, transition
 from pgm.providers.base import PayResult
-from pgm.store.models import LedgerEntry, Payment, Refund, table_of
-
-# Built once: building a statement and its cache key on every call costs more than running it.
-_INSERT_LEDGER = insert(table_of(LedgerEntry))
+from pgm.store.database import insert_row
+from pgm.store.models import LedgerEntry, Payment, Refund
 
 
 class Source(enum.StrEnum):
@@ -102,21 +100,19 @@ class Settlement:
         reversal: bool = False,
     ) -> None:
         """Append one fact to the ledger (the payment and the refund must be in the store already)."""
-        # A Core INSERT: the ledger is append-only and never read back in the same transaction, and the
-        # ORM's unit of work costs about twice the statement (docs/performance.md).
-        await session.execute(
-            _INSERT_LEDGER,
-            {
-                "payment_id": payment.id,
-                "refund_id": refund.id if refund else None,
-                "operation": (OperationKind.REFUND if refund else OperationKind.PAYMENT).value,
-                "status": status.value,
-                "amount": refund.amount if refund else payment.amount,
-                "source": source.value,
-                "reversal": reversal,
-                "note": note,
-                "created_at": self.clock.now(),
-            },
+        await insert_row(
+            session,
+            LedgerEntry(
+                payment_id=payment.id,
+                refund_id=refund.id if refund else None,
+                operation=(OperationKind.REFUND if refund else OperationKind.PAYMENT).value,
+                status=status.value,
+                amount=refund.amount if refund else payment.amount,
+                source=source.value,
+                reversal=reversal,
+                note=note,
+                created_at=self.clock.now(),
+            ),
         )
 
     async def answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> Transition:
