@@ -8,6 +8,7 @@ import sys
 
 import uvicorn
 
+from pgm import startup
 from pgm.config import ConfigurationError, load_settings
 from pgm.devstack.cli import add_commands as add_devstack_commands
 from pgm.devstack.demo import add_demo_arguments, run_demo_command
@@ -21,6 +22,8 @@ def serve(_arguments: argparse.Namespace) -> int:
     try:
         settings = load_settings(os.environ)
         providers.check_values(settings)
+        startup.check_database(settings)
+        listener = startup.listen(os.environ.get("HTTP_HOST") or "0.0.0.0", settings.http_port)  # noqa: S104
     except ConfigurationError as exc:
         sys.stderr.write(f"pgm: configuration error: {exc}\n")
         return 2
@@ -28,7 +31,7 @@ def serve(_arguments: argparse.Namespace) -> int:
     from pgm.http.app import create_app
 
     app = create_app(settings)
-    uvicorn.run(app, host=os.environ.get("HTTP_HOST", "0.0.0.0"), port=settings.http_port, log_config=None)  # noqa: S104
+    uvicorn.Server(uvicorn.Config(app, log_config=None)).run(sockets=[listener])
     return 0
 
 

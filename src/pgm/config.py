@@ -7,8 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 DEFAULT_HTTP_PORT = 3000
 DEFAULT_SQLITE_FILE = "pgm.sqlite3"
+# The drivers this package ships (psycopg 3, the standard library's sqlite3 and aiosqlite).
+SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite", "postgresql+psycopg"})
 
 
 class ConfigurationError(Exception):
@@ -52,6 +57,10 @@ class Settings:
     reconcile_max_interval_seconds: float = 3600.0
     reconcile_max_attempts: int = 30
     inbox_lease_seconds: float = 60.0
+    database_pool_size: int = 10
+    database_max_overflow: int = 20
+    database_pool_timeout_seconds: float = 30.0
+    database_connect_timeout_seconds: float = 10.0
     provider_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -70,7 +79,7 @@ class Settings:
         return bool(self.flow_manager_url)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -80,6 +89,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -131,6 +142,23 @@ def _external_services(path: str | None) -> tuple[ExternalService, ...]:
     return tuple(services)
 
 
+def _database_url(env: Mapping[str, str]) -> str:
+    raw = (env.get("PGM_DATABASE_URL") or "").strip() or f"sqlite:///{DEFAULT_SQLITE_FILE}"
+    url = normalise_database_url(raw)
+    try:
+        driver = make_url(url).drivername
+    except ArgumentError as exc:
+        raise ConfigurationError(
+            "PGM_DATABASE_URL is not a database URL (expected postgresql://user@host/db or sqlite:///file)"
+        ) from exc
+    if driver not in SUPPORTED_DRIVERS:
+        # Without this, SQLAlchemy would try to import the scheme's driver and fail with ModuleNotFoundError.
+        raise ConfigurationError(
+            f"PGM_DATABASE_URL: {driver.split('+')[0]!r} is not supported; use postgresql://... or sqlite:///..."
+        )
+    return url
+
+
 def normalise_database_url(url: str) -> str:
     """Accept the usual `postgresql://` spelling and pick the driver we ship (psycopg 3)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -141,7 +169,7 @@ def normalise_database_url(url: str) -> str:
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read and validate the environment; raise ConfigurationError naming what is wrong."""
-    port = _int(env, "HTTP_PORT", DEFAULT_HTTP_PORT, minimum=0)
+    port = _int(env, "HTTP_PORT", DEFAULT_HTTP_PORT, minimum=1, maximum=65535)
     providers = tuple(
         name.strip().lower() for name in env.get("ENABLED_PROVIDERS", "sandbox").split(",") if name.strip()
     )
@@ -149,7 +177,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     saga_crud_url = _url(env, "SAGA_CRUD_URL")
     if flow_manager_url and not saga_crud_url:
         raise ConfigurationError("SAGA_CRUD_URL is required when FLOW_MANAGER_URL is set")
-    database_url = normalise_database_url(env.get("PGM_DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_FILE}")
+    database_url = _database_url(env)
     log_level = (env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "TRACE", "FATAL", "SILENT"}:
         raise ConfigurationError(f"LOG_LEVEL {log_level!r} is not a log level")
@@ -185,6 +213,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reconcile_max_interval_seconds=_float(env, "PGM_RECONCILE_MAX_INTERVAL_SECONDS", 3600.0),
         reconcile_max_attempts=_int(env, "PGM_RECONCILE_MAX_ATTEMPTS", 30, minimum=1),
         inbox_lease_seconds=_float(env, "PGM_INBOX_LEASE_SECONDS", 60.0),
+        database_pool_size=_int(env, "PGM_DATABASE_POOL_SIZE", 10, minimum=1),
+        database_max_overflow=_int(env, "PGM_DATABASE_MAX_OVERFLOW", 20, minimum=0),
+        database_pool_timeout_seconds=_float(env, "PGM_DATABASE_POOL_TIMEOUT_SECONDS", 30.0),
+        database_connect_timeout_seconds=_float(env, "PGM_DATABASE_CONNECT_TIMEOUT_SECONDS", 10.0),
         provider_env={key: value for key, value in env.items() if key.split("_", 1)[0] in PROVIDER_PREFIXES},
     )
 

@@ -40,7 +40,7 @@ from pgm.services.payments import PaymentService
 from pgm.services.reconciliation import Reconciler
 from pgm.services.settlement import OutcomeListener, ReconcilePolicy, Settlement
 from pgm.store import migrations
-from pgm.store.database import Database
+from pgm.store.database import Database, PoolSettings
 from pgm.store.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,18 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
     return app
 
 
+def pool_settings(settings: Settings) -> PoolSettings:
+    """The store's connection pool from the PGM_DATABASE_* settings."""
+    return PoolSettings(
+        size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        timeout_seconds=settings.database_pool_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+    )
+
+
 async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics) -> Container:
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, pool_settings(settings))
     secret = await webhook_secret(database, settings.sandbox_webhook_secret)
     registry = build_registry(settings, lambda: secret)
     outbound = http_client(DELIVERY_TIMEOUT_SECONDS)

@@ -631,6 +631,9 @@ def build(settings: Settings) -> StripeAdapter:
     base_url = env.get("STRIPE_BASE_URL") or DEFAULT_BASE_URL
     if not base_url.startswith(("http://", "https://")):
         raise ConfigurationError(f"STRIPE_BASE_URL must be an http(s) URL, got {base_url!r}")
+    if not env["STRIPE_PRIVATE_KEY"].startswith(("sk_", "rk_")):
+        # A publishable key (pk_...) or a webhook secret pasted here would fail every payment with a 401.
+        raise ConfigurationError("STRIPE_PRIVATE_KEY must be a secret or restricted API key (sk_... or rk_...)")
     secrets = [secret.strip() for secret in env["STRIPE_WEBHOOK_SECRET"].split(",") if secret.strip()]
     return StripeAdapter(
         api_key=env["STRIPE_PRIVATE_KEY"],

@@ -14,6 +14,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,10 +97,20 @@ def _insert_returning(table: Table, key: str) -> ReturningInsert[tuple[Any]]:
     return insert(table).returning(table.c[key])
 
 
+@dataclass(frozen=True)
+class PoolSettings:
+    """PostgreSQL connection pool of one process (docs/configuration.md#sizing-the-database-pool)."""
+
+    size: int = 10
+    max_overflow: int = 20
+    timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 10.0
+
+
 class Database:
     """The store's engines and session factories."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: PoolSettings | None = None) -> None:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -109,7 +120,16 @@ class Database:
             self._write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
             self._read_engine = _sqlite_engine(url, "BEGIN")
         else:
-            self._write_engine = create_async_engine(async_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
+            pool = pool or PoolSettings()
+            self._write_engine = create_async_engine(
+                async_url(url),
+                pool_size=pool.size,
+                max_overflow=pool.max_overflow,
+                pool_timeout=pool.timeout_seconds,
+                pool_pre_ping=True,
+                # libpq counts whole seconds; 0 would mean wait forever.
+                connect_args={"connect_timeout": max(1, round(pool.connect_timeout_seconds))},
+            )
             self._read_engine = self._write_engine
         self._writes = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._reads = async_sessionmaker(self._read_engine, expire_on_commit=False)
