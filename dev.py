@@ -5,8 +5,9 @@
     python3 dev.py test   install, then run the whole test suite (extra arguments go to pytest)
 
 Also: `python3 dev.py lint` (ruff and mypy) and `python3 dev.py install`.
-Everything is installed into ./.venv from requirements/lock.txt (exact versions, transitive included),
-and re-installed only when that file or pyproject.toml changes.
+Everything is installed into ./.venv from requirements/lock.txt, the development lock, which includes
+requirements/runtime.txt, the runtime lock (exact versions, transitive included), and re-installed only
+when one of them or pyproject.toml changes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ STAMP = VENV / ".installed"
 
 def _fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "requirements/lock.txt"):
+    for name in ("pyproject.toml", "requirements/runtime.txt", "requirements/lock.txt"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
