@@ -4,6 +4,7 @@ here is a recording receiver, so every event the PGM sends is counted."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from pgm.devstack.crud import create_crud_app
 from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
 from tests.saga.test_saga_flows import metadata
 from tests.support.databases import fresh_database
+from tests.support.notifications import STATUS_PATH, statuses_for
 from tests.support.pgm_process import PgmProcess, free_port
 from tests.support.saga_stack import COLLECTION, SagaStack
 
@@ -223,6 +225,29 @@ def test_flow_manager_answering_slowly_does_not_lose_events(rig_factory: Callabl
     saga_id, data = rig.new_saga(outcome="OK")
     rig.command("pay", saga_id, data)
     assert rig.wait_events(saga_id, 1)[0]["value"]["messageLabel"] == "paymentExecuted"
+
+
+def test_a_hanging_receiver_delays_its_own_messages_only(rig_factory: Callable[..., Rig]) -> None:
+    release = threading.Event()
+    statuses = RecordingReceiver()
+    statuses.respond(200, hold=release)
+    with run_server_in_thread(statuses.app) as (url, _):
+        try:
+            rig = rig_factory(PAYMENT_CALLBACK_URL=f"{url}{STATUS_PATH}")
+            shops = []
+            for count in (1, 2, 3):
+                saga_id, data = rig.new_saga(outcome="OK")
+                shops.append(data["shopTransactionId"])
+                assert rig.command("pay", saga_id, data) == 202
+                # Every PaymentStatus receiver call hangs (for up to the 10 s delivery time-out), yet the
+                # Flow Manager gets each saga's event at once, and the next payment's notification goes out
+                # beside the hanging ones (another ordering key).
+                assert rig.wait_events(saga_id, 1, timeout=3)[0]["value"]["messageLabel"] == "paymentExecuted"
+                statuses.wait_for_requests(count, path=STATUS_PATH, timeout=3)
+            assert not release.is_set()
+        finally:
+            release.set()
+    assert [[s["status"] for s in statuses_for(statuses, shop)] for shop in shops] == [["ACCEPTED"]] * 3
 
 
 def test_crash_during_the_provider_call_completes_the_saga_with_one_payment(rig_factory: Callable[..., Rig]) -> None:

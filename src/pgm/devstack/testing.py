@@ -94,6 +94,7 @@ class _Rule:
     remaining: int | None
     path: str | None = None
     delay: float = 0.0
+    hold: threading.Event | None = None
 
 
 class RecordingReceiver:
@@ -101,7 +102,9 @@ class RecordingReceiver:
 
     Answers 200 `{}` by default. `respond(503, times=3)` makes the next three requests fail;
     `respond(503)` keeps failing until `respond(200)`; `path=` limits a rule to one path and
-    `delay=` answers late. `wait_for_requests` blocks until requests arrive, without sleeping.
+    `delay=` answers late, `hold=` (a threading.Event) answers only once the event is set: a receiver
+    that hangs for as long as a test wants. `wait_for_requests` blocks until requests arrive, without
+    sleeping.
     """
 
     def __init__(self, default_status: int = 200, default_body: Any = None) -> None:
@@ -128,9 +131,10 @@ class RecordingReceiver:
         times: int | None = None,
         path: str | None = None,
         delay: float = 0.0,
+        hold: threading.Event | None = None,
     ) -> None:
         """Script the answer: `times=None` lasts until replaced, `path=None` covers every path."""
-        rule = _Rule(status, {} if body is None else body, times, path, delay)
+        rule = _Rule(status, {} if body is None else body, times, path, delay, hold)
         with self._condition:
             if times is None:
                 # A standing rule replaces earlier standing rules for the same scope.
@@ -206,6 +210,9 @@ class RecordingReceiver:
         if rule.delay:
             # A slow participant, recorded on arrival and answered late.
             await asyncio.sleep(rule.delay)
+        if rule.hold is not None:
+            # A hanging participant: waits in a worker thread so the server keeps answering other requests.
+            await asyncio.to_thread(rule.hold.wait)
         return JSONResponse(rule.body, status_code=rule.status)
 
 

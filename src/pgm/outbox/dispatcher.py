@@ -1,8 +1,15 @@
-"""Delivers outbox messages over HTTP until a 2xx (spec 04).
+"""Delivers outbox messages over HTTP until a 2xx (docs/reliability.md).
 
 Order: only the oldest undelivered message of an ordering key (a saga, a payment) is ever in flight,
 so messages of one key arrive in the order they were written. Several replicas share the work: a
-message is claimed by a compare-and-set on its lease, so exactly one process sends it at a time.
+message is claimed by a compare-and-set on its lease, so one process sends it at a time. The lease is
+short and renewed while the delivery runs, so the messages a crashed process held go out again within
+seconds.
+
+Independence: a pass waits for its batch only briefly (STRAGGLER_SECONDS); a delivery still running
+then goes on in the background and is recorded by a later pass, so a receiver that hangs delays its
+own messages only. Each destination has its own cap on deliveries in flight, so one that hangs cannot
+take the slots of the others.
 
 Failures: connection errors, time-outs, 5xx, 408, 425 and 429 are retried for ever with exponential
 back-off and full jitter (capped), because the receiver will come back. Any other 4xx is an answer
@@ -34,9 +41,17 @@ log = logging.getLogger(__name__)
 
 Sender = Callable[[OutboxMessage], Awaitable[httpx.Response]]
 RETRYABLE_STATUS = frozenset({408, 425, 429})
-LEASE_SECONDS = 60.0
+# Short, so that a crashed process's messages are re-sent within seconds; renewed every pass once half
+# of it is gone, so a delivery that takes longer (up to the client's time-out) keeps it.
+LEASE_SECONDS = 5.0
+RENEW_WITHIN_SECONDS = LEASE_SECONDS / 2
 BATCH = 100
+# Deliveries in flight per destination: a receiver that hangs holds its own slots only.
 CONCURRENCY = 32
+# How long a pass waits for the rest of its batch once it has started it. On the happy path every
+# delivery is back well within it, so a pass still records a whole batch in one transaction
+# (docs/performance.md); a slower delivery is recorded by a later pass instead of holding up the rest.
+STRAGGLER_SECONDS = 0.2
 _OUTBOX = table_of(OutboxMessage)
 # The claim's statements, built once: building a statement and its cache key on every call costs more
 # than running it (docs/performance.md).
@@ -51,6 +66,12 @@ _LEASE = (
     .returning(_OUTBOX.c.id)
 )
 _BY_IDS = select(OutboxMessage).where(OutboxMessage.id.in_(bindparam("ids", expanding=True)))
+# Extends the leases of the deliveries still running here (a delivered or dead message keeps its status).
+_RENEW = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)), _OUTBOX.c.status == DeliveryStatus.PENDING.value)
+    .values(lease_until=bindparam("until"))
+)
 # A delivered message needs nothing read back: one UPDATE for all of a batch's deliveries.
 _DELIVERED = (
     update(_OUTBOX)
@@ -66,8 +87,9 @@ _DELIVERED = (
 )
 
 
-def _heads_statement(destinations: list[str]) -> Select[OutboxMessage]:
-    """The oldest pending message of each ordering key, due and not leased (bind `now`)."""
+def _heads_statement() -> Select[OutboxMessage]:
+    """The oldest pending message of each ordering key, due and not leased (bind `now` and the
+    `destinations` with room for more deliveries)."""
     earlier = aliased(OutboxMessage)
     is_head = ~(
         select(earlier.id)
@@ -84,7 +106,7 @@ def _heads_statement(destinations: list[str]) -> Select[OutboxMessage]:
         select(OutboxMessage)
         .where(
             OutboxMessage.status == DeliveryStatus.PENDING.value,
-            OutboxMessage.destination.in_(destinations),
+            OutboxMessage.destination.in_(bindparam("destinations", expanding=True)),
             OutboxMessage.next_attempt_at <= now,
             OutboxMessage.lease_until.is_(None) | (OutboxMessage.lease_until < now),
             is_head,
@@ -119,6 +141,14 @@ class Attempt:
     error: str | None
 
 
+@dataclass
+class _InFlight:
+    """A delivery running in this process, and the lease it holds."""
+
+    destination: str
+    lease_until: float
+
+
 class OutboxDispatcher:
     """The background loop that empties the outbox."""
 
@@ -133,14 +163,16 @@ class OutboxDispatcher:
     ) -> None:
         self.database = database
         self.senders = senders
-        self._heads = _heads_statement(list(senders))
+        self._heads = _heads_statement()
         self.policy = policy
         self.clock = clock
         self.metrics = metrics
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._rng = random.Random()
-        self._semaphore = asyncio.Semaphore(CONCURRENCY)
+        self._in_flight: dict[int, _InFlight] = {}
+        self._finished: list[Attempt] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """New messages were committed: look now instead of at the next poll."""
@@ -149,59 +181,113 @@ class OutboxDispatcher:
     async def run(self) -> None:
         """Deliver until cancelled.
 
-        One transaction per pass records the batch just sent and leases the next one: under load that is
-        one transaction per batch instead of two (docs/performance.md). Results are recorded right after
-        their batch; a crash before that only re-sends it (at least once, de-duplicated downstream)."""
-        attempts: list[Attempt] = []
-        while True:
-            claimed: list[OutboxMessage] = []
-            try:
-                claimed = await self._record_and_claim(attempts)
-                attempts = []
-                if claimed:
-                    attempts = list(await asyncio.gather(*(self._deliver(message) for message in claimed)))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox pass failed")
-                attempts = []
-            if not claimed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            self._wake.clear()
+        One transaction per pass records the deliveries finished since the last one, renews the leases of
+        those still running and leases the next batch: under load that is one transaction per batch
+        (docs/performance.md). A crash before a result is recorded only re-sends that message (at least
+        once, de-duplicated downstream by its X-Pgm-Message-Id)."""
+        try:
+            while True:
+                batch: list[asyncio.Task[None]] = []
+                try:
+                    finished, self._finished = self._finished, []
+                    claimed, lease_until = await self._record_and_claim(finished)
+                    batch = [self._start(message, lease_until) for message in claimed]
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The unrecorded results are lost, not their messages: the leases run out and they go again.
+                    log.exception("outbox pass failed")
+                if batch:
+                    await asyncio.wait(batch, timeout=STRAGGLER_SECONDS)
+                else:
+                    # A delivery still running must be back in time to renew its lease.
+                    timeout = min(self.poll_seconds, RENEW_WITHIN_SECONDS / 2) if self._in_flight else self.poll_seconds
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                self._wake.clear()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _record_and_claim(self, attempts: list[Attempt]) -> list[OutboxMessage]:
-        """In one transaction: record `attempts`, then find the heads now due and lease them (a row another
-        process leased in between is not returned by the update)."""
+    def _start(self, message: OutboxMessage, lease_until: float) -> asyncio.Task[None]:
+        self._in_flight[message.id] = _InFlight(message.destination, lease_until)
+        task = asyncio.create_task(self._deliver_and_report(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _deliver_and_report(self, message: OutboxMessage) -> None:
+        try:
+            attempt = await self._deliver(message)
+        finally:
+            self._in_flight.pop(message.id, None)
+        self._finished.append(attempt)
+        # A delivery that outlived its pass: the next pass records it and sends its key's next message.
+        self._wake.set()
+
+    def _room(self) -> dict[str, int]:
+        """How many more deliveries each destination may start."""
+        room = dict.fromkeys(self.senders, CONCURRENCY)
+        for delivery in self._in_flight.values():
+            room[delivery.destination] -= 1
+        return {destination: free for destination, free in room.items() if free > 0}
+
+    async def _record_and_claim(self, attempts: list[Attempt]) -> tuple[list[OutboxMessage], float]:
+        """In one transaction: record `attempts`, renew the leases of the deliveries still running, then find
+        the heads now due and lease them (a row another process leased in between is not returned by the
+        update)."""
         now = self.clock.now()
+        until = now + LEASE_SECONDS
+        renew = [
+            message_id
+            for message_id, delivery in self._in_flight.items()
+            if delivery.lease_until - now < RENEW_WITHIN_SECONDS
+        ]
+        room = self._room()
+        claimed: list[OutboxMessage] = []
         async with self.database.write() as session:
             results = await self._record(session, attempts, now) if attempts else []
-            heads = (await session.scalars(self._heads, {"now": now})).all()
-            if heads:
-                ids = [message.id for message in heads]
-                leased = set(
-                    (await session.scalars(_LEASE, {"ids": ids, "now": now, "until": now + LEASE_SECONDS})).all()
-                )
-                heads = [message for message in heads if message.id in leased]
+            if renew:
+                await session.execute(_RENEW, {"ids": renew, "until": until})
+            if room:
+                heads = (await session.scalars(self._heads, {"now": now, "destinations": list(room)})).all()
+                # A delivery of this process that outlived its lease is still running: never start it twice.
+                for message in heads:
+                    if message.id not in self._in_flight and room[message.destination] > 0:
+                        room[message.destination] -= 1
+                        claimed.append(message)
+                if claimed:
+                    leased = set(
+                        (
+                            await session.scalars(
+                                _LEASE, {"ids": [message.id for message in claimed], "now": now, "until": until}
+                            )
+                        ).all()
+                    )
+                    claimed = [message for message in claimed if message.id in leased]
+        for message_id in renew:
+            delivery = self._in_flight.get(message_id)
+            if delivery is not None:
+                delivery.lease_until = until
         for destination, result in results:
             self.metrics.outbox_attempts.labels(destination, result).inc()
-        return list(heads)
+        return claimed, until
 
     async def _deliver(self, message: OutboxMessage) -> Attempt:
         sender = self.senders[message.destination]
         status_code: int | None = None
         error: str | None = None
-        async with self._semaphore:
-            try:
-                response = await sender(message)
-                status_code = response.status_code
-                if not 200 <= status_code < 300:
-                    error = f"HTTP {status_code}: {response.text[:300]}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
-            except Exception as exc:  # a sender bug must not stop the dispatcher
-                log.exception("outbox sender failed", extra={"destination": message.destination})
-                error = f"{type(exc).__name__}"
+        try:
+            response = await sender(message)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}: {response.text[:300]}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+        except Exception as exc:  # a sender bug must not stop the dispatcher
+            log.exception("outbox sender failed", extra={"destination": message.destination})
+            error = f"{type(exc).__name__}"
         return Attempt(message.id, message.destination, status_code, error)
 
     async def _record(self, session: AsyncSession, attempts: list[Attempt], now: float) -> list[tuple[str, str]]:
