@@ -1,19 +1,23 @@
-"""External providers (spec 02): /v3/<name>/... is forwarded to the service named in
-EXTERNAL_PROVIDERS_CONFIG, callbacks included, and sagas use it like any provider."""
+"""External providers (docs/api.md#external-providers): /v3/<name>/... is forwarded to the service
+named in EXTERNAL_PROVIDERS_CONFIG on Mia-Platform's paths (no payment-method segment) and on the older
+paths with one, callbacks included, and sagas use it with `paymentMethod: external`."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, run_server_in_thread
+from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
 from tests.fakes.external import CALLBACK_TOKEN, ExternalService, running_external_service
-from tests.support.notifications import STATUS_PATH, wait_for_status
+from tests.support.databases import fresh_database
+from tests.support.notifications import STATUS_PATH, statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.saga_stack import saga_stack
 
 
 @pytest.fixture
@@ -108,3 +112,132 @@ def test_refund_and_subscription_status_are_forwarded(
     over = pgm.post("/v3/acme/refund", {"amount": 600, "currency": "EUR", "paymentId": payment_id}).json()
     assert over["result"] == "KO"
     assert pgm.get("/v3/acme/subscription/status/tok_1").json()["status"] == "ACTIVE"
+
+
+def _paths(acme: ExternalService) -> list[str]:
+    return [f"{method} {path}" for method, path, _ in acme.received]
+
+
+def test_mia_paths_without_a_payment_method_are_forwarded_to_the_same_paths(
+    pgm_with_acme: tuple[PgmProcess, RecordingReceiver], acme: ExternalService, shop_id: str
+) -> None:
+    pgm, receiver = pgm_with_acme
+    body = {"amount": 700, "currency": "EUR", "shopTransactionId": shop_id, "providerData": {"acmeOutcome": "OK"}}
+    paid = pgm.post("/v3/acme/pay", body)
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["result"] == "OK"
+    payment_id = paid.json()["paymentId"]
+    assert acme.received[-1] == ("POST", "/pay", {**body, "successRedirectUrl": None, "failureRedirectUrl": None})
+
+    terms = {"interval": "MONTH", "intervalCount": 1}
+    started = pgm.post("/v3/acme/subscription/start", {**body, "subscriptionInfo": terms}).json()
+    token = started["subscriptionToken"]
+    assert started["result"] == "OK"
+    assert token.startswith("acme_sub_")
+    scheduled = pgm.post("/v3/acme/subscription/schedule", {**body, "subscriptionInfo": terms}).json()
+    assert scheduled["subscriptionToken"].startswith("acme_sub_")
+    again = pgm.post("/v3/acme/subscription/pay", {**body, "subscriptionInfo": {"token": token}}).json()
+    assert again["result"] == "OK"
+    assert acme.received[-1][2]["subscriptionInfo"]["token"] == token
+    updated = pgm.post(f"/v3/acme/subscription/update/{token}", {**body, "amount": 900, "subscriptionInfo": terms})
+    assert updated.json()["result"] == "OK", updated.text
+    assert acme.subscriptions[token]["amount"] == 900
+    assert pgm.client.delete(f"/v3/acme/subscription/expire/{token}").json()["result"] == "OK"
+    assert pgm.get(f"/v3/acme/subscription/status/{token}").json()["status"] == "EXPIRED"
+    assert _paths(acme)[1:] == [
+        "POST /subscription/start",
+        "POST /subscription/schedule",
+        "POST /subscription/pay",
+        f"POST /subscription/update/{token}",
+        f"DELETE /subscription/expire/{token}",
+    ]
+
+    refunded = pgm.post("/v3/acme/refund", {"amount": 200, "currency": "EUR", "paymentId": payment_id}).json()
+    assert refunded["result"] == "OK"
+    assert acme.received[-1][:2] == ("POST", "/refund")
+    assert pgm.get("/v3/acme/status", params={"paymentId": payment_id}).json()["status"] == "ACCEPTED"
+    assert acme.received[-1][:2] == ("GET", "/status")
+    checked = pgm.get("/v3/acme/check", params={"paymentId": payment_id}).json()
+    assert checked["status"] == "ACCEPTED"
+    assert checked["providerName"] == "acme"
+    assert acme.received[-1][:2] == ("GET", "/check")
+    notified = len([s for s in statuses_for(receiver, shop_id) if s["action"] == "PAYMENT"])
+    acme.implements_check = False
+    assert pgm.get("/v3/acme/check", params={"paymentId": payment_id}).json()["status"] == "ACCEPTED"
+    assert acme.received[-1][:2] == ("GET", "/status")
+
+    def every_check_notified() -> bool:
+        return len([s for s in statuses_for(receiver, shop_id) if s["action"] == "PAYMENT"]) >= notified + 1
+
+    wait_for(every_check_notified, what="the second /check's notification")
+
+
+def test_the_payment_method_form_stays_an_alias_and_shipped_providers_still_need_a_method(
+    pgm_with_acme: tuple[PgmProcess, RecordingReceiver], acme: ExternalService, shop_id: str
+) -> None:
+    pgm, _ = pgm_with_acme
+    body = {"amount": 700, "currency": "EUR", "shopTransactionId": shop_id, "providerData": {"acmeOutcome": "OK"}}
+    answer = pgm.post("/v3/acme/credit-cards/subscription/start", {**body, "subscriptionInfo": {"interval": "DAY"}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"] == "OK"
+    assert acme.received[-1][1] == "/credit-cards/subscription/start"
+    refused = pgm.post("/v3/sandbox/pay", body)
+    assert refused.status_code == 404
+    assert "needs a payment method in the path" in refused.json()["message"]
+
+
+def test_a_callback_the_service_does_not_implement_asks_its_status_and_every_new_status_counts(
+    pgm_with_acme: tuple[PgmProcess, RecordingReceiver], acme: ExternalService, shop_id: str
+) -> None:
+    pgm, receiver = pgm_with_acme
+    acme.implements_callback = False
+    payment_id = pgm.post("/v3/acme/pay", {"amount": 700, "currency": "EUR", "shopTransactionId": shop_id}).json()[
+        "paymentId"
+    ]
+    # The service calls us with the same query each time something changes: each new status is news.
+    acme.set_status(payment_id, "ACCEPTED")
+    first = pgm.get("/v3/acme/callback", params={"paymentId": payment_id})
+    assert first.status_code == 200, first.text
+    wait_for_status(receiver, shop_id, "ACCEPTED")
+    acme.set_status(payment_id, "FAILED")
+    assert pgm.get("/v3/acme/callback", params={"paymentId": payment_id}).status_code == 200
+    wait_for_status(receiver, shop_id, "FAILED")
+
+    unknown = pgm.get("/v3/acme/callback", params={"paymentId": "acme_nobody"})
+    assert unknown.status_code == 502, unknown.text
+    assert unknown.json()["code"] == "provider_rejected"
+    assert "HTTP 404" in unknown.json()["message"]
+    nameless = pgm.get("/v3/acme/callback")
+    assert nameless.status_code == 401
+    assert "names no paymentId" in nameless.json()["message"]
+
+
+def test_a_saga_pays_and_refunds_with_payment_method_external(
+    acme: ExternalService, backend: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "external.json"
+    config.write_text(json.dumps({"externalServices": [{"externalService": "acme", "baseUrl": acme.base_url}]}))
+    with (
+        fresh_database(backend, tmp_path) as url,
+        saga_stack(url, tmp_path, EXTERNAL_PROVIDERS_CONFIG=str(config)) as stack,
+    ):
+        saga_id = stack.create_saga(
+            {
+                "amount": 1000,
+                "currency": "EUR",
+                "provider": "acme",
+                "paymentMethod": "external",
+                "shopTransactionId": f"order-{saga_id_suffix()}",
+                "payRequestData": {"providerData": {"acmeOutcome": "OK"}},
+            }
+        )
+        stack.send_event(saga_id, "scheduleRequested")
+        saga = stack.wait_state(saga_id, "PAYMENT_EXECUTED")
+        assert acme.received[-1][1] == "/pay"
+        stack.send_event(saga_id, "refundRequested", {"refundRequestData": {"amount": 1000}})
+        saga = stack.wait_state(saga_id, "TOTALLY_REFUNDED")
+        assert acme.payment(saga["metadata"]["paymentId"])["refunded"] == 1000
+
+
+def saga_id_suffix() -> str:
+    return uuid.uuid4().hex[:10]

@@ -49,6 +49,9 @@ class Capabilities:
     payment_methods: frozenset[str]
     intervals: frozenset[Interval] = frozenset()
     currencies: frozenset[str] = frozenset({"EUR"})
+    # The method a pay-like path without a payment-method segment means (`/v3/acme/pay`); None: the
+    # provider's paths always name one.
+    default_payment_method: str | None = None
 
 
 class PayResultCode(enum.StrEnum):
@@ -309,6 +312,10 @@ class ProviderAdapter:
     async def payment_status(self, payment_id: str) -> PaymentLookup:
         """Look a payment up by the provider's id."""
         raise NotSupported(self._unsupported(Operation.STATUS))
+
+    async def check_payment(self, payment_id: str) -> PaymentLookup:
+        """Look a payment up for /check (a provider with its own check operation overrides this)."""
+        return await self.payment_status(payment_id)
 
     async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
         """Find a payment whose creation answer was lost; None when the provider has no such payment."""

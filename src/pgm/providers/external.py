@@ -1,11 +1,16 @@
-"""External providers (spec 02): a service named in EXTERNAL_PROVIDERS_CONFIG that implements the
-PGM's own operation set under its base URL, so users can plug in a provider the PGM does not ship.
+"""External providers (docs/api.md#external-providers): a service named in EXTERNAL_PROVIDERS_CONFIG
+that implements Mia-Platform's external-provider contract under its base URL, so users can plug in a
+provider the PGM does not ship, and services written for Mia's PGM keep working unchanged.
 
-`/v3/<name>/<rest>` maps to `<baseUrl>/<rest>` with the same JSON bodies; `providerData` passes
-through untouched; our idempotency key travels as `Idempotency-Key`. A callback is forwarded as it
-came (method, query, body, content type); the service verifies it the provider's way and answers
-with the PaymentStatus it establishes, which the PGM applies (the service is trusted: the operator
-configured it). Its event id is the answer's `eventId` when given, else a digest of the callback.
+`/v3/<name>/<rest>` maps to `<baseUrl>/<rest>` with the same JSON bodies. Mia's paths have no
+payment-method segment (`/pay`, `/subscription/start`...): a request without one, or a saga with
+`paymentMethod: external`, is forwarded to those; the older form with a segment (`/credit-cards/pay`)
+is kept as an alias and forwarded with its segment. `providerData` passes through untouched; our
+idempotency key travels as `Idempotency-Key`. A callback is forwarded as it came (method, query,
+body, content type); the service verifies it the provider's way and answers with the PaymentStatus it
+establishes, which the PGM applies (the service is trusted: the operator configured it). A service that
+does not implement `/callback` is asked `GET /status?paymentId=` instead. A notification's event id is
+the answer's `eventId` when given, else a digest of the callback and of the status it reports.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ from pgm.providers.base import (
 from pgm.providers.http import json_body, provider_client, send
 
 FORWARDED_HEADERS = ("content-type", "user-agent")
+# The payment method of Mia's external contract: its paths carry no method segment.
+EXTERNAL_METHOD = "external"
+# What a service answers for a path it does not implement.
+NOT_IMPLEMENTED = frozenset({404, 405, 501})
 STATUS = {"ACCEPTED": Status.ACCEPTED, "FAILED": Status.FAILED, "PENDING": Status.PENDING}
 REFUND_RESULT = {"OK": Status.ACCEPTED, "KO": Status.FAILED, "PENDING": Status.PENDING}
 
@@ -48,14 +57,29 @@ REFUND_RESULT = {"OK": Status.ACCEPTED, "KO": Status.FAILED, "PENDING": Status.P
 def _capabilities() -> Capabilities:
     # An external service speaks the whole operation set; it answers for itself what it does not do.
     methods = frozenset(
-        {"credit-cards", "pay-pal", "satispay", "applepay", "googlepay", "wire-transfer", "pay-by-link"}
+        {
+            EXTERNAL_METHOD,
+            "credit-cards",
+            "pay-pal",
+            "satispay",
+            "applepay",
+            "googlepay",
+            "wire-transfer",
+            "pay-by-link",
+        }
     )
     return Capabilities(
         operations=frozenset(Operation),
         payment_methods=methods,
         intervals=frozenset(Interval),
         currencies=frozenset({"EUR"}),
+        default_payment_method=EXTERNAL_METHOD,
     )
+
+
+def _method_path(payment_method: str, rest: str) -> str:
+    """Mia's path for the external method, the alias's path (with its segment) for any other."""
+    return f"/{rest}" if payment_method == EXTERNAL_METHOD else f"/{payment_method}/{rest}"
 
 
 class ExternalAdapter(ProviderAdapter):
@@ -72,20 +96,20 @@ class ExternalAdapter(ProviderAdapter):
         await self._client.aclose()
 
     async def pay(self, request: PayRequest) -> PayResult:
-        """POST <base>/<method>/pay."""
-        return await self._pay_like(f"/{request.payment_method}/pay", request)
+        """POST <base>/pay (or <base>/<method>/pay for the alias)."""
+        return await self._pay_like(_method_path(request.payment_method, "pay"), request)
 
     async def schedule_subscription(self, request: PayRequest) -> PayResult:
-        """POST <base>/<method>/subscription/schedule."""
-        return await self._pay_like(f"/{request.payment_method}/subscription/schedule", request)
+        """POST <base>/subscription/schedule (or <base>/<method>/subscription/schedule for the alias)."""
+        return await self._pay_like(_method_path(request.payment_method, "subscription/schedule"), request)
 
     async def start_subscription(self, request: PayRequest) -> PayResult:
-        """POST <base>/<method>/subscription/start."""
-        return await self._pay_like(f"/{request.payment_method}/subscription/start", request)
+        """POST <base>/subscription/start (or <base>/<method>/subscription/start for the alias)."""
+        return await self._pay_like(_method_path(request.payment_method, "subscription/start"), request)
 
     async def pay_subscription(self, request: PayRequest) -> PayResult:
-        """POST <base>/<method>/subscription/pay."""
-        return await self._pay_like(f"/{request.payment_method}/subscription/pay", request)
+        """POST <base>/subscription/pay (or <base>/<method>/subscription/pay for the alias)."""
+        return await self._pay_like(_method_path(request.payment_method, "subscription/pay"), request)
 
     async def authorization_token(self, request: PayRequest) -> PayResult:
         """POST <base>/utility/<method>/subscription/token."""
@@ -133,6 +157,13 @@ class ExternalAdapter(ProviderAdapter):
         answer = json_body(await send(self._client, "GET", "/status", params={"paymentId": payment_id}))
         return _lookup(answer, payment_id)
 
+    async def check_payment(self, payment_id: str) -> PaymentLookup:
+        """GET <base>/check?paymentId=; a service without /check is asked /status instead."""
+        response = await send(self._client, "GET", "/check", params={"paymentId": payment_id})
+        if response.status_code in NOT_IMPLEMENTED:
+            return await self.payment_status(payment_id)
+        return _lookup(json_body(response), payment_id)
+
     async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
         """The external contract has no lookup by idempotency key: only reconciliation's schedule can end it."""
         raise OutcomeUnknown("the external provider cannot be asked about a payment whose id we never learned")
@@ -162,22 +193,42 @@ class ExternalAdapter(ProviderAdapter):
         return SubscriptionLookup(SubscriptionState.EXPIRED, token)
 
     async def parse_callback(self, callback: CallbackRequest) -> list[Notification]:
-        """Forward the callback; the service's PaymentStatus answer is the verified fact."""
+        """Forward the callback; the service's PaymentStatus answer is the verified fact. A service that
+        does not implement the callback path is asked for the payment's status instead (Mia's services
+        call `GET /callback?paymentId=` to say "look this payment up")."""
         headers = {k: v for k, v in callback.headers.items() if k in FORWARDED_HEADERS or k.startswith("x-")}
         suffix = "/callback/authorization" if callback.path.endswith("/authorization") else "/callback"
         response = await send(
             self._client, callback.method, suffix, params=dict(callback.query), content=callback.body, headers=headers
         )
-        if response.status_code in (400, 401, 403):
+        if response.status_code in NOT_IMPLEMENTED:
+            answer = await self._status_for_callback(callback)
+        elif response.status_code in (400, 401, 403):
             raise InvalidCallback(f"the external provider refused the callback (HTTP {response.status_code})")
-        answer = json_body(response)
+        else:
+            answer = json_body(response)
         lookup = _lookup(answer, None)
-        digest = hashlib.sha256(callback.method.encode() + callback.body + str(sorted(callback.query.items())).encode())
+        # Without the service's event id, the same "look it up" callback reporting a new status is new
+        # news: the digest covers the status the service reported, so only true repeats are duplicates.
+        digest = hashlib.sha256(
+            callback.method.encode()
+            + callback.body
+            + str(sorted(callback.query.items())).encode()
+            + lookup.status.value.encode()
+        )
         event_id = str(answer.get("eventId") or digest.hexdigest())
         if answer.get("action") == "REFUND":
             refund_id = (answer.get("metadata") or {}).get("refundId")
             return [Notification(event_id, Subject.REFUND, lookup.payment_id, lookup.status, refund_id=refund_id)]
         return [Notification(event_id, Subject.PAYMENT, lookup.payment_id, lookup.status)]
+
+    async def _status_for_callback(self, callback: CallbackRequest) -> dict[str, Any]:
+        payment_id = callback.query.get("paymentId")
+        if not payment_id:
+            raise InvalidCallback(
+                "the external provider does not implement /callback and the callback names no paymentId to look up"
+            )
+        return json_body(await send(self._client, "GET", "/status", params={"paymentId": payment_id}))
 
     async def _pay_like(self, path: str, request: PayRequest) -> PayResult:
         answer = await self._post(path, request)

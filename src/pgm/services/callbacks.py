@@ -80,6 +80,10 @@ class CallbackRejected(Exception):
     """The callback is not provably from the provider; answer 401 and change nothing."""
 
 
+class CallbackRefusedByProvider(Exception):
+    """The provider side that reads the callback refused it (an external service's 4xx): nothing changed."""
+
+
 class CallbackNotProcessed(Exception):
     """The callback could not be read now (the provider side needed to read it did not answer): nothing
     changed, answer 503 so the provider delivers it again."""
@@ -116,6 +120,14 @@ class CallbackService:
             self.metrics.callbacks.labels(adapter.name, "rejected").inc()
             log.warning("callback rejected", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackRejected(str(exc)) from exc
+        except ProviderRejected as exc:
+            # An external provider that reads its own callbacks answered 4xx (say, an unknown payment):
+            # a clear refusal for the caller, never a crash.
+            async with self.database.write() as session:
+                await _mark_callback(session, callback_id, "REFUSED", str(exc)[:1000])
+            self.metrics.callbacks.labels(adapter.name, "refused").inc()
+            log.warning("callback refused by the provider", extra={"provider": adapter.name, "reason": str(exc)})
+            raise CallbackRefusedByProvider(str(exc)) from exc
         except OutcomeUnknown as exc:
             # An external provider reads its own callbacks: while it is down we know nothing yet.
             async with self.database.write() as session:

@@ -352,11 +352,13 @@ class PaymentService:
                 await self.settlement.refund_status(session, payment, refund, result.status, source, result.description)
             return refund, payment
 
-    async def status(self, adapter: ProviderAdapter, provider_payment_id: str) -> tuple[PaymentLookup, Payment | None]:
-        """Ask the provider about a payment and record the answer when the payment is ours."""
-        lookup = await observed(
-            self.metrics, adapter.name, Operation.STATUS.value, adapter.payment_status(provider_payment_id)
-        )
+    async def status(
+        self, adapter: ProviderAdapter, provider_payment_id: str, check: bool = False
+    ) -> tuple[PaymentLookup, Payment | None]:
+        """Ask the provider about a payment (its check operation for /check) and record the answer when
+        the payment is ours."""
+        ask = adapter.check_payment if check else adapter.payment_status
+        lookup = await observed(self.metrics, adapter.name, Operation.STATUS.value, ask(provider_payment_id))
         payment = await self.find_payment(adapter.name, provider_payment_id)
         if payment is not None:
             payment = await self.apply_lookup(adapter, payment.id, lookup, Source.STATUS_CHECK)

@@ -36,7 +36,7 @@ from pgm.providers.base import (
     RefundRequest,
     SubscriptionInfo,
 )
-from pgm.services.callbacks import CallbackNotProcessed, CallbackRejected
+from pgm.services.callbacks import CallbackNotProcessed, CallbackRefusedByProvider, CallbackRejected
 from pgm.services.notifications import payment_status
 from pgm.services.payments import PayOutcome
 
@@ -69,6 +69,18 @@ async def _payment_method(paymentMethod: str) -> str:  # noqa: N803 - the path p
 
 
 PaymentMethod = Annotated[str, Depends(_payment_method)]
+
+
+def _default_method(adapter: ProviderAdapter, path: str) -> str:
+    """The method a path without a payment-method segment means (external providers, Mia's contract)."""
+    method = adapter.capabilities.default_payment_method
+    if method is None:
+        raise ApiError(
+            404,
+            "not_found",
+            f"provider {adapter.name} needs a payment method in the path: /v3/{adapter.name}/{{paymentMethod}}/{path}",
+        )
+    return method
 
 
 def _operation_key(provider: str, operation: Operation, key: str | None) -> str:
@@ -220,6 +232,41 @@ def build_router() -> APIRouter:
         )
 
     @router.post(
+        "/{provider}/pay",
+        dependencies=secured,
+        summary="Pay (external providers: Mia's path, without a payment method)",
+        response_model_exclude_unset=True,
+    )
+    async def pay_without_method(
+        body: PayBody,
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.PAY))],
+        idempotency_key: IdempotencyKey = None,
+    ) -> PayResponse:
+        """Forwarded to the external service's `/pay`; other providers need `/{paymentMethod}/pay`."""
+        method = _default_method(adapter, "pay")
+        key = _operation_key(adapter.name, Operation.PAY, idempotency_key)
+        return _pay_response(await run_pay(parts, adapter, Operation.PAY, _pay_request(body, method, key)))
+
+    subscription_operations = (
+        ("schedule", Operation.SUBSCRIPTION_SCHEDULE, "Provider-managed subscription"),
+        ("start", Operation.SUBSCRIPTION_START, "Merchant-managed subscription: create it and pay the first time"),
+        ("pay", Operation.SUBSCRIPTION_PAY, "Merchant-managed subscription: pay again with the stored token"),
+    )
+    # Registered before the routes with a payment-method segment: `/v3/acme/subscription/pay` would
+    # otherwise be read as paying with a method called "subscription".
+    for action, operation, summary in subscription_operations:
+        router.add_api_route(
+            f"/{{provider}}/subscription/{action}",
+            _subscription_endpoint(operation, with_method=False),
+            methods=["POST"],
+            dependencies=secured,
+            summary=f"{summary} (external providers: Mia's path, without a payment method)",
+            response_model=PayResponse,
+            response_model_exclude_unset=True,
+        )
+
+    @router.post(
         "/{provider}/{paymentMethod}/pay", dependencies=secured, summary="Pay", response_model_exclude_unset=True
     )
     async def pay(
@@ -233,15 +280,10 @@ def build_router() -> APIRouter:
         key = _operation_key(adapter.name, Operation.PAY, idempotency_key)
         return _pay_response(await run_pay(parts, adapter, Operation.PAY, _pay_request(body, method, key)))
 
-    subscription_operations = (
-        ("schedule", Operation.SUBSCRIPTION_SCHEDULE, "Provider-managed subscription"),
-        ("start", Operation.SUBSCRIPTION_START, "Merchant-managed subscription: create it and pay the first time"),
-        ("pay", Operation.SUBSCRIPTION_PAY, "Merchant-managed subscription: pay again with the stored token"),
-    )
     for action, operation, summary in subscription_operations:
         router.add_api_route(
             f"/{{provider}}/{{paymentMethod}}/subscription/{action}",
-            _subscription_endpoint(operation),
+            _subscription_endpoint(operation, with_method=True),
             methods=["POST"],
             dependencies=secured,
             summary=summary,
@@ -328,7 +370,16 @@ def build_router() -> APIRouter:
     return router
 
 
-def _subscription_endpoint(operation: Operation) -> Any:
+def _subscription_endpoint(operation: Operation, with_method: bool) -> Any:
+    async def run(body: SubscriptionBody, parts: Parts, adapter: ProviderAdapter, method: str, key: str | None) -> Any:
+        info = body.subscriptionInfo
+        if operation is Operation.SUBSCRIPTION_PAY and not info.token:
+            raise ApiError(400, "invalid_request", "subscriptionInfo.token is required", "subscriptionInfo.token")
+        if operation is not Operation.SUBSCRIPTION_PAY and info.interval is None:
+            raise ApiError(400, "invalid_request", "subscriptionInfo.interval is required", "subscriptionInfo.interval")
+        request = _pay_request(body, method, _operation_key(adapter.name, operation, key), info.to_domain())
+        return _pay_response(await run_pay(parts, adapter, operation, request))
+
     async def endpoint(
         body: SubscriptionBody,
         parts: Parts,
@@ -336,18 +387,23 @@ def _subscription_endpoint(operation: Operation) -> Any:
         method: PaymentMethod,
         idempotency_key: IdempotencyKey = None,
     ) -> PayResponse:
-        info = body.subscriptionInfo
-        if operation is Operation.SUBSCRIPTION_PAY and not info.token:
-            raise ApiError(400, "invalid_request", "subscriptionInfo.token is required", "subscriptionInfo.token")
-        if operation is not Operation.SUBSCRIPTION_PAY and info.interval is None:
-            raise ApiError(400, "invalid_request", "subscriptionInfo.interval is required", "subscriptionInfo.interval")
-        key = _operation_key(adapter.name, operation, idempotency_key)
-        request = _pay_request(body, method, key, info.to_domain())
-        return _pay_response(await run_pay(parts, adapter, operation, request))
+        result: PayResponse = await run(body, parts, adapter, method, idempotency_key)
+        return result
 
-    endpoint.__name__ = operation.value.replace("/", "_")
-    endpoint.__doc__ = f"{operation.value}: pay fields plus subscriptionInfo."
-    return endpoint
+    async def endpoint_without_method(
+        body: SubscriptionBody,
+        parts: Parts,
+        adapter: Annotated[ProviderAdapter, Depends(provider_for(operation))],
+        idempotency_key: IdempotencyKey = None,
+    ) -> PayResponse:
+        method = _default_method(adapter, operation.value)
+        result: PayResponse = await run(body, parts, adapter, method, idempotency_key)
+        return result
+
+    chosen = endpoint if with_method else endpoint_without_method
+    chosen.__name__ = operation.value.replace("/", "_") + ("" if with_method else "_without_method")
+    chosen.__doc__ = f"{operation.value}: pay fields plus subscriptionInfo."
+    return chosen
 
 
 async def _provider_call(call: Any) -> Any:
@@ -364,7 +420,7 @@ async def _provider_call(call: Any) -> Any:
 
 
 async def _status(parts: Parts, adapter: ProviderAdapter, payment_id: str, notify: bool) -> PaymentStatusBody:
-    lookup, payment = await _provider_call(parts.payments.status(adapter, payment_id))
+    lookup, payment = await _provider_call(parts.payments.status(adapter, payment_id, check=notify))
     if payment is not None:
         if notify:
             async with parts.database.write() as session:
@@ -398,6 +454,8 @@ async def _callback(request: Request, parts: Parts, provider: str) -> Response:
         answer = await parts.callbacks.receive(adapter, callback)
     except CallbackRejected as exc:
         raise ApiError(401, "invalid_signature", f"callback rejected: {exc}") from exc
+    except CallbackRefusedByProvider as exc:
+        raise ApiError(502, "provider_rejected", f"callback refused by provider {adapter.name}: {exc}") from exc
     except CallbackNotProcessed as exc:
         raise ApiError(503, "callback_not_processed", f"callback not processed, deliver it again: {exc}") from exc
     parts.dispatcher.wake()
