@@ -32,7 +32,7 @@ def test_approve_on_the_hosted_page_then_see_it_paid_on_the_inspector(browser: A
             "document.querySelector('#current-state')?.textContent === 'PAYMENT_EXECUTED'", timeout=15_000
         )
         assert page.locator("#machine .state.current").get_attribute("data-state") == "PAYMENT_EXECUTED"
-        assert page.locator("#business-state").inner_text() == "1 paid"
+        assert page.locator("#business-state").inner_text() == "1 PAYMENT_PAID"
         page.wait_for_function(
             "document.querySelector('tr.delivery[data-event=paymentExecuted]')?.dataset.status === 'DELIVERED'",
             timeout=15_000,

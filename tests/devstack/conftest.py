@@ -68,5 +68,5 @@ def minimal_config() -> dict[str, Any]:
             "businessStates": [{"id": 0, "description": "started"}, {"id": 1, "description": "ended"}],
             "businessEvents": [],
         },
-        "settings": {"deepMergeMetadata": False, "throwOnUnexpectedEvents": False},
+        "settings": {"deepMergeMetadata": {"enabled": False}, "throwOnUnexpectedEvents": False},
     }

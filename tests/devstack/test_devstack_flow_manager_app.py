@@ -70,8 +70,8 @@ def test_saga_goes_from_created_to_executed_and_the_pgm_receives_the_pay_command
     saga_id = create_saga(flow_manager, METADATA)
     created = saga(flow_manager, saga_id)
     assert created["currentState"] == "PAYMENT_CREATED"
-    assert (created["businessStateId"], created["businessStateDescription"]) == (0, "created")
-    assert created["latestEvent"] == "__created__"
+    assert (created["businessStateId"], created["businessStateDescription"]) == (0, "PAYMENT_CREATED")
+    assert created["latestEvent"] == "paymentCreated"
     assert created["associatedEntityId"] == "order-1"
     assert created["metadata"] == METADATA
 
@@ -89,7 +89,7 @@ def test_saga_goes_from_created_to_executed_and_the_pgm_receives_the_pay_command
 
     executed = saga(flow_manager, saga_id)
     assert executed["currentState"] == "PAYMENT_EXECUTED"
-    assert (executed["businessStateId"], executed["businessStateDescription"]) == (1, "paid")
+    assert (executed["businessStateId"], executed["businessStateDescription"]) == (1, "PAYMENT_PAID")
     assert executed["latestEvent"] == "paymentExecuted"
     assert executed["isFinal"] is False
     assert executed["metadata"]["paymentId"] == "pay_1"
@@ -101,7 +101,12 @@ def test_saga_goes_from_created_to_executed_and_the_pgm_receives_the_pay_command
         "PAYMENT_EXECUTED",
     ]
     events = executed["history"]["events"]
-    assert [e["event"] for e in events] == ["__created__", "scheduleRequested", "paymentScheduled", "paymentExecuted"]
+    assert [e["event"] for e in events] == [
+        "paymentCreated",
+        "scheduleRequested",
+        "paymentScheduled",
+        "paymentExecuted",
+    ]
     assert events[-1]["payload"] == {"paymentId": "pay_1"}
     assert all(entry["timestamp"].endswith("Z") for entry in events)
 
@@ -182,7 +187,7 @@ def test_event_payload_merges_into_metadata_shallow_or_deep(
 ) -> None:
     _, receiver_url = receiver
     config = point_channels_at(minimal_config, receiver_url)
-    config["settings"]["deepMergeMetadata"] = deep
+    config["settings"]["deepMergeMetadata"] = {"enabled": deep}
     with httpx.Client(base_url=start_flow_manager(config)) as client:
         saga_id = create_saga(client, {"keep": True, "payRequestData": {"successRedirect": "s"}})
         send_event(client, saga_id, "done", {"payRequestData": {"redirectToUrl": "u"}, "paymentId": "p"})
@@ -203,7 +208,7 @@ def test_sagas_persist_through_the_crud_with_system_fields(
         assert document["metadata"]["paymentId"] == "pay_7"
         assert document["__STATE__"] == "PUBLIC"
         assert {"_id", "createdAt", "updatedAt", "creatorId", "updaterId"} <= set(document)
-        assert [e["event"] for e in document["history"]["events"]] == ["__created__", "paymentExecuted"]
+        assert [e["event"] for e in document["history"]["events"]] == ["paymentCreated", "paymentExecuted"]
         by_payment = crud.get("/fm-transactions/", params={"_q": '{"metadata.paymentId": "pay_7"}'}).json()
         assert [d["sagaId"] for d in by_payment] == [saga_id]
         assert saga(fm, saga_id)["_id"] == document["_id"]

@@ -111,14 +111,14 @@ def test_packaged_configuration_validates_and_is_the_spec_machine() -> None:
         actual[state["id"]] = (path, transitions, state["businessStateId"])
     assert actual == SPEC_MACHINE
     assert {b["id"]: b["description"] for b in machine["businessStates"]} == {
-        0: "created",
-        1: "paid",
-        2: "partially refunded",
-        3: "totally refunded",
-        1000: "failed",
+        0: "PAYMENT_CREATED",
+        1: "PAYMENT_PAID",
+        2: "PAYMENT_PARTIALLY_REFUNDED",
+        3: "PAYMENT_TOTALLY_REFUNDED",
+        1000: "PAYMENT_FAILED",
     }
     assert config["persistencyManagement"] == {"type": "crud", "configurations": {"collectionName": "fm-transactions"}}
-    assert config["settings"]["deepMergeMetadata"] is True
+    assert config["settings"]["deepMergeMetadata"] == {"enabled": True}
 
 
 def test_packaged_configuration_has_one_rest_channel_per_pgm_saga_route() -> None:

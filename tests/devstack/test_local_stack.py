@@ -68,14 +68,14 @@ def test_the_inspector_shows_the_saga_its_timeline_deliveries_and_the_machine(de
     row = re.search(rf'<tr class="saga" data-saga-id="{saga_id}">(.*?)</tr>', listing.text, re.S)
     assert row is not None
     assert "PARTIALLY_REFUNDED" in row.group(1)
-    assert "2 partially refunded" in row.group(1)
+    assert "2 PAYMENT_PARTIALLY_REFUNDED" in row.group(1)
 
     html = httpx.get(f"{dev.inspector}/sagas/{saga_id}").text
     assert re.search(r'id="current-state">PARTIALLY_REFUNDED<', html)
-    assert '<dd id="business-state">2 partially refunded</dd>' in html
+    assert '<dd id="business-state">2 PAYMENT_PARTIALLY_REFUNDED</dd>' in html
     timeline = re.findall(r'<tr class="timeline-entry" data-event="(\w+)" data-state="(\w+)">', html)
     assert timeline == [
-        ("__created__", "PAYMENT_CREATED"),
+        ("paymentCreated", "PAYMENT_CREATED"),
         ("scheduleRequested", "PAYMENT_SCHEDULE_REQUESTED"),
         ("paymentScheduled", "PAYMENT_PENDING"),
         ("paymentExecuted", "PAYMENT_EXECUTED"),
@@ -189,7 +189,7 @@ def test_pgm_demo_start_runs_its_own_stack(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     moves = re.findall(r"^\s+[\d.]+s\s+(\w+)\s+-> (\w+)\s+business state (\d+)", result.stdout, re.M)
     assert moves == [
-        ("__created__", "PAYMENT_CREATED", "0"),
+        ("paymentCreated", "PAYMENT_CREATED", "0"),
         ("scheduleRequested", "PAYMENT_SCHEDULE_REQUESTED", "0"),
         ("paymentScheduled", "PAYMENT_PENDING", "0"),
         ("paymentExecuted", "PAYMENT_EXECUTED", "1"),

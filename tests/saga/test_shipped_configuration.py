@@ -14,7 +14,7 @@ DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "flow-manager" / "sa
 def test_deployed_configuration_is_the_packaged_machine_pointed_at_the_pgm_service() -> None:
     deployed = json.loads(DEPLOYED.read_text())
     assert deployed == point_channels_at(packaged_config(), "http://payment-gateway-manager")
-    assert deployed["settings"]["deepMergeMetadata"] is True
+    assert deployed["settings"]["deepMergeMetadata"] == {"enabled": True}
     assert deployed["persistencyManagement"] == {
         "type": "crud",
         "configurations": {"collectionName": "fm-transactions"},

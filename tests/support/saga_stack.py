@@ -105,7 +105,7 @@ def saga_stack(database_url: str, directory: Path, deep_merge: bool = True, **pg
         pgm.start()
         stack.callback(pgm.stop)
         config = copy.deepcopy(pgm_saga_config(pgm.url))
-        config.setdefault("settings", {})["deepMergeMetadata"] = deep_merge
+        config.setdefault("settings", {})["deepMergeMetadata"] = {"enabled": deep_merge}
         flow_manager = create_flow_manager_app(config, crud_base_url=crud_url)
         flow_manager_url, _ = stack.enter_context(run_server_in_thread(flow_manager, port=flow_manager_port))
         yield SagaStack(pgm, flow_manager_url, crud_url)

@@ -4,6 +4,7 @@ from pgm.devstack.flow_manager.app import create_flow_manager_app
 from pgm.devstack.flow_manager.config import (
     PACKAGED_CONFIG_PATH,
     FlowManagerConfigError,
+    config_warnings,
     load_config,
     packaged_config,
     pgm_saga_config,
@@ -14,6 +15,7 @@ from pgm.devstack.flow_manager.config import (
 __all__ = [
     "PACKAGED_CONFIG_PATH",
     "FlowManagerConfigError",
+    "config_warnings",
     "create_flow_manager_app",
     "load_config",
     "packaged_config",

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgm.devstack.flow_manager.commands import CommandSender
-from pgm.devstack.flow_manager.config import validate_config
+from pgm.devstack.flow_manager.config import config_warnings, validate_config
 from pgm.devstack.flow_manager.machine import Machine, SagaDocument, iso_now
 from pgm.devstack.flow_manager.persistence import (
     CrudSagaRepository,
@@ -161,6 +161,8 @@ def create_flow_manager_app(
 ) -> FastAPI:
     """A FastAPI app that runs sagas as a Flow Manager configured with `config` (a decoded saga.json)."""
     parsed = validate_config(config)
+    for warning in config_warnings(parsed):
+        logger.warning("configuration loaded with a difference: %s", warning)
     machine = Machine(parsed)
     persistency = parsed.persistencyManagement
     collection = persistency.configurations.get("collectionName")

@@ -9,10 +9,10 @@ import copy
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PACKAGED_CONFIG_PATH = Path(__file__).with_name("pgm-saga.json")
 
@@ -22,6 +22,21 @@ Identifier = int | str
 class _Section(BaseModel):
     # Real configurations carry fields the stand-in has no use for (descriptions, kafka extras): keep them.
     model_config = ConfigDict(extra="allow")
+
+
+class SecretReference(_Section):
+    """The Flow Manager's secret resolution: a value read from a mounted file instead of written inline."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["file"]
+    path: str = Field(min_length=1)
+
+    def resolve(self) -> str:
+        """The file's content without its trailing newline, as the Flow Manager reads it at start-up."""
+        try:
+            return Path(self.path).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as error:
+            raise ValueError(f"cannot read the secret file {self.path}: {error.strerror}") from error
 
 
 class RestChannelConfigurations(_Section):
@@ -34,13 +49,45 @@ class RestChannelConfigurations(_Section):
     path: str = "/"
     headers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _resolve_secret_headers(cls, value: Any) -> Any:
+        # A header may name a file holding its value ({"type": "file", "path": ...}); read it now, like the
+        # Flow Manager does, so commands carry the secret and the configuration file does not.
+        if not isinstance(value, dict):
+            return value
+        return {
+            name: SecretReference.model_validate(item).resolve() if isinstance(item, dict) else item
+            for name, item in value.items()
+        }
+
 
 class Channel(_Section):
-    """One entry of `communicationProtocols`; the stand-in speaks REST only."""
+    """A REST entry of `communicationProtocols`: the only kind the stand-in can send commands through."""
 
     id: str = Field(min_length=1)
     type: Literal["rest"]
     configurations: RestChannelConfigurations
+
+
+class KafkaChannel(_Section):
+    """A Kafka entry of `communicationProtocols`. Production configurations have them; the stand-in has no
+    broker, so it loads them, warns, and sends nothing through them."""
+
+    id: str = Field(min_length=1)
+    type: Literal["kafka"]
+    configurations: dict[str, Any] = Field(default_factory=dict)
+
+
+AnyChannel = Annotated[Channel | KafkaChannel, Field(discriminator="type")]
+
+
+class Hook(_Section):
+    """A custom JavaScript function the Flow Manager runs (command payloads, merge customizer)."""
+
+    type: Literal["file"]
+    encoding: Literal["plain", "base64"] = "plain"
+    content: str
 
 
 class OutputCommand(_Section):
@@ -48,6 +95,7 @@ class OutputCommand(_Section):
 
     channel: str
     label: str
+    hook: Hook | None = None
 
 
 class Transition(_Section):
@@ -66,6 +114,7 @@ class State(_Section):
     isFinal: bool
     businessStateId: Identifier
     outputCommand: OutputCommand | None = None
+    sideEffects: list[OutputCommand] = Field(default_factory=list)
     outgoingTransitions: list[Transition] = Field(default_factory=list)
 
 
@@ -100,17 +149,32 @@ class PersistencyManagement(_Section):
     configurations: dict[str, Any] = Field(default_factory=dict)
 
 
+class DeepMergeMetadata(_Section):
+    """The Flow Manager's `settings.deepMergeMetadata`: `{"enabled": true}`, optionally with a customizer hook."""
+
+    enabled: bool = False
+    hook: Hook | None = None
+
+
 class Settings(_Section):
     """Behaviour switches of the Flow Manager."""
 
-    deepMergeMetadata: bool = False
+    # The Flow Manager's own form is the object; a bare boolean (what this stand-in once required) is still
+    # read, so configurations written for it keep loading, and a warning says how to write it.
+    deepMergeMetadata: DeepMergeMetadata | bool = Field(default_factory=DeepMergeMetadata)
     throwOnUnexpectedEvents: bool = False
+
+    @property
+    def deep_merge_enabled(self) -> bool:
+        """Whether event payloads merge into metadata recursively, whichever form the setting has."""
+        setting = self.deepMergeMetadata
+        return setting if isinstance(setting, bool) else setting.enabled
 
 
 class SagaConfig(_Section):
     """A whole `saga.json`."""
 
-    communicationProtocols: list[Channel]
+    communicationProtocols: list[AnyChannel]
     persistencyManagement: PersistencyManagement
     machineDefinition: MachineDefinition
     settings: Settings = Field(default_factory=Settings)
@@ -128,7 +192,10 @@ class FlowManagerConfigError(ValueError):
 
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
-    for part in loc:
+    for index, part in enumerate(loc):
+        if index == 2 and loc[0] == "communicationProtocols" and part in ("rest", "kafka"):
+            # pydantic names the channel type it tried; the file has no such key, so leave it out.
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(root)"
 
@@ -161,6 +228,9 @@ def _cross_reference_problems(config: SagaConfig) -> list[str]:
             problems.append(f"{where}.businessStateId: unknown business state {state.businessStateId!r}")
         if state.outputCommand is not None and state.outputCommand.channel not in channel_ids:
             problems.append(f"{where}.outputCommand.channel: unknown channel {state.outputCommand.channel!r}")
+        for index, effect in enumerate(state.sideEffects):
+            if effect.channel not in channel_ids:
+                problems.append(f"{where}.sideEffects[{index}].channel: unknown channel {effect.channel!r}")
         for event in _duplicates([t.inputEvent for t in state.outgoingTransitions]):
             problems.append(f"{where}.outgoingTransitions: event {event!r} has more than one transition")
         for transition in state.outgoingTransitions:
@@ -175,6 +245,38 @@ def _cross_reference_problems(config: SagaConfig) -> list[str]:
         if not isinstance(collection, str) or not collection:
             problems.append("persistencyManagement.configurations.collectionName: required for type 'crud'")
     return problems
+
+
+def config_warnings(config: SagaConfig) -> list[str]:
+    """What a real Flow Manager does with this configuration and the stand-in does not: loaded, not refused."""
+    warnings: list[str] = []
+    kafka = {channel.id for channel in config.communicationProtocols if isinstance(channel, KafkaChannel)}
+    for channel_id in sorted(kafka):
+        warnings.append(
+            f"communicationProtocols: Kafka channel {channel_id!r} is not connected (the stand-in has no broker)"
+        )
+    for state in config.machineDefinition.states:
+        where = f"machineDefinition.states[{state.id}]"
+        command = state.outputCommand
+        if command is not None and command.channel in kafka:
+            warnings.append(f"{where}: command {command.label!r} goes to Kafka channel {command.channel!r}: not sent")
+        if command is not None and command.hook is not None:
+            warnings.append(f"{where}.outputCommand.hook is not run: the command carries the whole metadata")
+        if state.sideEffects:
+            warnings.append(f"{where}.sideEffects are not sent")
+        for transition in state.outgoingTransitions:
+            if (transition.model_extra or {}).get("payloadValidationSchema") is not None:
+                warnings.append(
+                    f"{where}.outgoingTransitions[{transition.inputEvent}].payloadValidationSchema is not checked"
+                )
+    setting = config.settings.deepMergeMetadata
+    if isinstance(setting, bool):
+        warnings.append(
+            f'settings.deepMergeMetadata: the Flow Manager expects {{"enabled": {str(setting).lower()}}}, not a boolean'
+        )
+    elif setting.hook is not None:
+        warnings.append("settings.deepMergeMetadata.hook is not run: metadata is deep-merged without a customizer")
+    return warnings
 
 
 def validate_config(raw: Any, source: str = "configuration") -> SagaConfig:

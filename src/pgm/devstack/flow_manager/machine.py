@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from pgm.devstack.flow_manager.config import Channel, SagaConfig, State, Transition
 
 SagaDocument = dict[str, Any]
+logger = logging.getLogger("pgm.devstack.flow_manager")
 
 
 def iso_now() -> str:
@@ -55,13 +57,16 @@ class Machine:
         self.config = config
         definition = config.machineDefinition
         self._states = {state.id: state for state in definition.states}
-        self._channels = {channel.id: channel for channel in config.communicationProtocols}
+        # Only REST channels can carry commands here; a Kafka channel is loaded and skipped (see config_warnings).
+        self._channels = {
+            channel.id: channel for channel in config.communicationProtocols if isinstance(channel, Channel)
+        }
         self._business_descriptions = {business.id: business.description for business in definition.businessStates}
 
     @property
     def deep_merge_metadata(self) -> bool:
         """Whether event payloads merge into metadata recursively."""
-        return self.config.settings.deepMergeMetadata
+        return self.config.settings.deep_merge_enabled
 
     @property
     def throw_on_unexpected_events(self) -> bool:
@@ -79,11 +84,17 @@ class Machine:
             return None
         return next((t for t in state.outgoingTransitions if t.inputEvent == event), None)
 
+    def _business_fields(self, state: State) -> dict[str, Any]:
+        # Back-offices built on the Payment Integration Hub read the description from each history entry too.
+        return {
+            "businessStateId": state.businessStateId,
+            "businessStateDescription": self._business_descriptions[state.businessStateId],
+        }
+
     def _landing_fields(self, state: State) -> dict[str, Any]:
         return {
             "currentState": state.id,
-            "businessStateId": state.businessStateId,
-            "businessStateDescription": self._business_descriptions[state.businessStateId],
+            **self._business_fields(state),
             "isFinal": state.isFinal,
         }
 
@@ -99,7 +110,7 @@ class Machine:
             **self._landing_fields(initial),
             "metadata": copy.deepcopy(metadata),
             "history": {
-                "states": [{"state": initial.id, "businessStateId": initial.businessStateId, "timestamp": now}],
+                "states": [{"state": initial.id, **self._business_fields(initial), "timestamp": now}],
                 "events": [{"event": definition.creationEvent, "payload": copy.deepcopy(metadata), "timestamp": now}],
             },
         }
@@ -115,9 +126,7 @@ class Machine:
         previous_history = saga.get("history")
         history: dict[str, Any] = copy.deepcopy(previous_history) if isinstance(previous_history, dict) else {}
         now = iso_now()
-        history.setdefault("states", []).append(
-            {"state": target.id, "businessStateId": target.businessStateId, "timestamp": now}
-        )
+        history.setdefault("states", []).append({"state": target.id, **self._business_fields(target), "timestamp": now})
         entry: dict[str, Any] = {"event": event, "payload": copy.deepcopy(payload), "timestamp": now}
         if transition.businessEventId is not None:
             entry["businessEventId"] = transition.businessEventId
@@ -135,7 +144,16 @@ class Machine:
         state = self.state(str(saga["currentState"]))
         if state.outputCommand is None:
             return None
-        channel = self._channels[state.outputCommand.channel]
+        channel = self._channels.get(state.outputCommand.channel)
+        if channel is None:
+            logger.warning(
+                "saga %s: command %s of state %s goes to channel %s, which the stand-in cannot use: not sent",
+                saga["sagaId"],
+                state.outputCommand.label,
+                state.id,
+                state.outputCommand.channel,
+            )
+            return None
         return Command(
             saga_id=str(saga["sagaId"]),
             state=state.id,
