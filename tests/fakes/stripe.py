@@ -12,6 +12,7 @@ stripe-python 16.1.0 pins and the adapter sends as `Stripe-Version`):
 * Refunds (create, retrieve, list): https://docs.stripe.com/api/refunds
 * Subscriptions (retrieve, cancel): https://docs.stripe.com/api/subscriptions
 * Webhooks and their signature: https://docs.stripe.com/webhooks, https://docs.stripe.com/api/events
+  (events can be retrieved by id: https://docs.stripe.com/api/events/retrieve)
 
 What it enforces as Stripe does: the secret key as `Authorization: Bearer` (or HTTP Basic with the
 key as user name), 401 with Stripe's error body otherwise; form-encoded bodies with bracketed keys;
@@ -414,6 +415,7 @@ class StripeFake:
             Route("/v1/refunds", api(self._create_refund), methods=["POST"]),
             Route("/v1/refunds", api(self._list_refunds), methods=["GET"]),
             Route("/v1/refunds/{id}", api(self._get_refund), methods=["GET"]),
+            Route("/v1/events/{id}", api(self._get_event), methods=["GET"]),
             Route("/v1/subscriptions/{id}", api(self._get_subscription), methods=["GET"]),
             Route("/v1/subscriptions/{id}", api(self._cancel_subscription), methods=["DELETE"]),
             Route("/c/pay/{id}", self._hosted_page, methods=["GET"]),
@@ -887,6 +889,13 @@ class StripeFake:
             if params.get(name):
                 refunds = [r for r in refunds if r[name] == params[name]]
         return self._page(refunds, params, "/v1/refunds")
+
+    def _get_event(self, path: dict[str, str], _: dict[str, Any]) -> dict[str, Any]:
+        # Every event the account generated, sent or not, as Stripe keeps them (30 days) for retrieval.
+        event = next((e for e in self.events if e["id"] == path["id"]), None)
+        if event is None:
+            raise _no_such("event", path["id"])
+        return event
 
     def _get_subscription(self, path: dict[str, str], _: dict[str, Any]) -> dict[str, Any]:
         subscription = self._state.subscriptions.get(path["id"])

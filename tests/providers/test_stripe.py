@@ -437,7 +437,7 @@ def test_a_stripe_refusal_is_a_ko_and_reveals_no_secret(
     assert "sk_test_wrong" not in Path(pgm.log_path).read_text()
 
 
-@pytest.mark.parametrize("missing", ["STRIPE_PRIVATE_KEY", "STRIPE_WEBHOOK_SECRET"])
+@pytest.mark.parametrize("missing", ["STRIPE_PRIVATE_KEY"])
 def test_start_up_is_refused_without_a_required_variable(
     start_pgm: Callable[..., PgmProcess], fake: StripeFake, missing: str
 ) -> None:

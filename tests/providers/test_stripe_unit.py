@@ -287,8 +287,8 @@ def test_valid_input_passes_the_check() -> None:
     adapter().check(Operation.PAY_BY_LINK, pay_request(success_redirect_url=None, payment_method="pay-by-link"))
 
 
-def test_required_variables_are_the_key_and_the_webhook_secret() -> None:
-    assert REQUIRED_VARIABLES == ("STRIPE_PRIVATE_KEY", "STRIPE_WEBHOOK_SECRET")
+def test_only_the_key_is_required_the_webhook_secret_is_recommended() -> None:
+    assert REQUIRED_VARIABLES == ("STRIPE_PRIVATE_KEY",)
 
 
 def test_build_reads_several_webhook_secrets_and_refuses_a_non_http_base_url() -> None:

@@ -1,5 +1,6 @@
 """Adapter for Stripe: Checkout Sessions for pay and provider-managed subscriptions, Payment Links for
-pay-by-link, Refunds, and webhooks verified with `Stripe-Signature`.
+pay-by-link, Refunds, and webhooks verified with `Stripe-Signature` (with STRIPE_WEBHOOK_SECRET) or,
+without it, confirmed by fetching the event they name from Stripe's API.
 
 It uses the official SDK's async client (`StripeClient` with `stripe.HTTPXClient`), so no call blocks
 the event loop; every result is turned into a plain dict at once, so a malformed answer is a missing
@@ -11,6 +12,8 @@ UNKNOWN and settled by a lookup (spec 04), never by a blind retry.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -51,7 +54,10 @@ from pgm.providers.base import (
     SubscriptionState,
 )
 
-REQUIRED_VARIABLES: tuple[str, ...] = ("STRIPE_PRIVATE_KEY", "STRIPE_WEBHOOK_SECRET")
+# STRIPE_WEBHOOK_SECRET is recommended, not required: the old PGM's environment has none (docs/migration.md).
+REQUIRED_VARIABLES: tuple[str, ...] = ("STRIPE_PRIVATE_KEY",)
+EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
+log = logging.getLogger("pgm.providers.stripe")
 DEFAULT_BASE_URL = "https://api.stripe.com"
 # Pinned: the shapes this adapter reads are those of this version (the one stripe-python 16.1.0 targets).
 STRIPE_VERSION = "2026-10-28.endive"
@@ -317,24 +323,31 @@ class StripeAdapter(ProviderAdapter):
         return _subscription(await self._call(self._client.v1.subscriptions.cancel_async(token)))
 
     async def parse_callback(self, callback: CallbackRequest) -> list[Notification]:
-        """Verify `Stripe-Signature` over the raw body (300 s tolerance) and read the event."""
+        """Read a webhook's event: the signed body when STRIPE_WEBHOOK_SECRET is set (`Stripe-Signature`,
+        300 s tolerance), otherwise the event Stripe's API returns for the id the body names."""
+        if self._webhook_secrets:
+            try:
+                timestamped_hmac.verify(
+                    callback.headers.get(SIGNATURE_HEADER),
+                    callback.body,
+                    self._webhook_secrets,
+                    now=callback.received_at,
+                    tolerance_seconds=SIGNATURE_TOLERANCE_SECONDS,
+                )
+            except timestamped_hmac.SignatureError as exc:
+                raise InvalidCallback(str(exc)) from exc
+            try:
+                event = json.loads(callback.body)
+            except ValueError as exc:
+                raise InvalidCallback("the signed callback is not a Stripe event") from exc
+        else:
+            event = await self._fetched_event(callback.body)
         try:
-            timestamped_hmac.verify(
-                callback.headers.get(SIGNATURE_HEADER),
-                callback.body,
-                self._webhook_secrets,
-                now=callback.received_at,
-                tolerance_seconds=SIGNATURE_TOLERANCE_SECONDS,
-            )
-        except timestamped_hmac.SignatureError as exc:
-            raise InvalidCallback(str(exc)) from exc
-        try:
-            event = json.loads(callback.body)
             event_id, event_type, obj = str(event["id"]), str(event["type"]), event["data"]["object"]
             if not isinstance(obj, dict):
                 raise TypeError("data.object is not an object")
         except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidCallback("the signed callback is not a Stripe event") from exc
+            raise InvalidCallback("the callback is not a Stripe event") from exc
         if event_type in SESSION_EVENTS:
             return _session_notification(event_id, event_type, obj)
         if event_type in REFUND_EVENTS and isinstance(obj.get("id"), str):
@@ -349,6 +362,21 @@ class StripeAdapter(ProviderAdapter):
             ]
         # Renewal invoices and other events change no payment of ours: acknowledged, nothing to apply.
         return []
+
+    async def _fetched_event(self, body: bytes) -> dict[str, Any]:
+        """Without a webhook secret nothing in the body can be trusted but the event id it names: the event
+        itself comes from Stripe's API, so a forged body changes nothing (an unknown id is refused)."""
+        try:
+            claimed = json.loads(body)
+            event_id = claimed["id"] if isinstance(claimed, dict) else None
+        except ValueError:
+            event_id = None
+        if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+            raise InvalidCallback("the callback does not name a Stripe event")
+        try:
+            return await self._call(self._client.v1.events.retrieve_async(event_id))
+        except ProviderRejected as exc:
+            raise InvalidCallback(f"Stripe does not know the event {event_id}") from exc
 
     def callback_answer(self) -> CallbackAnswer:
         """Stripe only needs a 2xx; a small JSON body helps when reading delivery logs in the Dashboard."""
@@ -634,7 +662,12 @@ def build(settings: Settings) -> StripeAdapter:
     if not env["STRIPE_PRIVATE_KEY"].startswith(("sk_", "rk_")):
         # A publishable key (pk_...) or a webhook secret pasted here would fail every payment with a 401.
         raise ConfigurationError("STRIPE_PRIVATE_KEY must be a secret or restricted API key (sk_... or rk_...)")
-    secrets = [secret.strip() for secret in env["STRIPE_WEBHOOK_SECRET"].split(",") if secret.strip()]
+    secrets = [secret.strip() for secret in env.get("STRIPE_WEBHOOK_SECRET", "").split(",") if secret.strip()]
+    if not secrets:
+        log.warning(
+            "STRIPE_WEBHOOK_SECRET is not set: each Stripe webhook is confirmed by fetching its event from "
+            "Stripe's API (one more call per webhook); set it to check signatures instead"
+        )
     return StripeAdapter(
         api_key=env["STRIPE_PRIVATE_KEY"],
         webhook_secrets=secrets,
