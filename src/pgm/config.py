@@ -14,6 +14,9 @@ DEFAULT_HTTP_PORT = 3000
 DEFAULT_SQLITE_FILE = "pgm.sqlite3"
 # The drivers this package ships (psycopg 3, the standard library's sqlite3 and aiosqlite).
 SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite", "postgresql+psycopg"})
+# A provider notification is a few kilobytes; a quarter of a megabyte leaves room for Adyen's batches.
+DEFAULT_CALLBACK_MAX_BYTES = 256 * 1024
+DEFAULT_CALLBACK_RETENTION_SECONDS = 30 * 24 * 3600.0
 
 
 class ConfigurationError(Exception):
@@ -43,6 +46,8 @@ class Settings:
     external_services: tuple[ExternalService, ...] = ()
     api_token: str | None = None
     max_body_bytes: int = 1024 * 1024
+    callback_max_bytes: int = DEFAULT_CALLBACK_MAX_BYTES
+    callback_retention_seconds: float = DEFAULT_CALLBACK_RETENTION_SECONDS
     max_in_flight: int = 128
     provider_timeout_seconds: float = 10.0
     sandbox_api_key: str = "sk_sandbox_local"
@@ -105,6 +110,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise ConfigurationError(f"{name} must not be negative, got {value}")
     return value
+
+
+def _retention(env: Mapping[str, str]) -> float:
+    retention = _float(env, "PGM_CALLBACK_RETENTION_SECONDS", DEFAULT_CALLBACK_RETENTION_SECONDS)
+    if retention < 1:
+        # The pruning loop runs as often as the retention: shorter would make it spin.
+        raise ConfigurationError(f"PGM_CALLBACK_RETENTION_SECONDS must be at least 1, got {retention}")
+    return retention
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:
@@ -199,6 +212,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         external_services=external,
         api_token=env.get("PGM_API_TOKEN") or None,
         max_body_bytes=_int(env, "PGM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        callback_max_bytes=_int(env, "PGM_MAX_CALLBACK_BYTES", DEFAULT_CALLBACK_MAX_BYTES, minimum=1024),
+        callback_retention_seconds=_retention(env),
         max_in_flight=_int(env, "PGM_MAX_IN_FLIGHT", 128, minimum=1),
         provider_timeout_seconds=provider_timeout,
         sandbox_api_key=env.get("SANDBOX_API_KEY") or "sk_sandbox_local",

@@ -12,6 +12,7 @@ from tests.http.test_v3_sandbox_flows import pay_body
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.signing import sandbox_event, send_callback
+from tests.support.store import execute
 
 
 @pytest.fixture
@@ -115,3 +116,61 @@ def test_callback_for_a_payment_never_seen_is_kept_not_dropped(pgm: PgmProcess) 
     metrics = pgm.get("/-/metrics").text
     wait_for(lambda: 'result="deferred"' in pgm.get("/-/metrics").text, what="a deferred callback")
     assert "pgm_provider_callbacks_total" in metrics
+
+
+def callback_results(pgm: PgmProcess, result: str) -> float:
+    """How many callbacks ended with `result`, from the metrics."""
+    for line in pgm.get("/-/metrics").text.splitlines():
+        if line.startswith(f'pgm_provider_callbacks_total{{provider="sandbox",result="{result}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def paid(pgm: PgmProcess, shop_id: str, outcome: str) -> str:
+    answer = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, outcome)).json()
+    assert answer["result"] == outcome
+    return str(answer["paymentId"])
+
+
+def test_a_signed_failure_for_a_payment_the_provider_holds_as_accepted_changes_nothing(
+    pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    payment_id = paid(pgm, shop_id, "OK")
+    wait_for_status(notifications, shop_id, "ACCEPTED")
+    before = callback_results(pgm, "unconfirmed")
+    failed = sandbox_event("payment.updated", {"id": payment_id, "status": "FAILED", "amount": 1299, "currency": "EUR"})
+    # Validly signed: the signature proves who sent it, not that it is the latest truth.
+    assert send_callback(pgm, failed).status_code == 200
+    assert pgm.get("/v3/sandbox/status", params={"paymentId": payment_id}).json()["status"] == "ACCEPTED"
+    assert callback_results(pgm, "unconfirmed") == before + 1
+    refund = pgm.post("/v3/sandbox/refund", {"amount": 100, "currency": "EUR", "paymentId": payment_id}).json()
+    assert refund["result"] == "OK"
+    wait_for_status(notifications, shop_id, "ACCEPTED", action="REFUND")
+    assert [s["status"] for s in statuses_for(notifications, shop_id) if s["action"] == "PAYMENT"] == ["ACCEPTED"]
+
+
+def test_a_signed_acceptance_after_a_decline_changes_nothing(
+    pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    payment_id = paid(pgm, shop_id, "KO")
+    wait_for_status(notifications, shop_id, "FAILED")
+    assert send_callback(pgm, sandbox_event("payment.updated", accepted(payment_id))).status_code == 200
+    assert pgm.get("/v3/sandbox/status", params={"paymentId": payment_id}).json()["status"] == "FAILED"
+    refund = pgm.post("/v3/sandbox/refund", {"amount": 100, "currency": "EUR", "paymentId": payment_id})
+    assert refund.json()["result"] == "KO"
+    assert [s["status"] for s in statuses_for(notifications, shop_id)] == ["FAILED"]
+
+
+def test_a_reversal_the_provider_confirms_is_followed_and_reported_as_one(
+    pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    payment_id = paid(pgm, shop_id, "OK")
+    wait_for_status(notifications, shop_id, "ACCEPTED")
+    # The provider's back office reverses the payment (a chargeback), then notifies.
+    execute(pgm.env["PGM_DATABASE_URL"], "UPDATE sandbox_payments SET status = 'FAILED' WHERE id = :id", id=payment_id)
+    failed = sandbox_event("payment.updated", {"id": payment_id, "status": "FAILED", "amount": 1299, "currency": "EUR"})
+    assert send_callback(pgm, failed).status_code == 200
+    reversed_status = wait_for_status(notifications, shop_id, "FAILED")
+    assert reversed_status["metadata"]["reversedFrom"] == "ACCEPTED"
+    assert pgm.get("/v3/sandbox/status", params={"paymentId": payment_id}).json()["status"] == "FAILED"
+    assert [s["status"] for s in statuses_for(notifications, shop_id)] == ["ACCEPTED", "FAILED"]

@@ -52,6 +52,7 @@ Amounts are integers in minor units. Every error answers with one JSON shape: `s
 safely. When `PGM_API_TOKEN` is set, send `Authorization: Bearer <token>` (callbacks excepted)."""
 DOCS_STATIC = "/documentation/static"
 DELIVERY_TIMEOUT_SECONDS = 10.0
+PRUNE_INTERVAL_MAX_SECONDS = 300.0
 
 
 def create_app(settings: Settings, clock: Clock | None = None, background: bool = True) -> FastAPI:
@@ -68,6 +69,7 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
         if background:
             tasks.append(asyncio.create_task(container.dispatcher.run(), name="outbox"))
             tasks.append(asyncio.create_task(_reconcile_forever(container), name="reconciliation"))
+            tasks.append(asyncio.create_task(_prune_callbacks_forever(container), name="callback-pruning"))
             if container.saga_commands is not None:
                 tasks.append(asyncio.create_task(container.saga_commands.run(), name="saga-commands"))
         log.info("PGM started", extra={"providers": container.registry.names, "port": settings.http_port})
@@ -103,7 +105,7 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
     if "sandbox" in settings.enabled_providers:
         app.include_router(sandbox_routes.build_router())
     app.add_middleware(RejectUnstorableText)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, callback_max_bytes=settings.callback_max_bytes)
     # Outside the body checks: a shed request costs no read of its body.
     app.add_middleware(AdmissionLimit, max_in_flight=settings.max_in_flight, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)
@@ -245,3 +247,18 @@ async def _reconcile_forever(container: Container) -> None:
         except Exception:
             log.exception("reconciliation pass failed")
         await asyncio.sleep(container.settings.reconcile_poll_seconds)
+
+
+async def _prune_callbacks_forever(container: Container) -> None:
+    """Raw callbacks are kept for PGM_CALLBACK_RETENTION_SECONDS after they arrive (docs/reliability.md)."""
+    retention = container.settings.callback_retention_seconds
+    while True:
+        try:
+            removed = await container.callbacks.prune(retention)
+            if removed:
+                log.info("raw callbacks pruned", extra={"removed": removed})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("pruning raw callbacks failed")
+        await asyncio.sleep(min(retention, PRUNE_INTERVAL_MAX_SECONDS))

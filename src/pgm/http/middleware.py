@@ -99,6 +99,12 @@ class AdmissionLimit:
             self.in_flight -= 1
 
 
+def _is_callback(path: str) -> bool:
+    """A provider callback: /v3/{provider}/callback and what is under it."""
+    parts = path.split("/", 4)
+    return len(parts) > 3 and parts[1] == "v3" and parts[3] == "callback"
+
+
 def _is_synchronous_api(path: str) -> bool:
     """A /v3 operation (its provider call runs in the request), not a provider callback."""
     parts = path.split("/", 4)  # "", "v3", provider, operation-or-method, rest
@@ -106,19 +112,22 @@ def _is_synchronous_api(path: str) -> bool:
 
 
 class BodySizeLimit:
-    """Answers 413 (in the error shape) to bodies over the limit, declared or streamed."""
+    """Answers 413 (in the error shape) to bodies over the limit, declared or streamed. Provider callbacks
+    have their own, smaller limit: anyone can post to them, and a notification is a few kilobytes."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, callback_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.callback_max_bytes = callback_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.callback_max_bytes if _is_callback(scope["path"]) else self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _answer_error(scope, send, 413, "payload_too_large", f"the request body exceeds {limit} bytes")
             return
         received = 0
 
@@ -127,15 +136,12 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # FastAPI re-raises its own HTTPException from body parsing: the 413 handler answers.
-                    raise HTTPException(413, f"the request body exceeds {self.max_bytes} bytes")
+                    raise HTTPException(413, f"the request body exceeds {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)
-
-    async def _too_large(self, scope: Scope, send: Send) -> None:
-        await _answer_error(scope, send, 413, "payload_too_large", f"the request body exceeds {self.max_bytes} bytes")
 
 
 # An escape that is not itself escaped: an even run of backslashes (maybe none) before the `\u`.

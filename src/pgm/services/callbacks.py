@@ -1,26 +1,31 @@
-"""Provider callbacks (spec 04): stored raw before anything else, verified the provider's way,
-de-duplicated on the provider's event id, then applied. A notification about a payment we do not
-know yet is kept (DEFERRED) and applied as soon as the payment is known: never acknowledged and lost.
+"""Provider callbacks (docs/reliability.md): verified the provider's way before anything is stored,
+then stored raw, de-duplicated on the provider's event id, and applied. A notification about a payment we
+do not know yet is kept (DEFERRED) and applied as soon as the payment is known: never acknowledged and
+lost. One that would move a payment or refund out of a final status is applied only once the provider,
+asked through its lookup, says the same: a signature proves who sent it, not that it is the latest truth.
+Raw callbacks are pruned after a retention period; one that fails verification is not kept at all.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
-from pgm.domain.statuses import Status
+from pgm.domain.statuses import Status, transition
 from pgm.observability.metrics import Metrics
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
     InvalidCallback,
     Notification,
+    NotSupported,
     OutcomeUnknown,
     ProviderAdapter,
     ProviderRejected,
@@ -29,7 +34,7 @@ from pgm.providers.base import (
 from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database, insert_row
-from pgm.store.models import Payment, ProviderCallback, ProviderEvent, Refund, table_of
+from pgm.store.models import Payment, ProviderCallback, ProviderEvent, Refund
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 KEPT_HEADERS = frozenset({"content-type", "user-agent", "sandbox-signature", "stripe-signature", "x-request-id"})
 DEFERRED_RETRY_SECONDS = 1.0
 DEFERRED_MAX_ATTEMPTS = 40
+# Raw callbacks (and their events) pruned per statement: bounded transactions on a large backlog.
+PRUNE_BATCH = 500
 
 
 class EventStatus(enum.StrEnum):
@@ -45,16 +52,23 @@ class EventStatus(enum.StrEnum):
     DEFERRED = "DEFERRED"
     PROCESSED = "PROCESSED"
     ORPHANED = "ORPHANED"
+    # A reversal of a final status the provider did not confirm (it disagrees, or cannot be asked):
+    # nothing changed; kept for an operator with the reason.
+    UNCONFIRMED = "UNCONFIRMED"
+
+
+@dataclass(frozen=True)
+class ProviderAnswer:
+    """What the provider said when asked about a notification's subject. `status` None: no answer;
+    `final` says asking again cannot help (the provider has no lookup)."""
+
+    status: Status | None
+    detail: str = ""
+    final: bool = False
 
 
 # The hot path's statements, built once: building a statement and its cache key on every call costs
 # more than running it (docs/performance.md).
-_CALLBACKS = table_of(ProviderCallback)
-_MARK_CALLBACK = (
-    update(_CALLBACKS)
-    .where(_CALLBACKS.c.id == bindparam("callback_id"))
-    .values(status=bindparam("new_status"), reason=bindparam("new_reason"))
-)
 _SEEN_EVENT = select(ProviderEvent.id).where(
     ProviderEvent.provider == bindparam("provider"), ProviderEvent.event_id == bindparam("event_id")
 )
@@ -70,10 +84,6 @@ _DEFERRED_EVENT = (
 _PAYMENT_BY_PROVIDER_ID = select(Payment).where(
     Payment.provider == bindparam("provider"), Payment.provider_payment_id == bindparam("payment_id")
 )
-
-
-async def _mark_callback(session: AsyncSession, callback_id: int, status: str, reason: str | None = None) -> None:
-    await session.execute(_MARK_CALLBACK, {"callback_id": callback_id, "new_status": status, "new_reason": reason})
 
 
 class CallbackRejected(Exception):
@@ -100,70 +110,60 @@ class CallbackService:
 
     async def receive(self, adapter: ProviderAdapter, request: CallbackRequest) -> CallbackAnswer:
         """Handle one HTTP callback end to end; raise CallbackRejected for forged or stale ones."""
-        async with self.database.write() as session:
-            raw = ProviderCallback(
-                provider=adapter.name,
-                method=request.method,
-                path=request.path,
-                query="&".join(f"{k}={v}" for k, v in request.query.items()),
-                headers={k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
-                body=request.body,
-                status="RECEIVED",
-                received_at=request.received_at,
-            )
-            callback_id = (await insert_row(session, raw)).id
         try:
             notifications = await adapter.parse_callback(request)
         except InvalidCallback as exc:
-            async with self.database.write() as session:
-                await _mark_callback(session, callback_id, "REJECTED", str(exc))
+            # Verified before anything is stored: what is not provably the provider's is not kept at all, so
+            # a flood of forged callbacks costs the store nothing (the log line is what an operator needs).
             self.metrics.callbacks.labels(adapter.name, "rejected").inc()
-            log.warning("callback rejected", extra={"provider": adapter.name, "reason": str(exc)})
+            log.warning(
+                "callback rejected", extra={"provider": adapter.name, "reason": str(exc), "bytes": len(request.body)}
+            )
             raise CallbackRejected(str(exc)) from exc
         except ProviderRejected as exc:
             # An external provider that reads its own callbacks answered 4xx (say, an unknown payment):
-            # a clear refusal for the caller, never a crash.
-            async with self.database.write() as session:
-                await _mark_callback(session, callback_id, "REFUSED", str(exc)[:1000])
+            # a clear refusal for the caller, never a crash; not verified, so not kept either.
             self.metrics.callbacks.labels(adapter.name, "refused").inc()
             log.warning("callback refused by the provider", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackRefusedByProvider(str(exc)) from exc
         except OutcomeUnknown as exc:
-            # An external provider reads its own callbacks: while it is down we know nothing yet.
-            async with self.database.write() as session:
-                await _mark_callback(session, callback_id, "UNPROCESSED", str(exc)[:1000])
+            # An external provider reads its own callbacks: while it is down we know nothing yet, and keep
+            # nothing either; the 503 makes the provider deliver it again.
             self.metrics.callbacks.labels(adapter.name, "unprocessed").inc()
             log.warning("callback not processed", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackNotProcessed(str(exc)) from exc
         try:
-            to_ask = await self._accept(adapter, callback_id, notifications)
+            to_ask = await self._accept(adapter, request, notifications)
         except IntegrityError:
             # The same event delivered twice at the same moment: the other delivery stored it first; this
             # pass sees it and skips it.
-            to_ask = await self._accept(adapter, callback_id, notifications)
+            to_ask = await self._accept(adapter, request, notifications)
         for event_id in to_ask:
             await self.apply(adapter, event_id)
         return adapter.callback_answer()
 
-    async def _accept(self, adapter: ProviderAdapter, callback_id: int, notifications: list[Notification]) -> list[int]:
-        """In one transaction: store each notification not seen before, apply those that carry their
-        status, and mark the callback ACCEPTED. Returns the stored ones whose status the provider must be
-        asked for (unsigned callbacks are only hints): they are applied after, outside the transaction."""
+    async def _accept(
+        self, adapter: ProviderAdapter, request: CallbackRequest, notifications: list[Notification]
+    ) -> list[int]:
+        """In one transaction: store the verified callback raw, store each notification not seen before and
+        apply those that carry their status. Returns the stored ones the provider must be asked about
+        (unsigned hints, reversals of a final status): they are applied after, outside the transaction."""
         to_ask: list[int] = []
         async with self.database.write() as session:
+            callback_id = (await insert_row(session, _raw_callback(adapter.name, request))).id
             for notification in notifications:
                 event = await self._new_event(session, adapter.name, callback_id, notification)
                 if event is None:
                     self.metrics.callbacks.labels(adapter.name, "duplicate").inc()
                     continue
+                ask = notification.status is None
                 if notification.status is not None:
-                    await self._settle(session, adapter, event, notification, notification.status)
+                    ask = await self._settle(session, adapter, event, notification, None)
                 # Stored as it ends up (one INSERT); a delivery of the same event id at the same moment fails
                 # it on the unique constraint and the whole transaction rolls back, settlement included.
                 await insert_row(session, event)
-                if notification.status is None:
+                if ask:
                     to_ask.append(event.id)
-            await _mark_callback(session, callback_id, "ACCEPTED")
         return to_ask
 
     async def _new_event(
@@ -186,21 +186,24 @@ class CallbackService:
         )
 
     async def apply(self, adapter: ProviderAdapter, event_id: int) -> None:
-        """Apply one stored notification, or leave it DEFERRED for later if its subject is unknown."""
+        """Apply one stored notification, or leave it DEFERRED for later if its subject is unknown or the
+        provider has not confirmed it yet."""
         async with self.database.read() as session:
             event = await session.get(ProviderEvent, event_id)
             if event is None or event.status != EventStatus.DEFERRED:
                 return
             notification = Notification.from_json(event.notification)
-            known = await self._subject(session, adapter.name, notification) is not None
-        reported = notification.status
-        if known and reported is None:
-            reported = await self._ask_provider(adapter, notification)
+            subject = await self._subject(session, adapter.name, notification)
+        answer = None
+        if subject is not None and (notification.status is None or _reverses(subject, notification.status)):
+            payment_id = notification.payment_id or subject[0].provider_payment_id or ""
+            answer = await self._ask_provider(adapter, notification, payment_id)
         async with self.database.write() as session:
             event = await session.get(ProviderEvent, event_id)
             if event is None or event.status != EventStatus.DEFERRED:
                 return
-            await self._settle(session, adapter, event, notification, reported)
+            # True only when the subject became final since the read: the next pass asks the provider.
+            await self._settle(session, adapter, event, notification, answer)
 
     async def _settle(
         self,
@@ -208,26 +211,89 @@ class CallbackService:
         adapter: ProviderAdapter,
         event: ProviderEvent,
         notification: Notification,
-        reported: Status | None,
-    ) -> None:
-        """Apply a stored notification under its payment's lock, or defer it while the payment is unknown."""
+        answer: ProviderAnswer | None,
+    ) -> bool:
+        """Apply a stored notification under its payment's lock, or leave it DEFERRED while the payment is
+        unknown or the provider has not confirmed it. Returns True when the provider must be asked first:
+        it would move a final status (a reversal), and `answer` is not there yet."""
         subject = await self._subject(session, adapter.name, notification)
-        if subject is None or reported is None:
-            self._defer(event, "the payment is not known yet" if subject is None else "the provider did not confirm")
+        if subject is None:
+            self._defer(event, "the payment is not known yet")
             self.metrics.callbacks.labels(adapter.name, "deferred").inc()
-            return
+            return False
         payment, refund = subject
         locked = await self.database.lock_payment(session, payment.id)
         assert locked is not None
+        if refund is not None:
+            await session.refresh(refund)  # read under the lock: the status the reversal check compares with
+        claimed = notification.status
+        note = None
+        if claimed is None:
+            # An unsigned hint: the provider's own answer decides, never the callback body.
+            reported = answer.status if answer is not None else None
+            if reported is None:
+                self._defer(event, "the provider did not confirm")
+                self.metrics.callbacks.labels(adapter.name, "deferred").inc()
+                return False
+        elif _reverses((locked, refund), claimed):
+            recorded = Status(refund.status if refund is not None else locked.status)
+            if answer is None:
+                self._defer(event, f"would move {recorded} to {claimed}: to be confirmed with the provider")
+                return True
+            if answer.status != claimed:
+                if answer.status is None and not answer.final:
+                    self._defer(event, f"reversal to {claimed} not confirmed yet: {answer.detail}")
+                    return False
+                self._unconfirmed(adapter, event, recorded, claimed, answer)
+                return False
+            reported = claimed
+            note = f"reversed by the provider from {recorded} to {claimed}, confirmed by a lookup at the provider"
+            log.warning(
+                "reversal confirmed by the provider",
+                extra={
+                    "provider": adapter.name,
+                    "eventId": event.event_id,
+                    "subjectId": event.subject_id,
+                    "from": recorded.value,
+                    "to": claimed.value,
+                },
+            )
+            self.metrics.callbacks.labels(adapter.name, "reversal").inc()
+        else:
+            reported = claimed
         if refund is None:
             if notification.token and not locked.subscription_token:
                 locked.subscription_token = notification.token
-            await self.settlement.payment_status(session, locked, reported, Source.CALLBACK, None)
+            await self.settlement.payment_status(session, locked, reported, Source.CALLBACK, note)
         else:
-            await self.settlement.refund_status(session, locked, refund, reported, Source.CALLBACK, None)
+            await self.settlement.refund_status(session, locked, refund, reported, Source.CALLBACK, note)
         event.status = EventStatus.PROCESSED.value
         event.processed_at = self.clock.now()
         self.metrics.callbacks.labels(adapter.name, "accepted").inc()
+        return False
+
+    def _unconfirmed(
+        self, adapter: ProviderAdapter, event: ProviderEvent, recorded: Status, claimed: Status, answer: ProviderAnswer
+    ) -> None:
+        """A reversal the provider does not confirm: nothing changes; the event (and its raw callback) is
+        kept with the reason, logged and counted, for an operator."""
+        says = answer.status.value if answer.status is not None else answer.detail
+        event.status = EventStatus.UNCONFIRMED.value
+        event.reason = f"would move {recorded} to {claimed}, but the provider says {says}"[:1000]
+        event.next_attempt_at = None
+        event.processed_at = self.clock.now()
+        self.metrics.callbacks.labels(adapter.name, "unconfirmed").inc()
+        log.warning(
+            "reversal not confirmed by the provider: nothing changed",
+            extra={
+                "provider": adapter.name,
+                "eventId": event.event_id,
+                "subjectId": event.subject_id,
+                "from": recorded.value,
+                "to": claimed.value,
+                "providerSays": says,
+            },
+        )
 
     async def any_deferred(self, session: AsyncSession, adapter: ProviderAdapter, subject_id: str) -> bool:
         """Whether notifications wait for this payment or refund (asked inside the caller's transaction)."""
@@ -269,9 +335,43 @@ class CallbackService:
             ).all()
         return [(provider, event_id) for provider, event_id in rows]
 
+    async def prune(self, retention_seconds: float) -> int:
+        """Delete the raw callbacks received more than `retention_seconds` ago, with their notifications,
+        except those with a notification still waiting (DEFERRED); returns how many callbacks went.
+
+        Dropping the notifications drops their event ids from de-duplication too: a replay that old is
+        refused by the timestamped signatures (five minutes), and where a provider signs without a time
+        (Adyen), a replayed old outcome is either what is recorded already or a reversal, which is applied
+        only if the provider confirms it."""
+        cutoff = self.clock.now() - retention_seconds
+        waiting = select(ProviderEvent.callback_id).where(ProviderEvent.status == EventStatus.DEFERRED.value)
+        removed = 0
+        while True:
+            async with self.database.write() as session:
+                ids = (
+                    await session.scalars(
+                        select(ProviderCallback.id)
+                        .where(ProviderCallback.received_at < cutoff, ProviderCallback.id.not_in(waiting))
+                        .order_by(ProviderCallback.id)
+                        .limit(PRUNE_BATCH)
+                    )
+                ).all()
+                if ids:
+                    await session.execute(
+                        delete(ProviderEvent).where(ProviderEvent.callback_id.in_(ids)),
+                        execution_options={"synchronize_session": False},
+                    )
+                    await session.execute(
+                        delete(ProviderCallback).where(ProviderCallback.id.in_(ids)),
+                        execution_options={"synchronize_session": False},
+                    )
+            removed += len(ids)
+            if len(ids) < PRUNE_BATCH:
+                return removed
+
     def _defer(self, event: ProviderEvent, reason: str) -> None:
         event.attempts += 1
-        event.reason = reason
+        event.reason = reason[:1000]
         if event.attempts >= DEFERRED_MAX_ATTEMPTS:
             # Kept for inspection; no payment of ours ever matched it.
             event.status = EventStatus.ORPHANED.value
@@ -296,23 +396,46 @@ class CallbackService:
         )
         return (payment, None) if payment else None
 
-    async def _ask_provider(self, adapter: ProviderAdapter, notification: Notification) -> Status | None:
-        """Unsigned callbacks are hints: the provider's own answer decides."""
+    async def _ask_provider(
+        self, adapter: ProviderAdapter, notification: Notification, payment_id: str
+    ) -> ProviderAnswer:
+        """What the provider itself says about the notification's subject (no transaction is open)."""
         try:
             if notification.subject is Subject.REFUND:
                 found = await observed(
                     self.metrics,
                     adapter.name,
                     "refund status",
-                    adapter.refund_status(notification.payment_id or "", notification.refund_id, ""),
+                    adapter.refund_status(payment_id, notification.refund_id, ""),
                 )
-                return found.status if found else None
-            lookup = await observed(
-                self.metrics, adapter.name, "status", adapter.payment_status(notification.payment_id or "")
-            )
-            return lookup.status
-        except (OutcomeUnknown, ProviderRejected):
-            return None
+                if found is None:
+                    return ProviderAnswer(None, "the provider has no such refund")
+                return ProviderAnswer(found.status)
+            lookup = await observed(self.metrics, adapter.name, "status", adapter.payment_status(payment_id))
+            return ProviderAnswer(lookup.status)
+        except NotSupported as exc:
+            return ProviderAnswer(None, f"it cannot be asked ({exc})", final=True)
+        except (OutcomeUnknown, ProviderRejected) as exc:
+            return ProviderAnswer(None, f"no answer ({exc})"[:500])
+
+
+def _reverses(subject: tuple[Payment, Refund | None], claimed: Status) -> bool:
+    """Whether a reported status would move the payment (or refund) out of its final status."""
+    payment, refund = subject
+    return transition(Status(refund.status if refund is not None else payment.status), claimed).reversal
+
+
+def _raw_callback(provider: str, request: CallbackRequest) -> ProviderCallback:
+    return ProviderCallback(
+        provider=provider,
+        method=request.method,
+        path=request.path,
+        query="&".join(f"{k}={v}" for k, v in request.query.items()),
+        headers={k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
+        body=request.body,
+        status="ACCEPTED",
+        received_at=request.received_at,
+    )
 
 
 def _subject_id(notification: Notification) -> str | None:

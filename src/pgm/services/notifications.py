@@ -42,17 +42,18 @@ class PaymentStatusNotifier:
         self.enabled = enabled
         self._now = now
 
-    async def push(self, session: AsyncSession, payment: Payment) -> None:
+    async def push(self, session: AsyncSession, payment: Payment, **metadata: Any) -> None:
         """Queue the payment's current status (used by /check, which always notifies)."""
         if self.enabled:
-            await enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, payment_status(payment), self._now())
+            document = payment_status(payment, **metadata)
+            await enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())
 
     async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
         """Answers are reported through the status change they cause."""
 
     async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
-        """A payment's status moved: notify."""
-        await self.push(session, payment)
+        """A payment's status moved: notify; a reversal says which outcome it replaces."""
+        await self.push(session, payment, reversedFrom=_reversed_from(change))
 
     async def refund_changed(
         self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
@@ -67,5 +68,11 @@ class PaymentStatusNotifier:
             refundId=refund.provider_refund_id,
             refundAmount=refund.amount,
             totalRefundedAmount=change.position.total_refunded,
+            reversedFrom=_reversed_from(change),
         )
         await enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())
+
+
+def _reversed_from(change: PaymentChange | RefundChange) -> str | None:
+    """The final status a confirmed reversal replaced (a chargeback, a late capture), else None."""
+    return change.previous.value if change.transition.reversal else None
