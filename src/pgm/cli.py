@@ -14,6 +14,7 @@ from pgm.devstack.cli import add_commands as add_devstack_commands
 from pgm.devstack.demo import add_demo_arguments, run_demo_command
 from pgm.devstack.dev import add_dev_arguments, run_dev
 from pgm.observability import logging as pgm_logging
+from pgm.operator_cli import add_commands as add_operator_commands
 from pgm.providers import registry as providers
 
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(demo)
     demo.set_defaults(func=run_demo_command)
     add_devstack_commands(commands)
+    add_operator_commands(commands)
     return parser
 
 

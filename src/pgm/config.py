@@ -155,7 +155,8 @@ def _external_services(path: str | None) -> tuple[ExternalService, ...]:
     return tuple(services)
 
 
-def _database_url(env: Mapping[str, str]) -> str:
+def database_url_from(env: Mapping[str, str]) -> str:
+    """PGM_DATABASE_URL, checked and normalised (the embedded SQLite file when unset)."""
     raw = (env.get("PGM_DATABASE_URL") or "").strip() or f"sqlite:///{DEFAULT_SQLITE_FILE}"
     url = normalise_database_url(raw)
     try:
@@ -190,7 +191,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     saga_crud_url = _url(env, "SAGA_CRUD_URL")
     if flow_manager_url and not saga_crud_url:
         raise ConfigurationError("SAGA_CRUD_URL is required when FLOW_MANAGER_URL is set")
-    database_url = _database_url(env)
+    database_url = database_url_from(env)
     log_level = (env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "TRACE", "FATAL", "SILENT"}:
         raise ConfigurationError(f"LOG_LEVEL {log_level!r} is not a log level")
