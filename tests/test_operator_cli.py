@@ -70,7 +70,9 @@ def test_an_operator_looks_at_payments_resends_dead_letters_and_reconciles(
             (shown,) = as_json(pgm, "payments", "show", reference)
             assert shown["paymentId"] == paid["paymentId"]
             assert [r["amount"] for r in shown["refunds"]] == [500]
-            assert ("PAYMENT", "ACCEPTED", 1500) in [(e["operation"], e["status"], e["amount"]) for e in shown["ledger"]]
+            assert ("PAYMENT", "ACCEPTED", 1500) in [
+                (e["operation"], e["status"], e["amount"]) for e in shown["ledger"]
+            ]
             assert ("REFUND", "ACCEPTED", 500) in [(e["operation"], e["status"], e["amount"]) for e in shown["ledger"]]
             notifications = [e for e in shown["events"] if e["kind"] == "payment-callback"]
             assert notifications
@@ -84,9 +86,7 @@ def test_an_operator_looks_at_payments_resends_dead_letters_and_reconciles(
         receiver.respond(200)
         resent = as_json(pgm, "outbox", "resend", "--all-dead")
         assert sorted(row["id"] for row in resent) == sorted(row["id"] for row in dead)
-        wait_for(
-            lambda: len([r for r in receiver.requests if r.status == 200]) == len(dead), timeout=30, what="resent"
-        )
+        wait_for(lambda: len([r for r in receiver.requests if r.status == 200]) == len(dead), timeout=30, what="resent")
         assert as_json(pgm, "outbox", "list") == []
         again = pgm_command(pgm, "outbox", "resend", str(dead[0]["id"]))
         assert again.returncode == 1
