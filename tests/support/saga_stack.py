@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,8 +89,15 @@ class SagaStack:
 
 
 @contextmanager
-def saga_stack(database_url: str, directory: Path, deep_merge: bool = True, **pgm_env: str) -> Iterator[SagaStack]:
-    """Start the CRUD stand-in, the PGM and the Flow Manager stand-in; stop them afterwards."""
+def saga_stack(
+    database_url: str,
+    directory: Path,
+    deep_merge: bool = True,
+    machine: Callable[[str], dict[str, Any]] = pgm_saga_config,
+    **pgm_env: str,
+) -> Iterator[SagaStack]:
+    """Start the CRUD stand-in, the PGM and the Flow Manager stand-in; stop them afterwards. `machine`
+    builds the Flow Manager configuration from the PGM's URL (the shipped one by default)."""
     with ExitStack() as stack:
         crud_url, _ = stack.enter_context(run_server_in_thread(create_crud_app(str(directory / "crud.sqlite3"))))
         flow_manager_port = free_port()
@@ -104,7 +111,7 @@ def saga_stack(database_url: str, directory: Path, deep_merge: bool = True, **pg
         )
         pgm.start()
         stack.callback(pgm.stop)
-        config = copy.deepcopy(pgm_saga_config(pgm.url))
+        config = copy.deepcopy(machine(pgm.url))
         config.setdefault("settings", {})["deepMergeMetadata"] = {"enabled": deep_merge}
         flow_manager = create_flow_manager_app(config, crud_base_url=crud_url)
         flow_manager_url, _ = stack.enter_context(run_server_in_thread(flow_manager, port=flow_manager_port))

@@ -36,6 +36,7 @@ class Event(enum.StrEnum):
     PAYMENT_FAILED = "paymentFailed"
     LINK_CREATED = "linkCreated"
     AUTHORIZATION_SCHEDULED = "authorizationScheduled"
+    REFUND_REQUESTED = "refundRequested"
     REFUND_PENDING = "refundPending"
     PARTIAL_REFUND_EXECUTED = "partialRefundExecuted"
     TOTAL_REFUND_EXECUTED = "totalRefundExecuted"
@@ -44,6 +45,8 @@ class Event(enum.StrEnum):
 
 # Older sagas spell these differently: read both, write the new spelling.
 LEGACY_SPELLINGS = {"paymentID": "paymentId", "shopTransactionID": "shopTransactionId"}
+# The key of refundRequestData that correlates a refund command with a refund already started.
+REFUND_CORRELATION = "refundId"
 PAY_FIELDS = ("amount", "currency", "provider", "paymentMethod")
 REFUND_FIELDS = ("provider", "paymentId", "refundRequestData")
 
@@ -105,6 +108,13 @@ class SagaData:
         """payRequestData.subscriptionInfo, or an empty object."""
         value = self.pay_request_data.get("subscriptionInfo")
         return dict(value) if isinstance(value, dict) else {}
+
+    @property
+    def started_refund_id(self) -> str | None:
+        """refundRequestData.refundId: the PGM's id of a refund that started outside a saga command and
+        that this refund command stands for (docs/flow-manager.md, "Refunds that start outside the saga")."""
+        value = self.refund_request_data.get(REFUND_CORRELATION)
+        return value if isinstance(value, str) and value else None
 
     @property
     def refunds_so_far(self) -> int:
@@ -198,3 +208,15 @@ def with_token(pay_request_data: Mapping[str, Any], token: str | None) -> dict[s
 def refund_details(succeeded: tuple[int, ...] | list[int]) -> dict[str, Any]:
     """refundDetails: every successful refund of the saga in order, and their sum."""
     return {"totalRefundedAmount": sum(succeeded), "refundedAmounts": list(succeeded)}
+
+
+def refund_requested(amount: int, refund_id: str) -> dict[str, Any]:
+    """refundRequested's payload for a refund that started outside a saga command: the amount, and the
+    refund's id, which the refund command the Flow Manager sends back carries to say it is that refund."""
+    return {"refundRequestData": {"amount": amount, REFUND_CORRELATION: refund_id}}
+
+
+def refund_settled_request(amount: int) -> dict[str, Any]:
+    """refundRequestData once that refund has an outcome: the id is cleared (null), because under the deep
+    merge it would otherwise stay in the metadata and make the next, new refund look like this one."""
+    return {"amount": amount, REFUND_CORRELATION: None}

@@ -197,6 +197,8 @@ class Notification:
     status: Status | None
     refund_id: str | None = None
     token: str | None = None
+    # A refund's amount, when the provider says it: lets the PGM record a refund made outside it.
+    amount: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Serialise for the callback store."""
@@ -207,6 +209,7 @@ class Notification:
             "status": self.status.value if self.status else None,
             "refundId": self.refund_id,
             "token": self.token,
+            "amount": self.amount,
         }
 
     @classmethod
@@ -219,6 +222,7 @@ class Notification:
             status=Status(data["status"]) if data.get("status") else None,
             refund_id=data.get("refundId"),
             token=data.get("token"),
+            amount=data.get("amount"),
         )
 
 

@@ -225,6 +225,7 @@ class SandboxAdapter(ProviderAdapter):
                     payment_id=str(data["paymentId"]),
                     status=status,
                     refund_id=str(data["id"]),
+                    amount=_amount(data.get("amount")),
                 )
             ]
         if event_type == "token.updated" and data.get("kind") == "authorization":
@@ -282,6 +283,10 @@ class SandboxAdapter(ProviderAdapter):
             body["interval"] = request.subscription.interval.value if request.subscription.interval else None
             body["intervalCount"] = request.subscription.interval_count
         return body
+
+
+def _amount(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _refund_outcome(provider_data: Mapping[str, Any]) -> str:

@@ -335,6 +335,8 @@ class SagaCommands:
 
     async def _refund(self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter) -> tuple[str, str]:
         assert saga.payment_id is not None
+        if saga.started_refund_id is not None:
+            return await self._started_refund(saga, saga.started_refund_id)
         base = f"saga:{saga.saga_id}:refund:{saga.refunds_so_far}"
         key = f"{base}:{await self._refund_attempt(base)}"
         provider_data = saga.refund_request_data.get("providerData")
@@ -354,6 +356,28 @@ class SagaCommands:
         if outcome.replayed:
             await self._replay(saga.saga_id, key, Status(outcome.refund.status))
         return key, f"{outcome.status.value}: {outcome.description}"
+
+    async def _started_refund(self, saga: SagaData, refund_id: str) -> tuple[str, str]:
+        """The command a Flow Manager sends on entering REFUND_REQUESTED after the PGM's `refundRequested`
+        for a refund that started outside the saga: it is that refund, never a new one. Its outcome event
+        is already in the outbox behind `refundRequested` (or follows when the provider settles it), so
+        nothing is sent again: a re-sent outcome could land on a later refund's state and move it."""
+        async with self.database.read() as session:
+            found = (
+                await session.execute(
+                    select(Refund, Payment).join(Payment, Payment.id == Refund.payment_id).where(Refund.id == refund_id)
+                )
+            ).first()
+        if found is None or found[1].saga_id != saga.saga_id:
+            raise CannotSucceed(f"refundRequestData.refundId {refund_id!r} is not a refund of saga {saga.saga_id}")
+        refund = found[0]
+        log.info(
+            "refund command resolved to a refund already started", extra={"sagaId": saga.saga_id, "refundId": refund_id}
+        )
+        return (
+            refund.idempotency_key,
+            f"{Status(refund.status).public}: the refund {refund_id} started outside the saga",
+        )
 
     async def _refund_attempt(self, base: str) -> int:
         """The attempt a refund delivery belongs to: the latest one, unless that one failed."""

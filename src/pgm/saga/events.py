@@ -6,13 +6,22 @@ and is also kept in saga_events so a repeated command can re-send the same outco
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
-from pgm.domain.saga import Event, envelope, refund_details, with_redirect, with_token
+from pgm.domain.saga import (
+    Event,
+    envelope,
+    refund_details,
+    refund_requested,
+    refund_settled_request,
+    with_redirect,
+    with_token,
+)
 from pgm.domain.statuses import PaymentKind, Status
 from pgm.observability.metrics import Metrics
 from pgm.outbox.writer import Destination, enqueue
@@ -20,6 +29,8 @@ from pgm.providers.base import PayResult, PayResultCode
 from pgm.services.settlement import PaymentChange, RefundChange
 from pgm.store.database import insert_row
 from pgm.store.models import Payment, Refund, SagaEvent
+
+log = logging.getLogger(__name__)
 
 SUBSCRIPTION_KINDS = frozenset(
     {PaymentKind.SUBSCRIPTION_SCHEDULE, PaymentKind.SUBSCRIPTION_START, PaymentKind.SUBSCRIPTION_PAY}
@@ -125,14 +136,32 @@ class SagaEvents:
             return
         details = refund_details(change.position.succeeded)
         status = change.transition.status
+        outcome: dict[str, Any] = {"refundDetails": details}
+        if refund.saga_id is None and status.is_final:
+            # A refund that started outside the saga: its refundRequested put its id in the metadata.
+            outcome["refundRequestData"] = refund_settled_request(refund.amount)
         if status is Status.PENDING:
-            await self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_PENDING, {"refundDetails": details})
+            await self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_PENDING, outcome)
         elif status is Status.FAILED:
-            payload = {"error": refund.description or "the refund failed", "refundDetails": details}
+            payload = {"error": refund.description or "the refund failed", **outcome}
             await self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_FAILED, payload)
         elif status is Status.ACCEPTED:
             event = Event.TOTAL_REFUND_EXECUTED if change.position.is_total else Event.PARTIAL_REFUND_EXECUTED
-            await self.emit(session, saga_id, refund.idempotency_key, event, {"refundDetails": details})
+            await self.emit(session, saga_id, refund.idempotency_key, event, outcome)
+
+    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+        """A refund of a saga's payment that no saga command asked for (the /v3 API, the provider's own
+        dashboard): the saga hears `refundRequested` first, so that the contract's machine moves to
+        REFUND_REQUESTED and can take the outcome event that follows. The refund command the Flow Manager
+        sends back on entering that state carries the refund's id and resolves to this refund."""
+        if payment.saga_id is None or refund.saga_id is not None:
+            return
+        log.info(
+            "refund started outside the saga",
+            extra={"sagaId": payment.saga_id, "refundId": refund.id, "amount": refund.amount},
+        )
+        payload = refund_requested(refund.amount, refund.id)
+        await self.emit(session, payment.saga_id, refund.idempotency_key, Event.REFUND_REQUESTED, payload)
 
     async def _find_saga_later(self, session: AsyncSession, payment: Payment, status: Status) -> None:
         """A payment the PGM did not start for a saga may still belong to one: the sender asks the CRUD

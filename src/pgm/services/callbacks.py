@@ -34,6 +34,7 @@ from pgm.providers.base import (
 from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database, insert_row
+from pgm.store.ids import new_id
 from pgm.store.models import Payment, ProviderCallback, ProviderEvent, Refund
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,9 @@ class CallbackService:
         unknown or the provider has not confirmed it. Returns True when the provider must be asked first:
         it would move a final status (a reversal), and `answer` is not there yet."""
         subject = await self._subject(session, adapter.name, notification)
+        if subject is None and notification.status is not None and notification.subject is Subject.REFUND:
+            # Only a signed refund status is enough to record a refund the PGM never asked for.
+            subject = await self._adopt_refund(session, adapter.name, notification)
         if subject is None:
             self._defer(event, "the payment is not known yet")
             self.metrics.callbacks.labels(adapter.name, "deferred").inc()
@@ -294,6 +298,60 @@ class CallbackService:
                 "providerSays": says,
             },
         )
+
+    async def _adopt_refund(
+        self, session: AsyncSession, provider: str, notification: Notification
+    ) -> tuple[Payment, Refund] | None:
+        """A refund of one of our payments that the PGM did not ask for (made in the provider's dashboard
+        or API) becomes one of the payment's refunds, so the refund arithmetic, the notifications and the
+        payment's saga follow the money. Not while a refund of ours on that payment still waits for the
+        provider's id: the notification may be about that one (a callback can beat the answer), so it
+        waits as before and is applied once the answer names it."""
+        if notification.amount is None or not notification.refund_id or not notification.payment_id:
+            return None
+        payment = await session.scalar(
+            _PAYMENT_BY_PROVIDER_ID, {"provider": provider, "payment_id": notification.payment_id}
+        )
+        if payment is None:
+            return None
+        locked = await self.database.lock_payment(session, payment.id)
+        assert locked is not None
+        unanswered = await session.scalar(
+            select(Refund.id)
+            .where(
+                Refund.payment_id == locked.id,
+                Refund.provider_refund_id.is_(None),
+                Refund.status.in_((Status.UNKNOWN.value, Status.PENDING.value)),
+            )
+            .limit(1)
+        )
+        if unanswered is not None:
+            return None
+        now = self.clock.now()
+        refund = Refund(
+            id=new_id("ref"),
+            payment_id=locked.id,
+            amount=notification.amount,
+            status=Status.UNKNOWN.value,
+            provider_refund_id=notification.refund_id,
+            # Deterministic: a second adoption of the same refund fails on the unique key.
+            idempotency_key=f"provider:{provider}:{notification.refund_id}",
+            saga_id=None,
+            created_at=now,
+            updated_at=now,
+            next_check_at=None,
+            check_attempts=0,
+        )
+        session.add(refund)
+        await session.flush()
+        note = "refund made at the provider, not through the PGM"
+        await self.settlement.record(session, locked, Status.UNKNOWN, Source.CALLBACK, note, refund=refund)
+        await self.settlement.refund_started(session, locked, refund)
+        log.info(
+            "refund made outside the PGM recorded",
+            extra={"provider": provider, "refundId": notification.refund_id, "amount": notification.amount},
+        )
+        return locked, refund
 
     async def any_deferred(self, session: AsyncSession, adapter: ProviderAdapter, subject_id: str) -> bool:
         """Whether notifications wait for this payment or refund (asked inside the caller's transaction)."""

@@ -55,6 +55,9 @@ class PaymentStatusNotifier:
         """A payment's status moved: notify; a reversal says which outcome it replaces."""
         await self.push(session, payment, reversedFrom=_reversed_from(change))
 
+    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+        """Reported through the status changes that follow."""
+
     async def refund_changed(
         self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
     ) -> None:

@@ -334,6 +334,8 @@ class PaymentService:
             await self.settlement.record(
                 session, locked, Status.UNKNOWN, Source.REQUEST, "refund requested", refund=refund
             )
+            if saga_id is None:
+                await self.settlement.refund_started(session, locked, refund)
             return refund, locked, True
 
     async def apply_refund_result(self, refund_id: str, result: RefundResult, source: Source) -> tuple[Refund, Payment]:

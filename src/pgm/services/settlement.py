@@ -67,6 +67,11 @@ class OutcomeListener(Protocol):
         """A refund's status moved."""
         ...
 
+    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+        """A refund that no saga command asked for was recorded (the /v3 API, or one the provider
+        reported): called before any status of it is applied."""
+        ...
+
 
 @dataclass(frozen=True)
 class ReconcilePolicy:
@@ -172,6 +177,11 @@ class Settlement:
                 await listener.refund_changed(session, payment, refund, change)
         self._schedule(refund, Status(refund.status), now)
         return moved
+
+    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+        """Tell the listeners about a refund no saga command asked for, before its first status."""
+        for listener in self.listeners:
+            await listener.refund_started(session, payment, refund)
 
     async def position(self, session: AsyncSession, payment: Payment) -> RefundPosition:
         """The payment's refund position, from its refunds in the order they were asked for."""

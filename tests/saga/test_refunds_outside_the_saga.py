@@ -1,0 +1,192 @@
+"""Refunds of a saga's payment that start outside the saga (the /v3 API, the provider's own refund API
+reported by its callback): the PGM sends `refundRequested` and then the outcome, the saga follows its
+money, and the refund command the Flow Manager sends back is that same refund, never a second one.
+
+Run with the shipped machine and with the contract's, under the deep and the shallow merge."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from pgm.devstack.flow_manager import pgm_saga_config
+from pgm.devstack.testing import wait_for
+from tests.support.contract_machine import contract_saga_config
+from tests.support.databases import fresh_database
+from tests.support.saga_stack import SagaStack, saga_stack
+
+MACHINES: dict[str, Callable[[str], dict[str, Any]]] = {"shipped": pgm_saga_config, "contract": contract_saga_config}
+PAID, PARTIALLY_REFUNDED, TOTALLY_REFUNDED = 1, 2, 3
+SANDBOX_API_KEY = "sk_sandbox_local"
+
+
+@pytest.fixture(scope="module", params=sorted(MACHINES))
+def machine(request: pytest.FixtureRequest) -> str:
+    """Which payment machine the Flow Manager runs."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def stack(backend: str, merge: str, machine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaStack]:
+    """CRUD stand-in, PGM and Flow Manager stand-in running `machine`, shared by the module."""
+    directory = tmp_path_factory.mktemp("refunds")
+    with (
+        fresh_database(backend, directory) as url,
+        saga_stack(url, directory, deep_merge=merge == "deep", machine=MACHINES[machine]) as running,
+    ):
+        yield running
+
+
+def paid_saga(stack: SagaStack, amount: int = 1000) -> tuple[str, dict[str, Any]]:
+    """A saga whose payment was executed at once."""
+    shop_transaction_id = f"order-{uuid.uuid4().hex[:10]}"
+    saga_id = stack.create_saga(
+        {
+            "amount": amount,
+            "currency": "EUR",
+            "provider": "sandbox",
+            "paymentMethod": "credit-cards",
+            "shopTransactionId": shop_transaction_id,
+            "payRequestData": {"providerData": {"sandboxOutcome": "OK"}},
+        }
+    )
+    stack.send_event(saga_id, "scheduleRequested")
+    saga = wait_settled(stack, saga_id, PAID, lambda metadata: bool(metadata.get("paymentId")))
+    return saga_id, saga
+
+
+def wait_settled(
+    stack: SagaStack, saga_id: str, business_state: int, metadata_ok: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Wait until the saga is in `business_state` with metadata that satisfies `metadata_ok` (state ids
+    differ between machines; business states do not)."""
+    seen: list[dict[str, Any]] = []
+
+    def settled() -> bool:
+        seen.append(stack.saga(saga_id))
+        return seen[-1]["businessStateId"] == business_state and metadata_ok(seen[-1]["metadata"])
+
+    try:
+        wait_for(settled, timeout=20, interval=0.05, what=f"saga {saga_id} in business state {business_state}")
+    except TimeoutError as exc:
+        last = seen[-1] if seen else {}
+        raise AssertionError(f"saga stayed in {last.get('currentState')} with {last.get('metadata')}") from exc
+    return seen[-1]
+
+
+def refunded(*amounts: int) -> Callable[[dict[str, Any]], bool]:
+    """The saga metadata lists exactly these refunds."""
+    expected = {"totalRefundedAmount": sum(amounts), "refundedAmounts": list(amounts)}
+    return lambda metadata: metadata.get("refundDetails") == expected
+
+
+def refund_commands(stack: SagaStack, saga_id: str, count: int) -> list[dict[str, Any]]:
+    """Wait until the PGM has run `count` refund commands of the saga; return them."""
+
+    def ran() -> list[dict[str, Any]]:
+        seen = stack.pgm.get(f"/-/sagas/{saga_id}").json()
+        return [c for c in seen["commands"] if c["route"] == "refund" and c["status"] == "DONE"]
+
+    wait_for(lambda: len(ran()) >= count, timeout=20, what=f"{count} refund commands run")
+    return ran()
+
+
+def sandbox_refunds(stack: SagaStack, saga: dict[str, Any]) -> list[tuple[int, str]]:
+    """The refunds the sandbox's own books hold for the saga's payment."""
+    books = stack.pgm.sandbox_payments(saga["metadata"]["shopTransactionId"])
+    assert len(books) == 1
+    return [(refund["amount"], refund["status"]) for refund in books[0]["refunds"]]
+
+
+def event_labels(stack: SagaStack, saga_id: str) -> list[str]:
+    """The events the PGM sent the saga, in order."""
+    return [event["label"] for event in stack.pgm.get(f"/-/sagas/{saga_id}").json()["events"]]
+
+
+def v3_refund(stack: SagaStack, payment_id: str, amount: int, outcome: str = "OK") -> dict[str, Any]:
+    """A back-office refund through the /v3 API."""
+    response = stack.pgm.post(
+        "/v3/sandbox/refund",
+        {"amount": amount, "currency": "EUR", "paymentId": payment_id, "providerData": {"sandboxOutcome": outcome}},
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_v3_refunds_move_the_saga_through_refund_requested(stack: SagaStack, machine: str) -> None:
+    saga_id, paid = paid_saga(stack)
+    payment_id = paid["metadata"]["paymentId"]
+
+    assert v3_refund(stack, payment_id, 400)["result"] == "OK"
+    saga = wait_settled(stack, saga_id, PARTIALLY_REFUNDED, refunded(400))
+    assert event_labels(stack, saga_id)[-2:] == ["refundRequested", "partialRefundExecuted"]
+    # The command the Flow Manager sent on entering REFUND_REQUESTED resolved to the refund already made.
+    [command] = refund_commands(stack, saga_id, 1)
+    assert "started outside the saga" in command["result"]
+
+    assert v3_refund(stack, payment_id, 600)["result"] == "OK"
+    saga = wait_settled(stack, saga_id, TOTALLY_REFUNDED, refunded(400, 600))
+    assert event_labels(stack, saga_id)[-2:] == ["refundRequested", "totalRefundExecuted"]
+    refund_commands(stack, saga_id, 2)
+    if machine == "contract":
+        states = [entry["state"] for entry in saga["history"]["states"]]
+        assert states[-4:] == [
+            "REFUND_REQUESTED",
+            "PARTIALLY_REFUNDED",
+            "SUBSEQUENT_REFUND_REQUESTED",
+            "TOTALLY_REFUNDED",
+        ]
+    assert sandbox_refunds(stack, saga) == [(400, "ACCEPTED"), (600, "ACCEPTED")]
+
+
+def test_a_refund_made_at_the_provider_reaches_the_saga_through_its_callback(stack: SagaStack, machine: str) -> None:
+    saga_id, paid = paid_saga(stack)
+    payment_id = paid["metadata"]["paymentId"]
+
+    # The provider's own refund API (its dashboard's), not the PGM: the PGM learns of it from the webhook.
+    response = httpx.post(
+        f"{stack.pgm.url}/sandbox/api/v1/payments/{payment_id}/refunds",
+        json={"amount": 300, "outcome": "OK"},
+        headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"},
+    )
+    assert response.status_code == 201, response.text
+    saga = wait_settled(stack, saga_id, PARTIALLY_REFUNDED, refunded(300))
+    assert event_labels(stack, saga_id)[-2:] == ["refundRequested", "partialRefundExecuted"]
+    refund_commands(stack, saga_id, 1)
+    if machine == "contract":
+        assert saga["currentState"] == "PARTIALLY_REFUNDED"
+
+    # A new refund asked through the saga afterwards is a new refund (the first one's id does not linger
+    # in the metadata under the deep merge).
+    stack.send_event(saga_id, "refundRequested", {"refundRequestData": {"amount": 200}})
+    saga = wait_settled(stack, saga_id, PARTIALLY_REFUNDED, refunded(300, 200))
+    assert sandbox_refunds(stack, saga) == [(300, "ACCEPTED"), (200, "ACCEPTED")]
+
+
+def test_the_refund_command_delivered_three_times_refunds_once(stack: SagaStack, machine: str) -> None:
+    saga_id, paid = paid_saga(stack)
+    refund_id = v3_refund(stack, paid["metadata"]["paymentId"], 400, outcome="PENDING")["refundId"]
+    # refundPending has no transition: the saga waits in REFUND_REQUESTED, its metadata as the command carried it.
+    [first] = refund_commands(stack, saga_id, 1)
+    waiting = stack.saga(saga_id)
+    assert waiting["metadata"]["refundRequestData"]["amount"] == 400
+    command = {"key": saga_id, "value": {"messageLabel": "refundRequested", "messagePayload": waiting["metadata"]}}
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: stack.pgm.post("/saga/refund", command), range(2)))
+    assert [answer.status_code for answer in answers] == [202, 202]
+    commands = refund_commands(stack, saga_id, 3)
+    assert {c["operationKey"] for c in commands} == {first["operationKey"]}
+
+    stack.pgm.decide(f"{stack.pgm.url}/sandbox/refunds/{refund_id}", "approve")
+    saga = wait_settled(stack, saga_id, PARTIALLY_REFUNDED, refunded(400))
+    if machine == "contract":
+        assert saga["currentState"] == "PARTIALLY_REFUNDED"
+    assert sandbox_refunds(stack, saga) == [(400, "ACCEPTED")]
+    assert event_labels(stack, saga_id)[-3:] == ["refundRequested", "refundPending", "partialRefundExecuted"]
