@@ -10,7 +10,9 @@ stripe-python 16.1.0 pins and the adapter sends as `Stripe-Version`):
 * Prices (create): https://docs.stripe.com/api/prices/create
 * Payment Links (create, retrieve, list, update): https://docs.stripe.com/api/payment-link
 * Refunds (create, retrieve, list): https://docs.stripe.com/api/refunds
-* Subscriptions (retrieve, cancel): https://docs.stripe.com/api/subscriptions
+* Subscriptions (retrieve, update `cancel_at`, cancel): https://docs.stripe.com/api/subscriptions,
+  https://docs.stripe.com/billing/subscriptions/cancel#cancel-at (billing periods from the billing
+  cycle anchor: https://docs.stripe.com/billing/subscriptions/billing-cycle)
 * Webhooks and their signature: https://docs.stripe.com/webhooks, https://docs.stripe.com/api/events
   (events can be retrieved by id: https://docs.stripe.com/api/events/retrieve)
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import calendar
 import hashlib
 import hmac
 import itertools
@@ -39,6 +42,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -205,6 +209,7 @@ class _State:
     # PaymentIntent or Subscription it creates on completion, and the recurring terms.
     session_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: list[dict[str, Any]] = field(default_factory=list)
     idempotency: dict[str, _Stored] = field(default_factory=dict)
     # A creation order for every object, since `created` has one-second resolution.
     order: dict[str, int] = field(default_factory=dict)
@@ -328,6 +333,36 @@ class StripeFake:
         with self._lock:
             return dict(self._state.subscriptions[subscription_id])
 
+    def renew(self, subscription_id: str) -> str:
+        """The subscription's billing period ends: Stripe cancels it if `cancel_at` has come, otherwise it bills
+        the next period (an invoice, `invoice.payment_succeeded`). Returns the subscription's status after."""
+        with self._lock:
+            subscription = self._state.subscriptions[subscription_id]
+            if subscription["status"] != "active":
+                raise ValueError(f"subscription {subscription_id} is {subscription['status']}, not active")
+            item = subscription["items"]["data"][0]
+            period_start = item["current_period_end"]
+            cancel_at = subscription["cancel_at"]
+            if cancel_at is not None and period_start >= cancel_at:
+                subscription.update(status="canceled", canceled_at=cancel_at, ended_at=cancel_at)
+                events = [self._event("customer.subscription.deleted", subscription)]
+            else:
+                period_end = _period_end(subscription["billing_cycle_anchor"], item["price"]["recurring"], period_start)
+                if cancel_at is not None:
+                    # The last period is cut at cancel_at (prorated when it falls inside it).
+                    period_end = min(period_end, cancel_at)
+                item.update(current_period_start=period_start, current_period_end=period_end)
+                invoice = self._invoice(subscription, "subscription_cycle")
+                events = [self._event("invoice.payment_succeeded", invoice)]
+            status = str(subscription["status"])
+        self._send(events)
+        return status
+
+    def invoices(self, subscription_id: str) -> list[dict[str, Any]]:
+        """Every invoice billed for a subscription, oldest first."""
+        with self._lock:
+            return [dict(i) for i in self._state.invoices if i["subscription"] == subscription_id]
+
     def sign(self, payload: bytes, timestamp: int | None = None, secret: str | None = None) -> str:
         """The `Stripe-Signature` header Stripe would send for `payload`."""
         moment = int(time.time()) if timestamp is None else timestamp
@@ -417,6 +452,7 @@ class StripeFake:
             Route("/v1/refunds/{id}", api(self._get_refund), methods=["GET"]),
             Route("/v1/events/{id}", api(self._get_event), methods=["GET"]),
             Route("/v1/subscriptions/{id}", api(self._get_subscription), methods=["GET"]),
+            Route("/v1/subscriptions/{id}", api(self._update_subscription), methods=["POST"]),
             Route("/v1/subscriptions/{id}", api(self._cancel_subscription), methods=["DELETE"]),
             Route("/c/pay/{id}", self._hosted_page, methods=["GET"]),
             Route("/b/{id}", self._hosted_page, methods=["GET"]),
@@ -903,6 +939,49 @@ class StripeFake:
             raise _no_such("subscription", path["id"])
         return subscription
 
+    def _update_subscription(self, path: dict[str, str], params: dict[str, Any]) -> dict[str, Any]:
+        # The parameters the PGM sends; anything else is refused rather than silently ignored.
+        subscription = self._get_subscription(path, {})
+        unknown = set(params) - {"cancel_at", "proration_behavior", "metadata"}
+        if unknown:
+            raise _invalid(sorted(unknown)[0], f"This fake does not implement updating {sorted(unknown)[0]}.")
+        if subscription["status"] in ("canceled", "incomplete_expired"):
+            raise _invalid(
+                "cancel_at", "A canceled subscription can only update its cancellation_details and metadata."
+            )
+        behaviour = params.get("proration_behavior")
+        if behaviour is not None and behaviour not in ("create_prorations", "none", "always_invoice"):
+            raise _invalid("proration_behavior", f"Invalid proration_behavior: {behaviour}")
+        if "cancel_at" in params:
+            if params["cancel_at"] == "":
+                subscription["cancel_at"] = None
+            else:
+                cancel_at = _integer(params, "cancel_at")
+                if cancel_at <= int(time.time()):
+                    raise _invalid("cancel_at", "cancel_at must be in the future.")
+                subscription["cancel_at"] = cancel_at
+        if "metadata" in params:
+            subscription["metadata"] = {**subscription["metadata"], **_metadata(params)}
+        return subscription
+
+    def _invoice(self, subscription: dict[str, Any], reason: str) -> dict[str, Any]:
+        item = subscription["items"]["data"][0]
+        invoice = {
+            "id": self._id("in"),
+            "object": "invoice",
+            "amount_paid": item["price"]["unit_amount"],
+            "billing_reason": reason,
+            "currency": subscription["currency"],
+            "parent": {"subscription_details": {"subscription": subscription["id"]}},
+            "period_start": item["current_period_start"],
+            "period_end": item["current_period_end"],
+            "status": "paid",
+            "subscription": subscription["id"],
+        }
+        self._state.invoices.append(invoice)
+        subscription["latest_invoice"] = invoice["id"]
+        return invoice
+
     def _cancel_subscription(self, path: dict[str, str], _: dict[str, Any]) -> dict[str, Any]:
         subscription = self._get_subscription(path, {})
         if subscription["status"] in ("canceled", "incomplete_expired"):
@@ -960,12 +1039,16 @@ class StripeFake:
             self._state.payment_intents[intent["id"]] = intent
             session["payment_intent"] = intent["id"]
         else:
+            now = int(time.time())
             subscription = {
                 "id": self._id("sub"),
                 "object": "subscription",
+                "billing_cycle_anchor": now,
+                "cancel_at": None,
                 "cancel_at_period_end": False,
                 "canceled_at": None,
-                "created": int(time.time()),
+                "created": now,
+                "start_date": now,
                 "currency": session["currency"],
                 "customer": session["customer"],
                 "ended_at": None,
@@ -974,16 +1057,19 @@ class StripeFake:
                     "data": [
                         {
                             "object": "subscription_item",
+                            "current_period_start": now,
+                            "current_period_end": _period_end(now, extras["recurring"], now),
                             "price": {"unit_amount": session["amount_total"], "recurring": extras["recurring"]},
                             "quantity": 1,
                         }
                     ],
                 },
-                "latest_invoice": self._id("in"),
+                "latest_invoice": None,
                 "metadata": extras["child_metadata"],
                 "status": "active",
             }
             self._state.subscriptions[subscription["id"]] = subscription
+            self._invoice(subscription, "subscription_create")
             session.update(subscription=subscription["id"], invoice=subscription["latest_invoice"])
         link = self._state.links.get(str(session.get("payment_link")))
         if link is not None and link["restrictions"]:
@@ -1012,6 +1098,28 @@ class StripeFake:
             for r in self._state.refunds.values()
             if r["payment_intent"] == intent_id and r["status"] == "succeeded"
         )
+
+
+def _period_end(anchor: int, recurring: dict[str, Any], period_start: int) -> int:
+    """The end of the billing period that starts at `period_start`: the next anchor date after it. Months
+    count from the billing cycle anchor, the day clamped to the month (anchor Jan 31: Feb 28, Mar 31...)."""
+    step = int(recurring.get("interval_count", 1))
+    interval = recurring["interval"]
+    if interval in ("day", "week"):
+        seconds = step * (7 if interval == "week" else 1) * 86400
+        return period_start + seconds
+    months = step * (12 if interval == "year" else 1)
+    start = datetime.fromtimestamp(anchor, UTC)
+    elapsed = 0
+    while True:
+        elapsed += months
+        index = start.month - 1 + elapsed
+        year, month = start.year + index // 12, index % 12 + 1
+        moment = int(
+            start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1])).timestamp()
+        )
+        if moment > period_start:
+            return moment
 
 
 @contextmanager

@@ -125,13 +125,18 @@ def test_the_providers_subscription_kind_through_the_saga(rig: tuple[SagaStack, 
     stack, fake = rig
     if provider == "stripe":
         data = metadata(provider, type="SUBSCRIPTION")
-        data["payRequestData"]["subscriptionInfo"] = {"interval": "MONTH", "intervalCount": 1}
+        data["payRequestData"]["subscriptionInfo"] = {"interval": "MONTH", "intervalCount": 1, "expiresAfter": 2}
         saga_id = stack.create_saga(data)
         stack.send_event(saga_id, "subscriptionScheduledRequested")
         pending = stack.wait_state(saga_id, "PAYMENT_PENDING")
         fake.approve(pending["metadata"]["paymentId"])
         saga = stack.wait_state(saga_id, "PAYMENT_EXECUTED")
-        assert saga["metadata"]["payRequestData"]["subscriptionInfo"]["token"].startswith("sub_")
+        token = saga["metadata"]["payRequestData"]["subscriptionInfo"]["token"]
+        assert token.startswith("sub_")
+        # expiresAfter (Mia's maximum number of payments) reached Stripe: two invoices, then the end.
+        assert fake.subscription(token)["cancel_at"] is not None
+        assert [fake.renew(token), fake.renew(token)] == ["active", "canceled"]
+        assert len(fake.invoices(token)) == 2
     elif provider == "adyen":
         data = metadata(provider, type="SUBSCRIPTION")
         data["payRequestData"]["subscriptionInfo"] = {"interval": "MONTH", "intervalCount": 1}

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +255,40 @@ def test_monthly_subscription_is_scheduled_checked_and_expired(
     assert stripe_pgm.get(f"/v3/stripe/subscription/status/{token}").json()["status"] == "CANCELED"
     # Expiring again (the older POST form) is harmless.
     assert stripe_pgm.post(f"/v3/stripe/subscription/expire/{token}", None).status_code == 200
+
+
+def test_a_subscription_with_expires_after_bills_that_many_periods_then_ends(
+    stripe_pgm: PgmProcess, fake: StripeFake, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    body = {**pay_body(shop_id, amount=990), "subscriptionInfo": {"interval": "MONTH", "expiresAfter": 3}}
+    answer = stripe_pgm.post("/v3/stripe/credit-cards/subscription/schedule", body)
+    assert answer.status_code == 200, answer.text
+    fake.approve(answer.json()["paymentId"])
+    wait_for_status(notifications, shop_id, "ACCEPTED")
+    [session] = fake.payments(shop_id)
+    token = session["subscription"]
+    subscription = fake.subscription(token)
+    # The webhook that completed the session gave the subscription its end: the anchor plus three months.
+    anchor = datetime.fromtimestamp(subscription["billing_cycle_anchor"], UTC)
+    months = anchor.month - 1 + 3
+    year, month = anchor.year + months // 12, months % 12 + 1
+    end = anchor.replace(year=year, month=month, day=min(anchor.day, calendar.monthrange(year, month)[1]))
+    assert subscription["cancel_at"] == int(end.timestamp())
+    assert fake.renew(token) == "active"
+    assert fake.renew(token) == "active"
+    assert fake.renew(token) == "canceled"
+    assert len(fake.invoices(token)) == 3
+    assert stripe_pgm.get(f"/v3/stripe/subscription/status/{token}").json()["status"] == "CANCELED"
+
+
+@pytest.mark.parametrize("expires_after", ["3", 0, -1, 2.5, True, 1001])
+def test_expires_after_must_be_a_number_of_payments(
+    stripe_pgm: PgmProcess, shop_id: str, expires_after: object
+) -> None:
+    body = {**pay_body(shop_id), "subscriptionInfo": {"interval": "MONTH", "expiresAfter": expires_after}}
+    answer = stripe_pgm.post("/v3/stripe/credit-cards/subscription/schedule", body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "subscriptionInfo.expiresAfter"
 
 
 def test_subscription_status_of_an_unknown_token_is_not_found(stripe_pgm: PgmProcess) -> None:

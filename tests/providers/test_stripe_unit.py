@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -261,11 +262,6 @@ def test_callback_answer_is_a_2xx() -> None:
         (Operation.PAY, {"provider_data": {"productName": ""}}, "providerData.productName"),
         (Operation.PAY, {"provider_data": {"productName": "x" * 251}}, "providerData.productName"),
         (Operation.PAY, {"provider_data": {"buyerEmail": "nobody"}}, "providerData.buyerEmail"),
-        (
-            Operation.SUBSCRIPTION_SCHEDULE,
-            {"subscription": SubscriptionInfo(interval=Interval.MONTH, expires_after="2027-01-01")},
-            "subscriptionInfo.expiresAfter",
-        ),
         (Operation.PAY_BY_LINK, {"payment_method": "satispay"}, "paymentMethod"),
         (
             Operation.SUBSCRIPTION_SCHEDULE,
@@ -313,3 +309,24 @@ def test_fake_decodes_stripe_form_encoding_like_the_sdk_sends_it() -> None:
         "metadata": {"shopTransactionId": "o-1"},
         "expand": ["a", "b"],
     }
+
+
+def _utc(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+@pytest.mark.parametrize(
+    ("anchor", "recurring", "payments", "end"),
+    [
+        ("2027-01-31T10:00:00", {"interval": "month", "interval_count": 1}, 1, "2027-02-28T10:00:00"),
+        ("2027-01-31T10:00:00", {"interval": "month", "interval_count": 1}, 3, "2027-04-30T10:00:00"),
+        ("2027-11-15T00:00:00", {"interval": "month", "interval_count": 2}, 3, "2028-05-15T00:00:00"),
+        ("2028-02-29T00:00:00", {"interval": "year", "interval_count": 1}, 1, "2029-02-28T00:00:00"),
+        ("2027-03-01T00:00:00", {"interval": "week", "interval_count": 2}, 2, "2027-03-29T00:00:00"),
+    ],
+)
+def test_a_subscription_ends_after_that_many_billing_periods_from_its_anchor(
+    anchor: str, recurring: dict[str, Any], payments: int, end: str
+) -> None:
+    subscription = {"billing_cycle_anchor": _utc(anchor), "items": {"data": [{"price": {"recurring": recurring}}]}}
+    assert adapter_module._end_after(subscription, payments) == _utc(end)

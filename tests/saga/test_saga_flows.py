@@ -87,6 +87,15 @@ def test_subscription_schedule_gives_the_subscription_token(stack: SagaStack) ->
     assert saga["commands"][0]["url"].endswith("/saga/subscription/schedule")
 
 
+def test_expires_after_that_is_not_a_number_of_payments_fails_the_saga_naming_it(stack: SagaStack) -> None:
+    data = metadata("OK", type="SUBSCRIPTION")
+    data["payRequestData"]["subscriptionInfo"] = {"interval": "MONTH", "expiresAfter": "2027-01-01"}
+    saga_id = stack.create_saga(data)
+    stack.send_event(saga_id, "subscriptionScheduledRequested")
+    saga = stack.wait_state(saga_id, "PAYMENT_FAILED")
+    assert "expiresAfter must be an integer" in saga["metadata"]["error"]
+
+
 def test_subscription_start_then_pay_with_the_stored_token(stack: SagaStack) -> None:
     data = metadata("OK", type="SUBSCRIPTION")
     data["payRequestData"]["subscriptionInfo"] = {"interval": "MONTH", "intervalCount": 1}

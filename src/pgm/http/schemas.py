@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from pgm.domain.money import MAX_AMOUNT, currency_problem
-from pgm.providers.base import Interval, SubscriptionInfo
+from pgm.providers.base import MAX_SUBSCRIPTION_PAYMENTS, Interval, SubscriptionInfo
 
 MAX_URL_LENGTH = 2048
 
@@ -51,7 +51,8 @@ class SubscriptionInfoBody(Body):
     token: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     interval: Interval | None = None
     intervalCount: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None  # noqa: N815
-    expiresAfter: Annotated[str, Field(max_length=64)] | None = None  # noqa: N815
+    # The maximum number of payments of the subscription, as Mia's PGM documents it.
+    expiresAfter: Annotated[StrictInt, Field(ge=1, le=MAX_SUBSCRIPTION_PAYMENTS)] | None = None  # noqa: N815
 
     def to_domain(self) -> SubscriptionInfo:
         """The adapter-facing dataclass."""

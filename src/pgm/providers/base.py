@@ -73,6 +73,10 @@ class PayResultCode(enum.StrEnum):
         }[self]
 
 
+# The largest expiresAfter accepted: a thousand payments is over 80 years of monthly payments.
+MAX_SUBSCRIPTION_PAYMENTS = 1000
+
+
 @dataclass(frozen=True)
 class SubscriptionInfo:
     """Subscription terms, or the stored token for a merchant-initiated payment."""
@@ -80,7 +84,8 @@ class SubscriptionInfo:
     token: str | None = None
     interval: Interval | None = None
     interval_count: int | None = None
-    expires_after: str | None = None
+    # The maximum number of payments (Mia's type): a provider that bills by itself stops after that many.
+    expires_after: int | None = None
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ UNKNOWN and settled by a lookup (spec 04), never by a blind retry.
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import stripe
@@ -72,6 +74,8 @@ PRODUCT_NAME_MAX = 250
 METADATA_SHOP_ID = "shopTransactionId"
 METADATA_KEY = "pgmIdempotencyKey"
 METADATA_PAYMENT_ID = "pgmPaymentId"
+# subscriptionInfo.expiresAfter, carried by the session and the subscription until the subscription gets its end.
+METADATA_EXPIRES_AFTER = "pgmExpiresAfter"
 
 CAPABILITIES = Capabilities(
     operations=frozenset(
@@ -182,11 +186,6 @@ class StripeAdapter(ProviderAdapter):
             raise InvalidProviderData(
                 "successRedirectUrl is required: Stripe Checkout sends the payer back there", field="successRedirectUrl"
             )
-        if request.subscription is not None and request.subscription.expires_after:
-            raise InvalidProviderData(
-                "Stripe Checkout cannot end a subscription at creation; expire it with subscription/expire instead",
-                field="subscriptionInfo.expiresAfter",
-            )
         if operation is Operation.PAY_BY_LINK and request.payment_method not in (
             *PAYMENT_METHOD_TYPES,
             "pay-by-link",
@@ -261,7 +260,11 @@ class StripeAdapter(ProviderAdapter):
         if not payment_id.startswith("cs_"):
             raise ProviderRejected(f"{payment_id!r} is not a Stripe Checkout Session or Payment Link id")
         session = await self._call(self._client.v1.checkout.sessions.retrieve_async(payment_id))
-        return _session_lookup(session)
+        lookup = _session_lookup(session)
+        if lookup.status is Status.ACCEPTED:
+            # A status check may be the first the PGM hears of a completed subscription (no webhook).
+            await self._bound_subscription(session)
+        return lookup
 
     async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
         """Find what we created with this key: a recent Checkout Session, else a Payment Link."""
@@ -349,7 +352,10 @@ class StripeAdapter(ProviderAdapter):
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidCallback("the callback is not a Stripe event") from exc
         if event_type in SESSION_EVENTS:
-            return _session_notification(event_id, event_type, obj)
+            notifications = _session_notification(event_id, event_type, obj)
+            if event_type == "checkout.session.completed":
+                await self._bound_subscription(obj)
+            return notifications
         if event_type in REFUND_EVENTS and isinstance(obj.get("id"), str):
             return [
                 Notification(
@@ -362,6 +368,36 @@ class StripeAdapter(ProviderAdapter):
             ]
         # Renewal invoices and other events change no payment of ours: acknowledged, nothing to apply.
         return []
+
+    async def _bound_subscription(self, session: Mapping[str, Any]) -> None:
+        """End a subscription created with expiresAfter after that many billing periods.
+
+        Checkout cannot give a subscription an end when it creates it, so the count travels in the
+        session's and the subscription's metadata, and once the subscription exists it gets `cancel_at` =
+        billing cycle anchor + expiresAfter periods: Stripe bills exactly expiresAfter invoices, then
+        cancels at the end of the last period. Idempotent: a subscription that already ends is left alone.
+        """
+        if (session.get("metadata") or {}).get(METADATA_EXPIRES_AFTER) is None:
+            return
+        subscription_id = session.get("subscription")
+        if isinstance(subscription_id, dict):
+            subscription_id = subscription_id.get("id")
+        if not isinstance(subscription_id, str) or not subscription_id:
+            return
+        subscription = await self._call(self._client.v1.subscriptions.retrieve_async(subscription_id))
+        if subscription.get("cancel_at") or subscription.get("status") in ("canceled", "incomplete_expired"):
+            return
+        raw_count = (subscription.get("metadata") or {}).get(METADATA_EXPIRES_AFTER)
+        if not isinstance(raw_count, str) or not raw_count.isdigit() or int(raw_count) < 1:
+            return
+        count = int(raw_count)
+        await self._call(
+            self._client.v1.subscriptions.update_async(
+                subscription_id,
+                {"cancel_at": _end_after(subscription, count), "proration_behavior": "none"},
+                {"idempotency_key": f"{subscription_id}-end-after-{count}"},
+            )
+        )
 
     async def _fetched_event(self, body: bytes) -> dict[str, Any]:
         """Without a webhook secret nothing in the body can be trusted but the event id it names: the event
@@ -402,6 +438,10 @@ class StripeAdapter(ProviderAdapter):
         # Copied to what Stripe creates on completion, so refunds and renewals carry our reference too.
         child = "payment_intent_data" if mode == "payment" else "subscription_data"
         params[child] = {"metadata": {METADATA_SHOP_ID: request.shop_transaction_id}}
+        expires_after = request.subscription.expires_after if request.subscription else None
+        if mode == "subscription" and expires_after:
+            params["metadata"][METADATA_EXPIRES_AFTER] = str(expires_after)
+            params[child]["metadata"][METADATA_EXPIRES_AFTER] = str(expires_after)
         if request.failure_redirect_url:
             params["cancel_url"] = request.failure_redirect_url
         email = _buyer_email(request)
@@ -564,6 +604,35 @@ def _interval_count(request: PayRequest) -> int:
             field="subscriptionInfo.intervalCount",
         )
     return count
+
+
+def _add_months(moment: int, months: int) -> int:
+    """`moment` plus whole months, the day clamped to the month's length as Stripe bills (Jan 31 → Feb 28)."""
+    start = datetime.fromtimestamp(moment, UTC)
+    index = start.month - 1 + months
+    year, month = start.year + index // 12, index % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return int(start.replace(year=year, month=month, day=day).timestamp())
+
+
+def _end_after(subscription: Mapping[str, Any], payments: int) -> int:
+    """When a subscription has billed `payments` periods: its billing cycle anchor plus that many intervals."""
+    anchor = subscription.get("billing_cycle_anchor")
+    try:
+        recurring = subscription["items"]["data"][0]["price"]["recurring"]
+        interval, interval_count = str(recurring["interval"]), int(recurring.get("interval_count") or 1)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise OutcomeUnknown("Stripe answered a subscription without its billing interval") from exc
+    if not isinstance(anchor, int):
+        raise OutcomeUnknown("Stripe answered a subscription without its billing cycle anchor")
+    periods = payments * interval_count
+    if interval == "month":
+        return _add_months(anchor, periods)
+    if interval == "year":
+        return _add_months(anchor, 12 * periods)
+    if interval in ("week", "day"):
+        return anchor + periods * (7 if interval == "week" else 1) * 24 * 3600
+    raise OutcomeUnknown(f"Stripe answered a subscription with the unknown interval {interval!r}")
 
 
 def _metadata(request: PayRequest) -> dict[str, str]:

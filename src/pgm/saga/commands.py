@@ -36,6 +36,7 @@ from pgm.domain.saga import (
 from pgm.domain.statuses import Status
 from pgm.observability.metrics import Metrics
 from pgm.providers.base import (
+    MAX_SUBSCRIPTION_PAYMENTS,
     Interval,
     InvalidProviderData,
     Operation,
@@ -329,9 +330,17 @@ class SagaCommands:
         count = info.get("intervalCount", 1)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise CannotSucceed("payRequestData.subscriptionInfo.intervalCount must be a positive integer")
-        return SubscriptionInfo(
-            token=token, interval=interval, interval_count=count, expires_after=_text(info.get("expiresAfter"))
-        )
+        expires_after = info.get("expiresAfter")
+        if expires_after is not None and (
+            isinstance(expires_after, bool)
+            or not isinstance(expires_after, int)
+            or not 1 <= expires_after <= MAX_SUBSCRIPTION_PAYMENTS
+        ):
+            raise CannotSucceed(
+                "payRequestData.subscriptionInfo.expiresAfter must be an integer from 1 to "
+                f"{MAX_SUBSCRIPTION_PAYMENTS} (the maximum number of payments)"
+            )
+        return SubscriptionInfo(token=token, interval=interval, interval_count=count, expires_after=expires_after)
 
     async def _refund(self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter) -> tuple[str, str]:
         assert saga.payment_id is not None
