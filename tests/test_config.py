@@ -79,3 +79,61 @@ def test_enabled_provider_with_missing_variables_is_named() -> None:
 def test_database_urls_pick_our_driver() -> None:
     assert normalise_database_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
     assert normalise_database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [
+        ("info", "INFO"),
+        ("warn", "WARNING"),
+        ("Trace", "DEBUG"),
+        ("ALL", "DEBUG"),
+        ("FINEST", "DEBUG"),
+        ("CONFIG", "INFO"),
+        ("SEVERE", "ERROR"),
+        ("fatal", "CRITICAL"),
+        ("OFF", "CRITICAL"),
+        ("silent", "CRITICAL"),
+    ],
+)
+def test_the_old_pgms_log_levels_are_read(value: str, level: str) -> None:
+    assert load_settings({"LOG_LEVEL": value}).log_level == level
+
+
+@pytest.mark.parametrize(
+    ("value", "level", "warned"),
+    [
+        (None, "none", False),
+        ("none", "none", False),
+        ("BASIC", "basic", False),
+        ("headers", "basic", True),
+        ("body", "basic", True),
+        ("verbose", "none", True),
+    ],
+)
+def test_http_log_level_is_honoured_without_ever_logging_headers_or_bodies(
+    value: str | None, level: str, warned: bool
+) -> None:
+    settings = load_settings({} if value is None else {"HTTP_LOG_LEVEL": value})
+    assert settings.http_log_level == level
+    assert any(w.startswith("HTTP_LOG_LEVEL") for w in settings.warnings) is warned
+
+
+def test_variables_that_mean_nothing_here_are_accepted_with_a_warning_naming_them() -> None:
+    settings = load_settings(
+        {
+            "SUBSCRIPTION_HANDLER_URL": "http://subscription-handler",
+            "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN": "5",
+            "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH": "/config/methods.json",
+            "BRAINTREE_MERCHANT_ID": "m",
+            "SCALAPAY_API_KEY": "k",
+        }
+    )
+    assert [w.split(" is ignored", 1)[0].split(" are ignored", 1)[0] for w in settings.warnings] == [
+        "SUBSCRIPTION_HANDLER_URL",
+        "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN",
+        "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH",
+        "BRAINTREE_MERCHANT_ID",
+        "SCALAPAY_API_KEY",
+    ]
+    assert load_settings({}).warnings == ()

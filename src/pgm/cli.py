@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -28,7 +29,9 @@ def serve(_arguments: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         sys.stderr.write(f"pgm: configuration error: {exc}\n")
         return 2
-    pgm_logging.configure(settings.log_level)
+    pgm_logging.configure(settings.log_level, settings.http_log_level)
+    for warning in settings.warnings:
+        logging.getLogger("pgm.configuration").warning(warning)
     from pgm.http.app import create_app
 
     app = create_app(settings)

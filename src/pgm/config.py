@@ -37,6 +37,10 @@ class Settings:
 
     http_port: int = DEFAULT_HTTP_PORT
     log_level: str = "INFO"
+    # Mia's HTTP_LOG_LEVEL: `basic` logs each request to a provider, the Flow Manager and the notified services.
+    http_log_level: str = "none"
+    # What the environment sets that this PGM reads differently or not at all: logged at start-up.
+    warnings: tuple[str, ...] = ()
     enabled_providers: tuple[str, ...] = ("sandbox",)
     payment_callback_url: str | None = None
     public_url: str = f"http://localhost:{DEFAULT_HTTP_PORT}"
@@ -173,6 +177,87 @@ def database_url_from(env: Mapping[str, str]) -> str:
     return url
 
 
+# LOG_LEVEL as the old PGM (Quarkus: JBoss and java.util.logging names) and Mia's Node services (pino) spell
+# it, case-insensitively, to the level it means here.
+LOG_LEVELS = {
+    "ALL": "DEBUG",
+    "TRACE": "DEBUG",
+    "FINEST": "DEBUG",
+    "FINER": "DEBUG",
+    "FINE": "DEBUG",
+    "DEBUG": "DEBUG",
+    "CONFIG": "INFO",
+    "INFO": "INFO",
+    "WARN": "WARNING",
+    "WARNING": "WARNING",
+    "ERROR": "ERROR",
+    "SEVERE": "ERROR",
+    "FATAL": "CRITICAL",
+    "CRITICAL": "CRITICAL",
+    "OFF": "CRITICAL",
+    "SILENT": "CRITICAL",
+}
+HTTP_LOG_LEVELS = ("none", "basic", "headers", "body")
+# Variables of the old PGM that mean nothing here: accepted, and a warning says why.
+WITHOUT_MEANING = {
+    "SUBSCRIPTION_HANDLER_URL": "this PGM calls no Subscription Handler: further payments of a merchant-managed "
+    "subscription are asked for with /saga/subscription/pay or /v3/{provider}/{paymentMethod}/subscription/pay",
+    "ADAPTIVE_CHECKOUT_CRUD_URL": "this PGM has no Adaptive Checkout (no /saga/payment-methods): the saga's "
+    "metadata names provider and paymentMethod",
+    "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN": "this PGM has no Adaptive Checkout, so nothing is cached",
+    "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH": "this PGM has no dynamic payment methods (no /payment-methods): the "
+    "request names provider and paymentMethod",
+    "PAYMENT_METHODS": "this PGM has no /payment-methods API",
+}
+# Providers the old PGM had and this one does not ship: their variables are read by nobody.
+NOT_SHIPPED = (
+    "AXERVE",
+    "BRAINTREE",
+    "FLOWPAY",
+    "FNMPAY",
+    "GESTPAY",
+    "NEXI",
+    "SAFECHARGE",
+    "SCALAPAY",
+    "SOISY",
+    "UNICREDIT",
+)
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    if raw not in LOG_LEVELS:
+        raise ConfigurationError(f"LOG_LEVEL {raw!r} is not a log level (one of {', '.join(LOG_LEVELS)})")
+    return LOG_LEVELS[raw]
+
+
+def _http_log_level(env: Mapping[str, str]) -> tuple[str, list[str]]:
+    raw = (env.get("HTTP_LOG_LEVEL") or "none").strip().lower()
+    if raw not in HTTP_LOG_LEVELS:
+        return "none", [
+            f"HTTP_LOG_LEVEL {raw!r} is not one of {', '.join(HTTP_LOG_LEVELS)}: outgoing requests are not logged"
+        ]
+    if raw in ("headers", "body"):
+        # Provider requests carry API keys and card data: never written to a log, whatever is asked.
+        return "basic", [
+            f"HTTP_LOG_LEVEL={raw} logs outgoing requests as `basic` does (method, URL, status): headers and "
+            "bodies carry secrets and card data and are never logged"
+        ]
+    return raw, []
+
+
+def _old_pgm_variables_without_meaning(env: Mapping[str, str]) -> list[str]:
+    warnings = [f"{name} is ignored: {why}" for name, why in WITHOUT_MEANING.items() if env.get(name)]
+    for provider in NOT_SHIPPED:
+        names = sorted(name for name in env if name.startswith(f"{provider}_") and env[name])
+        if names:
+            warnings.append(
+                f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} ignored: provider {provider.lower()} is not "
+                "shipped (plug it in as an external provider service, see EXTERNAL_PROVIDERS_CONFIG)"
+            )
+    return warnings
+
+
 def normalise_database_url(url: str) -> str:
     """Accept the usual `postgresql://` spelling and pick the driver we ship (psycopg 3)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -192,9 +277,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if flow_manager_url and not saga_crud_url:
         raise ConfigurationError("SAGA_CRUD_URL is required when FLOW_MANAGER_URL is set")
     database_url = database_url_from(env)
-    log_level = (env.get("LOG_LEVEL") or "INFO").upper()
-    if log_level not in {"DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "TRACE", "FATAL", "SILENT"}:
-        raise ConfigurationError(f"LOG_LEVEL {log_level!r} is not a log level")
+    log_level = _log_level(env)
+    http_log_level, warnings = _http_log_level(env)
+    warnings += _old_pgm_variables_without_meaning(env)
     external = _external_services(env.get("EXTERNAL_PROVIDERS_CONFIG"))
     provider_timeout = _float(env, "PGM_PROVIDER_TIMEOUT_SECONDS", 10.0)
     reconcile_after = _float(env, "PGM_RECONCILE_AFTER_SECONDS", 60.0)
@@ -204,6 +289,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     return Settings(
         http_port=port,
         log_level=log_level,
+        http_log_level=http_log_level,
+        warnings=tuple(warnings),
         enabled_providers=providers,
         payment_callback_url=_url(env, "PAYMENT_CALLBACK_URL"),
         public_url=(env.get("PGM_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/"),

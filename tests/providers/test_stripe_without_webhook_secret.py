@@ -1,6 +1,8 @@
-"""Stripe with the old PGM's environment (STRIPE_PRIVATE_KEY and STRIPE_BASE_URL, no STRIPE_WEBHOOK_SECRET):
-the PGM starts, and a webhook is trusted only through the event Stripe's API returns for the id it names,
-so a forged body changes nothing. Over real HTTP: a real PGM process and the Stripe fake."""
+"""The old PGM's environment, unchanged: Stripe with STRIPE_PRIVATE_KEY and STRIPE_BASE_URL and no
+STRIPE_WEBHOOK_SECRET, Mia's LOG_LEVEL and HTTP_LOG_LEVEL values, and variables that mean nothing here.
+The PGM starts, says what it reads differently, and a Stripe webhook is trusted only through the event
+Stripe's API returns for the id it names, so a forged body changes nothing. Over real HTTP: a real PGM
+process and the Stripe fake."""
 
 from __future__ import annotations
 
@@ -31,6 +33,14 @@ def stripe_pgm(
     """A PGM configured as Mia's PGM was: no webhook secret."""
     directory = tmp_path_factory.mktemp("pgm-stripe-no-secret")
     mia_environment = {key: value for key, value in fake.env().items() if key != "STRIPE_WEBHOOK_SECRET"}
+    mia_environment.update(
+        LOG_LEVEL="info",
+        HTTP_LOG_LEVEL="body",
+        SUBSCRIPTION_HANDLER_URL="http://subscription-handler",
+        ADAPTIVE_CHECKOUT_CRUD_URL="http://crud-service/adaptive-checkout",
+        AXERVE_API_KEY="axerve-key-never-used",
+        AXERVE_SHOP_LOGIN="GESPAY0001",
+    )
     with fresh_database(backend, directory) as url:
         process = PgmProcess(
             url,
@@ -68,6 +78,37 @@ def forged(payment_id: str, event_id: str) -> bytes:
 def test_stripe_starts_without_the_webhook_secret_and_says_how_webhooks_are_trusted(stripe_pgm: PgmProcess) -> None:
     assert stripe_pgm.get("/-/ready").status_code == 200
     assert "STRIPE_WEBHOOK_SECRET is not set" in stripe_pgm.log_tail(200)
+
+
+def test_the_old_pgms_variables_are_accepted_and_what_means_nothing_here_is_named(stripe_pgm: PgmProcess) -> None:
+    warnings = [
+        json.loads(line)["event"]
+        for line in stripe_pgm.log_path.read_text().splitlines()
+        if line.startswith("{") and json.loads(line).get("logger") == "pgm.configuration"
+    ]
+    assert any(
+        w.startswith("SUBSCRIPTION_HANDLER_URL is ignored: this PGM calls no Subscription Handler") for w in warnings
+    )
+    assert any(w.startswith("ADAPTIVE_CHECKOUT_CRUD_URL is ignored") for w in warnings)
+    assert any(
+        w.startswith("AXERVE_API_KEY, AXERVE_SHOP_LOGIN are ignored: provider axerve is not shipped") for w in warnings
+    )
+    assert any(w.startswith("HTTP_LOG_LEVEL=body logs outgoing requests as `basic` does") for w in warnings)
+
+
+def test_http_log_level_logs_each_request_to_the_provider_and_never_its_secrets(
+    stripe_pgm: PgmProcess, fake: StripeFake, shop_id: str
+) -> None:
+    pay(stripe_pgm, shop_id)
+    log = stripe_pgm.log_path.read_text()
+    requests = [
+        json.loads(line)["event"]
+        for line in log.splitlines()
+        if line.startswith("{") and json.loads(line).get("logger") == "httpx"
+    ]
+    assert any(f"POST {fake.base_url}/v1/checkout/sessions" in line and "200 OK" in line for line in requests)
+    assert fake.secret_key not in log
+    assert shop_id not in "".join(requests)
 
 
 def test_a_webhook_is_applied_through_the_event_fetched_from_stripe(

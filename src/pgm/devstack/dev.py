@@ -360,6 +360,7 @@ def banner(urls: StackUrls, settings: Settings, options: StackOptions, ignored: 
         f"  API token        {token}",
     ]
     lines.extend(f"  note: {name} from the environment is ignored; pgm dev wires its own stand-ins" for name in ignored)
+    lines.extend(f"  note: {warning}" for warning in settings.warnings)
     lines += ["", "  Try it: pgm demo    Stop: Ctrl-C", ""]
     return "\n".join(lines)
 

@@ -10,13 +10,16 @@ from typing import Any
 
 import structlog
 
+from pgm.config import LOG_LEVELS
+
 # Keys whose values must never reach a log line, whatever logs them.
 SECRET_KEY = re.compile(
     r"(authorization|secret|password|passwd|api[_-]?key|private[_-]?key|signature|cookie|"
     r"card[_-]?number|encrypted|cvv|cvc|iban|hmac)",
     re.IGNORECASE,
 )
-LEVELS = {"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL", "SILENT": "CRITICAL"}
+# Every spelling LOG_LEVEL accepts (the old PGM's included), to the stdlib level it means.
+LEVELS = LOG_LEVELS
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -32,8 +35,11 @@ def _clean(key: str, value: Any) -> Any:
     return value
 
 
-def configure(level: str) -> None:
-    """Route stdlib logging (ours, uvicorn's, SQLAlchemy's) through one JSON renderer on stdout."""
+def configure(level: str, http_log_level: str = "none") -> None:
+    """Route stdlib logging (ours, uvicorn's, SQLAlchemy's) through one JSON renderer on stdout.
+
+    `http_log_level` is the old PGM's HTTP_LOG_LEVEL: `basic` logs every outgoing HTTP request (method,
+    URL, status) through httpx's own log line, whatever LOG_LEVEL is; anything else logs none."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -54,9 +60,11 @@ def configure(level: str) -> None:
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(LEVELS.get(level, level))
+    root.setLevel(LEVELS.get(level.upper(), level))
     for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "alembic", "stripe"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if http_log_level == "basic":
+        logging.getLogger("httpx").setLevel(logging.INFO)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
