@@ -50,9 +50,9 @@ class RequestContext:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            route_name = getattr(route, "path", "unmatched")
-            self.metrics.http_requests.labels(scope["method"], route_name, str(status_holder["status"])).inc()
-            self.metrics.http_latency.labels(scope["method"], route_name).observe(elapsed)
+            self.metrics.observe_request(
+                scope["method"], getattr(route, "path", None), status_holder["status"], elapsed
+            )
             if not scope["path"].startswith("/-/"):
                 log.info(
                     "request",

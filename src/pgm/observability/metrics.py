@@ -3,7 +3,7 @@ so several apps in one process (tests) never collide."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 
 class Metrics:
@@ -62,3 +62,25 @@ class Metrics:
             "pgm_saga_commands_total", "Saga commands received", ["command", "result"], registry=self.registry
         )
         self.saga_events = Counter("pgm_saga_events_total", "Saga events emitted", ["event"], registry=self.registry)
+        # The old PGM's HTTP server timer, as Quarkus' Micrometer Prometheus registry exports it (its
+        # _count and _sum), so dashboards and alerts built on it keep working after a switch.
+        self.old_pgm_http_server = Summary(
+            "http_server_requests_seconds",
+            "HTTP requests answered, as the old PGM exported them (Micrometer names and labels)",
+            ["method", "outcome", "status", "uri"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """One answered request, in our series and in the old PGM's."""
+        self.http_requests.labels(method, route or "unmatched", str(status)).inc()
+        self.http_latency.labels(method, route or "unmatched").observe(seconds)
+        # Micrometer's uri is the route template; NOT_FOUND or UNKNOWN when no route matched.
+        uri = route or ("NOT_FOUND" if status == 404 else "UNKNOWN")
+        self.old_pgm_http_server.labels(method, _outcome(status), str(status), uri).observe(seconds)
+
+
+def _outcome(status: int) -> str:
+    """Micrometer's `outcome` tag: the class of the status code."""
+    classes = {1: "INFORMATIONAL", 2: "SUCCESS", 3: "REDIRECTION", 4: "CLIENT_ERROR", 5: "SERVER_ERROR"}
+    return classes.get(status // 100, "UNKNOWN")
