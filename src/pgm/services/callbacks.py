@@ -316,6 +316,15 @@ class CallbackService:
             return None
         locked = await self.database.lock_payment(session, payment.id)
         assert locked is not None
+        # Looked up again under the lock: the PGM's own answer may have named this refund while we waited
+        # for it (PostgreSQL reads what committed meanwhile; the lookup before the lock could not see it).
+        named = await session.scalar(
+            select(Refund)
+            .where(Refund.payment_id == locked.id, Refund.provider_refund_id == notification.refund_id)
+            .execution_options(populate_existing=True)
+        )
+        if named is not None:
+            return locked, named
         unanswered = await session.scalar(
             select(Refund.id)
             .where(
