@@ -65,7 +65,7 @@ class Settings:
     reconcile_after_seconds: float = 60.0
     reconcile_max_interval_seconds: float = 3600.0
     reconcile_max_attempts: int = 30
-    inbox_lease_seconds: float = 60.0
+    inbox_lease_seconds: float = 5.0
     database_pool_size: int = 10
     database_max_overflow: int = 20
     database_pool_timeout_seconds: float = 30.0
@@ -315,7 +315,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reconcile_after_seconds=reconcile_after,
         reconcile_max_interval_seconds=_float(env, "PGM_RECONCILE_MAX_INTERVAL_SECONDS", 3600.0),
         reconcile_max_attempts=_int(env, "PGM_RECONCILE_MAX_ATTEMPTS", 30, minimum=1),
-        inbox_lease_seconds=_float(env, "PGM_INBOX_LEASE_SECONDS", 60.0),
+        inbox_lease_seconds=_float(env, "PGM_INBOX_LEASE_SECONDS", 5.0),
         database_pool_size=_int(env, "PGM_DATABASE_POOL_SIZE", 10, minimum=1),
         database_max_overflow=_int(env, "PGM_DATABASE_MAX_OVERFLOW", 20, minimum=0),
         database_pool_timeout_seconds=_float(env, "PGM_DATABASE_POOL_TIMEOUT_SECONDS", 30.0),

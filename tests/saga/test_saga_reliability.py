@@ -5,6 +5,7 @@ here is a recording receiver, so every event the PGM sends is counted."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -73,7 +74,6 @@ def rigs(backend: str, directory: Path) -> Iterator[Callable[..., Rig]]:
                 directory / f"pgm-{uuid.uuid4().hex[:6]}.log",
                 FLOW_MANAGER_URL=f"http://127.0.0.1:{port}",
                 SAGA_CRUD_URL=f"{crud_url}/{COLLECTION}",
-                PGM_INBOX_LEASE_SECONDS="3",
                 **env,
             )
             pgm.start()
@@ -251,7 +251,8 @@ def test_a_hanging_receiver_delays_its_own_messages_only(rig_factory: Callable[.
 
 
 def test_crash_during_the_provider_call_completes_the_saga_with_one_payment(rig_factory: Callable[..., Rig]) -> None:
-    rig = rig_factory()
+    # Reconciliation as late as by default: only the inbox lease and the take-over can make this fast.
+    rig = rig_factory(PGM_PROVIDER_TIMEOUT_SECONDS="10", PGM_RECONCILE_AFTER_SECONDS="60")
     saga_id, data = rig.new_saga()
     data["payRequestData"]["providerData"] = {"sandboxOutcome": "OK", "sandboxDelayMs": 900}
     rig.sagas.put_saga(saga_id, "PAYMENT_SCHEDULE_REQUESTED", data)
@@ -259,10 +260,29 @@ def test_crash_during_the_provider_call_completes_the_saga_with_one_payment(rig_
     # The sandbox has the payment and is still waiting before it answers: kill the PGM now.
     wait_for(lambda: bool(rig.pgm.sandbox_payments(data["shopTransactionId"])), what="the payment at the sandbox")
     rig.pgm.kill()
+    restarted = time.monotonic()
     rig.pgm.start()
     event = rig.wait_events(saga_id, 1, timeout=30)[0]
+    # The dead process's lease runs out within seconds and the command's new run asks the sandbox.
+    assert time.monotonic() - restarted < 10
     assert event["value"]["messageLabel"] == "paymentExecuted"
     assert len(rig.pgm.sandbox_payments(data["shopTransactionId"])) == 1
+
+
+def test_a_provider_call_longer_than_the_lease_keeps_it_with_two_replicas(rig_factory: Callable[..., Rig]) -> None:
+    port = free_port()
+    env = {"PGM_INBOX_LEASE_SECONDS": "1.5", "PGM_PROVIDER_TIMEOUT_SECONDS": "10", "PGM_RECONCILE_AFTER_SECONDS": "60"}
+    rig = rig_factory(flow_manager_port=port, **env)
+    rig_factory(flow_manager_port=port, start_receiver=False, **env)  # a second replica, claiming what it can
+    saga_id, data = rig.new_saga()
+    data["payRequestData"]["providerData"] = {"sandboxOutcome": "OK", "sandboxDelayMs": 4500}
+    rig.sagas.put_saga(saga_id, "PAYMENT_SCHEDULE_REQUESTED", data)
+    assert rig.command("pay", saga_id, data) == 202
+    assert rig.wait_events(saga_id, 1, timeout=20)[0]["value"]["messageLabel"] == "paymentExecuted"
+    # Three leases long, the provider call kept its lease: no process ran the command a second time.
+    commands = rig.pgm.get(f"/-/sagas/{saga_id}").json()["commands"]
+    assert [(c["status"], c["attempts"]) for c in commands] == [("DONE", 1)]
+    assert len(rig.events(saga_id)) == 1
 
 
 @pytest.mark.parametrize(

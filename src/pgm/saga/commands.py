@@ -76,6 +76,16 @@ _MARK_DONE = (
     .where(_INBOX.c.id == bindparam("command_id"))
     .values(status=DONE, operation_key=bindparam("key"), result=bindparam("summary"), updated_at=bindparam("now"))
 )
+# Renews a lease this process holds: a compare-and-set on the value it wrote (see _renew_leases).
+_RENEW_LEASE = (
+    update(_INBOX)
+    .where(
+        _INBOX.c.id == bindparam("command_id"),
+        _INBOX.c.status == PENDING,
+        _INBOX.c.lease_until == bindparam("lease"),
+    )
+    .values(lease_until=bindparam("until"))
+)
 CONCURRENCY = 32
 
 
@@ -115,6 +125,8 @@ class SagaCommands:
         self.wake_dispatcher = wake_dispatcher
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        # The lease this process holds on each command it runs, renewed while the command runs.
+        self._leases: dict[int, float] = {}
         self._semaphore = asyncio.Semaphore(CONCURRENCY)
         self._worker_running = False  # set by run(): commands run in this process only while the worker does
 
@@ -142,12 +154,14 @@ class SagaCommands:
             await insert_row(session, command)
         self.metrics.saga_commands.labels(route.value, "accepted").inc()
         if run_now:
-            self._spawn(command.id, command)
+            assert command.lease_until is not None
+            self._spawn(command.id, command.lease_until, command)
         else:
             self._wake.set()
         return delivery_id
 
-    def _spawn(self, command_id: int, command: InboxCommand | None = None) -> None:
+    def _spawn(self, command_id: int, lease_until: float, command: InboxCommand | None = None) -> None:
+        self._leases[command_id] = lease_until
         task = asyncio.create_task(self._execute_guarded(command_id, command))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -156,21 +170,55 @@ class SagaCommands:
         """Execute deliveries until cancelled, including those a crashed process left behind."""
         self._worker_running = True
         while True:
+            claimed: list[tuple[int, float]] = []
             try:
+                await self._renew_leases()
                 claimed = await self._claim()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("inbox pass failed")
-                claimed = []
-            for command_id in claimed:
-                self._spawn(command_id)
+            for command_id, lease_until in claimed:
+                self._spawn(command_id, lease_until)
             if not claimed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(self.lease_seconds / 2, 1.0))
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(self.lease_seconds / 3, 1.0))
                 self._wake.clear()
 
-    async def _claim(self) -> list[int]:
+    async def _renew_leases(self) -> None:
+        """Extend the leases of the commands running here once a third of them is gone, so a command keeps
+        its lease however long its provider call takes, while a crashed process's leases run out within
+        `lease_seconds`. Each renewal is a compare-and-set on the lease this process wrote: a command that
+        finished, was put off (`_retry_later`) or was taken over by another process is left alone."""
+        now = self.clock.now()
+        due = [
+            (command_id, lease)
+            for command_id, lease in self._leases.items()
+            if lease - now < self.lease_seconds * 2 / 3
+        ]
+        if not due:
+            return
+        until = now + self.lease_seconds
+        renewed: list[int] = []
+        async with self.database.write() as session:
+            for command_id, lease in due:
+                result = await session.execute(_RENEW_LEASE, {"command_id": command_id, "lease": lease, "until": until})
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    renewed.append(command_id)
+        for command_id, _ in due:
+            if command_id not in self._leases:
+                continue  # finished meanwhile
+            if command_id in renewed:
+                self._leases[command_id] = until
+            else:
+                # Nothing more to renew. Should another process have taken it over (this one stalled for a
+                # whole lease), its run finds the operation recorded under its key and does not call the
+                # provider again (docs/reliability.md).
+                del self._leases[command_id]
+
+    async def _claim(self) -> list[tuple[int, float]]:
+        """Lease runnable commands: new ones, and those whose lease ran out (their process died). Returns
+        (command id, lease) for each command claimed."""
         now = self.clock.now()
         async with self.database.read() as session:
             due = (
@@ -184,21 +232,24 @@ class SagaCommands:
                     .limit(CONCURRENCY)
                 )
             ).all()
-        claimed: list[int] = []
-        if not due:
+        # A command still running here whose renewal failed is never started a second time in this process.
+        runnable = [(command_id, lease) for command_id, lease in due if command_id not in self._leases]
+        claimed: list[tuple[int, float]] = []
+        if not runnable:
             return claimed
+        until = now + self.lease_seconds
         # One transaction for the batch (each row still claimed by its own compare-and-set on the lease):
         # a transaction per command cost a BEGIN IMMEDIATE/COMMIT each under load.
         async with self.database.write() as session:
-            for command_id, lease in due:
+            for command_id, lease in runnable:
                 condition = _INBOX.c.lease_until.is_(None) if lease is None else _INBOX.c.lease_until == lease
                 result = await session.execute(
                     update(_INBOX)
                     .where(_INBOX.c.id == command_id, _INBOX.c.status == PENDING, condition)
-                    .values(lease_until=now + self.lease_seconds, attempts=_INBOX.c.attempts + 1)
+                    .values(lease_until=until, attempts=_INBOX.c.attempts + 1)
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(command_id)
+                    claimed.append((command_id, until))
         return claimed
 
     async def _execute_guarded(self, command_id: int, command: InboxCommand | None = None) -> None:
@@ -208,6 +259,8 @@ class SagaCommands:
             except Exception:
                 # Left PENDING: its lease runs out and it is tried again.
                 log.exception("saga command failed", extra={"commandId": command_id})
+            finally:
+                self._leases.pop(command_id, None)
             self.wake_dispatcher()
 
     async def execute(self, command_id: int, command: InboxCommand | None = None) -> None:
@@ -305,7 +358,11 @@ class SagaCommands:
             )
         except InvalidProviderData as exc:
             raise CannotSucceed(str(exc)) from exc
-        if outcome.replayed:
+        if outcome.replayed and outcome.payment.status == Status.UNKNOWN and command.attempts > 1:
+            # This delivery ran before and its run stopped during the provider call (the process died, so
+            # its lease ran out): ask the provider now rather than leave the saga to reconciliation.
+            outcome = await self.payments.resume_interrupted(adapter, outcome.payment)
+        elif outcome.replayed:
             await self._replay(saga.saga_id, key, Status(outcome.payment.status))
         return key, f"{outcome.result.value}: {outcome.description}", finished
 

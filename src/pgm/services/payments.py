@@ -205,6 +205,13 @@ class PaymentService:
             return existing, False
         return payment, True
 
+    async def resume_interrupted(self, adapter: ProviderAdapter, payment: Payment) -> PayOutcome:
+        """A saga command taken over from a process that stopped during the provider call: that answer is
+        lost, so ask the provider now, as after any lost answer, instead of waiting for reconciliation."""
+        return await self._after_lost_answer(
+            adapter, payment, "the process calling the provider stopped before recording the answer"
+        )
+
     async def _after_lost_answer(self, adapter: ProviderAdapter, payment: Payment, reason: str) -> PayOutcome:
         """A lost answer is not a failure: ask the provider once now, else leave it to reconciliation."""
         log.warning("provider answer lost", extra={"provider": adapter.name, "paymentId": payment.id, "reason": reason})

@@ -2,13 +2,17 @@
 provider on a back-off schedule and resolved; after the final attempt they fail with a clear reason.
 It also retries callbacks that were waiting for their payment to become known.
 
-Safe with several replicas: a row is claimed by moving its next_check_at with a compare-and-set, so
-one replica checks it at a time.
+Safe with several replicas: a row is claimed by moving its next_check_at a few seconds ahead with a
+compare-and-set, so one replica checks it at a time; the claim is renewed while the check runs, so a
+claim left by a process that died frees the row within seconds (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from sqlalchemy import select, update
 
@@ -27,7 +31,8 @@ from pgm.store.models import Payment, Refund
 
 log = logging.getLogger(__name__)
 
-CLAIM_SECONDS = 120.0
+# Short: a claim left by a process that died holds its payment or refund this long at most.
+CLAIM_SECONDS = 5.0
 BATCH = 50
 UNSETTLED = (Status.PENDING.value, Status.UNKNOWN.value)
 
@@ -55,12 +60,16 @@ class Reconciler:
     async def run_once(self) -> int:
         """One pass over everything due; returns how many items it looked at."""
         handled = 0
-        for payment_id in await self._claim(Payment):
-            await self.check_payment(payment_id)
-            handled += 1
-        for refund_id in await self._claim(Refund):
-            await self.check_refund(refund_id)
-            handled += 1
+        for model, check in ((Payment, self.check_payment), (Refund, self.check_refund)):
+            for row_id, next_check_at in await self._due(model):
+                # Claimed one at a time, right before its check: a claim is short, and a batch claimed at
+                # once would run out while the first checks wait for their providers.
+                claim = await self._claim(model, row_id, next_check_at)
+                if claim is None:
+                    continue  # another replica has it
+                async with self._holding(model, row_id, claim):
+                    await check(row_id)
+                handled += 1
         for provider, event_id in await self.callbacks.due_deferred():
             adapter = self.registry.get(provider)
             if adapter is not None:
@@ -68,7 +77,7 @@ class Reconciler:
                 handled += 1
         return handled
 
-    async def _claim(self, model: type[Payment] | type[Refund]) -> list[str]:
+    async def _due(self, model: type[Payment] | type[Refund]) -> list[tuple[str, float]]:
         now = self.clock.now()
         async with self.database.read() as session:
             due = (
@@ -79,17 +88,42 @@ class Reconciler:
                     .limit(BATCH)
                 )
             ).all()
-        claimed = []
-        for row_id, next_check_at in due:
-            async with self.database.write() as session:
-                result = await session.execute(
-                    update(model)
-                    .where(model.id == row_id, model.next_check_at == next_check_at)
-                    .values(next_check_at=now + CLAIM_SECONDS)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(row_id)
-        return claimed
+        # NULL never compares as due: the filter only drops it for the type checker.
+        return [(row_id, next_check_at) for row_id, next_check_at in due if next_check_at is not None]
+
+    async def _claim(self, model: type[Payment] | type[Refund], row_id: str, next_check_at: float) -> float | None:
+        """Claim a row by moving its next check CLAIM_SECONDS ahead (compare-and-set); returns the new
+        value, None when another replica moved it first."""
+        until = self.clock.now() + CLAIM_SECONDS
+        return await self._move_check(model, row_id, next_check_at, until)
+
+    async def _move_check(
+        self, model: type[Payment] | type[Refund], row_id: str, expected: float, until: float
+    ) -> float | None:
+        async with self.database.write() as session:
+            result = await session.execute(
+                update(model).where(model.id == row_id, model.next_check_at == expected).values(next_check_at=until)
+            )
+        return until if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, model: type[Payment] | type[Refund], row_id: str, claim: float) -> AsyncIterator[None]:
+        """Keep a claim while its check runs (a provider call may take up to its time-out): renewed every
+        third of CLAIM_SECONDS, by compare-and-set, so a claim whose process died frees the row within
+        CLAIM_SECONDS. The renewals stop once the check has rescheduled the row itself."""
+
+        async def renew() -> None:
+            until: float | None = claim
+            while until is not None:
+                await asyncio.sleep(CLAIM_SECONDS / 3)
+                until = await self._move_check(model, row_id, until, self.clock.now() + CLAIM_SECONDS)
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
 
     async def check_payment(self, payment_id: str) -> None:
         """Ask the provider about one unsettled payment and act on the answer."""
