@@ -190,3 +190,66 @@ def test_the_refund_command_delivered_three_times_refunds_once(stack: SagaStack,
         assert saga["currentState"] == "PARTIALLY_REFUNDED"
     assert sandbox_refunds(stack, saga) == [(400, "ACCEPTED")]
     assert event_labels(stack, saga_id)[-3:] == ["refundRequested", "refundPending", "partialRefundExecuted"]
+
+
+def inspection_when(stack: SagaStack, saga_id: str, condition: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """GET /-/sagas/{sagaId} once it satisfies `condition`."""
+    seen: list[dict[str, Any]] = []
+
+    def holds() -> bool:
+        seen.append(stack.pgm.get(f"/-/sagas/{saga_id}").json())
+        return condition(seen[-1])
+
+    wait_for(holds, timeout=20, interval=0.1, what=f"the PGM's view of saga {saga_id}")
+    return seen[-1]
+
+
+def test_a_link_paid_before_notification_sent_is_kept_and_shown(stack: SagaStack, machine: str) -> None:
+    saga_id = stack.create_saga(
+        {
+            "amount": 700,
+            "currency": "EUR",
+            "provider": "sandbox",
+            "shopTransactionId": f"order-{uuid.uuid4().hex[:10]}",
+            "type": "PAY_BY_LINK",
+            "payRequestData": {"providerData": {"sandboxOutcome": "REDIRECT_TO_URL"}},
+        }
+    )
+    stack.send_event(saga_id, "linkRequested")
+    created = wait_settled(stack, saga_id, 0, lambda metadata: bool(metadata.get("link")))
+    # Paid before the messaging service's notificationSent: the machine does not take paymentExecuted yet.
+    assert stack.pgm.decide(created["metadata"]["link"], "approve").status_code == 200
+
+    seen = inspection_when(stack, saga_id, lambda view: view["flowManager"]["notTaken"] == ["paymentExecuted"])
+    assert [(e["label"], e["takenByFlowManager"]) for e in seen["events"]] == [
+        ("linkCreated", True),
+        ("paymentExecuted", False),
+    ]
+    assert seen["payments"][0]["status"] == "ACCEPTED"
+    saga = stack.saga(saga_id)
+    assert seen["flowManager"]["currentState"] == saga["currentState"]
+    assert saga["businessStateId"] == 0
+    if machine == "contract":
+        assert saga["currentState"] == "LINK_CREATED"
+    assert "not taken by the Flow Manager's machine" in stack.pgm.log_tail(400)
+
+
+def test_an_outcome_found_by_reconciliation_reaches_the_waiting_saga(stack: SagaStack) -> None:
+    # The sandbox faults (HTTP 500) and creates nothing: the PGM answers nothing to the saga, and only
+    # reconciliation learns that the payment never existed.
+    saga_id = stack.create_saga(
+        {
+            "amount": 900,
+            "currency": "EUR",
+            "provider": "sandbox",
+            "paymentMethod": "credit-cards",
+            "shopTransactionId": f"order-{uuid.uuid4().hex[:10]}",
+            "payRequestData": {"providerData": {"sandboxOutcome": "ERROR"}},
+        }
+    )
+    stack.send_event(saga_id, "scheduleRequested")
+    saga = wait_settled(stack, saga_id, 1000, lambda metadata: "never created" in str(metadata.get("error")))
+    seen = inspection_when(stack, saga_id, lambda view: bool(view["events"]) and view["flowManager"]["notTaken"] == [])
+    assert [(e["label"], e["takenByFlowManager"]) for e in seen["events"]] == [("paymentFailed", True)]
+    assert seen["payments"][0]["status"] == "FAILED"
+    assert [(c["route"], c["status"]) for c in seen["commands"]] == [("pay", "DONE")]

@@ -220,3 +220,27 @@ def refund_settled_request(amount: int) -> dict[str, Any]:
     """refundRequestData once that refund has an outcome: the id is cleared (null), because under the deep
     merge it would otherwise stay in the metadata and make the next, new refund look like this one."""
     return {"amount": amount, REFUND_CORRELATION: None}
+
+
+def taken_by_the_machine(sent: list[tuple[str, Any]], history_events: Any) -> list[bool]:
+    """For each delivered event (label, payload), in order: whether the saga document's `history.events`
+    shows the Flow Manager took it. The Flow Manager records only the events a state accepted, so an event
+    delivered but absent from the history was ignored by the machine. Each history entry answers for one
+    event; an entry without a payload is matched on its label alone."""
+    remaining = (
+        [entry for entry in history_events if isinstance(entry, dict)] if isinstance(history_events, list) else []
+    )
+    taken: list[bool] = []
+    for label, payload in sent:
+        match = next(
+            (
+                index
+                for index, entry in enumerate(remaining)
+                if entry.get("event") == label and ("payload" not in entry or entry["payload"] == payload)
+            ),
+            None,
+        )
+        if match is not None:
+            del remaining[match]
+        taken.append(match is not None)
+    return taken

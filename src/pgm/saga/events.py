@@ -26,7 +26,7 @@ from pgm.domain.statuses import PaymentKind, Status
 from pgm.observability.metrics import Metrics
 from pgm.outbox.writer import Destination, enqueue
 from pgm.providers.base import PayResult, PayResultCode
-from pgm.services.settlement import PaymentChange, RefundChange
+from pgm.services.settlement import PaymentChange, RefundChange, Source
 from pgm.store.database import insert_row
 from pgm.store.models import Payment, Refund, SagaEvent
 
@@ -112,6 +112,13 @@ class SagaEvents:
             await self._find_saga_later(session, payment, status)
             return
         kind = PaymentKind(payment.kind)
+        if change.source is not Source.ANSWER:
+            # Learnt outside the saga's command (callback, status check, reconciliation): the saga may be in a
+            # state that ignores the event (a link paid before notificationSent). GET /-/sagas/{id} shows it.
+            log.info(
+                "saga payment settled outside its command",
+                extra={"sagaId": saga_id, "kind": kind.value, "status": status.value, "source": change.source.value},
+            )
         if status is Status.FAILED:
             payload: dict[str, Any] = {
                 "paymentId": payment.provider_payment_id,

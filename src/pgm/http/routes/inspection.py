@@ -1,13 +1,20 @@
 """What the PGM knows of one saga, for operators and the local stack's saga inspector: the commands it
-received, the events it sent with their deliveries, and the payments and refunds behind them."""
+received, the events it sent with their deliveries, the payments and refunds behind them, and which
+delivered events the Flow Manager's machine did not take (docs/flow-manager.md)."""
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
 
+from pgm.container import Container
+from pgm.domain.saga import taken_by_the_machine
 from pgm.http.dependencies import Parts, require_token
+from pgm.saga.crud import CrudUnavailable
 from pgm.store.models import InboxCommand, OutboxMessage, Payment, Refund, SagaEvent
+
+log = logging.getLogger(__name__)
 
 
 def build_router() -> APIRouter:
@@ -38,6 +45,16 @@ def build_router() -> APIRouter:
                     select(Refund).where(Refund.payment_id.in_([p.id for p in payments])).order_by(Refund.created_at)
                 )
             ).all()
+        described = [
+            {
+                "label": e.label,
+                "messagePayload": e.envelope.get("value", {}).get("messagePayload"),
+                "operationKey": e.operation_key,
+                "createdAt": e.created_at,
+                "delivery": _delivery(deliveries.get(e.outbox_id) if e.outbox_id is not None else None),
+            }
+            for e in events
+        ]
         return {
             "sagaId": saga_id,
             "commands": [
@@ -53,16 +70,8 @@ def build_router() -> APIRouter:
                 }
                 for c in commands
             ],
-            "events": [
-                {
-                    "label": e.label,
-                    "messagePayload": e.envelope.get("value", {}).get("messagePayload"),
-                    "operationKey": e.operation_key,
-                    "createdAt": e.created_at,
-                    "delivery": _delivery(deliveries.get(e.outbox_id) if e.outbox_id is not None else None),
-                }
-                for e in events
-            ],
+            "events": described,
+            "flowManager": await _flow_manager_view(parts, saga_id, described),
             "payments": [
                 {
                     "paymentId": p.provider_payment_id,
@@ -95,3 +104,34 @@ def _delivery(message: OutboxMessage | None) -> dict[str, Any] | None:
         "lastError": message.last_error,
         "deliveredAt": message.delivered_at,
     }
+
+
+async def _flow_manager_view(parts: Container, saga_id: str, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The saga as the Flow Manager keeps it (its state), and each delivered event marked
+    `takenByFlowManager`: an outcome reached outside the saga's command (a link paid before
+    `notificationSent`) may arrive in a state that ignores it. Those are listed and logged."""
+    if parts.saga_commands is None:
+        return None
+    try:
+        document = await parts.saga_commands.crud.saga(saga_id)
+    except CrudUnavailable as exc:
+        return {"error": str(exc)}
+    if document is None:
+        return {"error": f"saga {saga_id} is not in the CRUD"}
+    delivered = [e for e in events if e["delivery"] is not None and e["delivery"]["status"] == "DELIVERED"]
+    history = document.get("history")
+    history_events = history.get("events") if isinstance(history, dict) else None
+    taken = taken_by_the_machine([(e["label"], e["messagePayload"]) for e in delivered], history_events)
+    state = document.get("currentState")
+    not_taken = []
+    for event in events:
+        event["takenByFlowManager"] = None
+    for event, was_taken in zip(delivered, taken, strict=True):
+        event["takenByFlowManager"] = was_taken
+        if not was_taken:
+            not_taken.append(event["label"])
+            log.warning(
+                "event delivered but not taken by the Flow Manager's machine: the PGM keeps the outcome",
+                extra={"sagaId": saga_id, "label": event["label"], "state": state},
+            )
+    return {"currentState": state, "notTaken": not_taken}
