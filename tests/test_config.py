@@ -137,3 +137,39 @@ def test_variables_that_mean_nothing_here_are_accepted_with_a_warning_naming_the
         "SCALAPAY_API_KEY",
     ]
     assert load_settings({}).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "environment"),
+    [
+        ({}, "development"),
+        ({"PGM_PUBLIC_URL": "http://127.0.0.1:3000"}, "development"),
+        ({"PGM_PUBLIC_URL": "http://[::1]:3000"}, "development"),
+        ({"PGM_PUBLIC_URL": "http://shop.localhost:3000"}, "development"),
+        ({"PGM_PUBLIC_URL": "https://pgm.example.com"}, "production"),
+        ({"PGM_PUBLIC_URL": "http://192.168.1.20:3000"}, "production"),
+        ({"PGM_ENVIRONMENT": "production"}, "production"),
+        ({"PGM_PUBLIC_URL": "https://pgm.example.com", "PGM_ENVIRONMENT": "development"}, "development"),
+    ],
+)
+def test_production_is_a_public_url_beyond_this_machine_or_said_explicitly(
+    env: dict[str, str], environment: str
+) -> None:
+    settings = load_settings(env)
+    assert settings.environment == environment
+    assert settings.enabled_providers == (("sandbox",) if environment == "development" else ())
+
+
+def test_production_enables_the_sandbox_only_with_a_key_of_its_own() -> None:
+    production = {"PGM_ENVIRONMENT": "production", "ENABLED_PROVIDERS": "sandbox"}
+    for key in ("", "sk_sandbox_local", "short"):
+        with pytest.raises(ConfigurationError, match="SANDBOX_API_KEY"):
+            load_settings({**production, "SANDBOX_API_KEY": key})
+    settings = load_settings({**production, "SANDBOX_API_KEY": "sk_sandbox_9f2c41d07be84a1c"})
+    assert settings.enabled_providers == ("sandbox",)
+    assert settings.production
+
+
+def test_an_unknown_environment_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="PGM_ENVIRONMENT must be development or production"):
+        load_settings({"PGM_ENVIRONMENT": "staging"})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -17,6 +19,11 @@ SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite", 
 # A provider notification is a few kilobytes; a quarter of a megabyte leaves room for Adyen's batches.
 DEFAULT_CALLBACK_MAX_BYTES = 256 * 1024
 DEFAULT_CALLBACK_RETENTION_SECONDS = 30 * 24 * 3600.0
+# The sandbox API's documented key: fine on a laptop, never accepted in production (docs/sandbox.md).
+DEFAULT_SANDBOX_API_KEY = "sk_sandbox_local"
+MIN_SANDBOX_PRODUCTION_KEY_LENGTH = 16
+DEVELOPMENT = "development"
+PRODUCTION = "production"
 
 
 class ConfigurationError(Exception):
@@ -54,7 +61,8 @@ class Settings:
     callback_retention_seconds: float = DEFAULT_CALLBACK_RETENTION_SECONDS
     max_in_flight: int = 128
     provider_timeout_seconds: float = 10.0
-    sandbox_api_key: str = "sk_sandbox_local"
+    sandbox_api_key: str = DEFAULT_SANDBOX_API_KEY
+    environment: str = DEVELOPMENT
     sandbox_webhook_secret: str | None = None
     sandbox_base_url: str | None = None
     outbox_poll_seconds: float = 0.5
@@ -81,6 +89,11 @@ class Settings:
     def sandbox_api_url(self) -> str:
         """Where the sandbox adapter sends its API calls: over HTTP, as to any remote provider."""
         return (self.sandbox_base_url or f"{self.internal_url}/sandbox").rstrip("/")
+
+    @property
+    def production(self) -> bool:
+        """Production: the sandbox is off unless deliberately enabled with a key of its own (docs/sandbox.md)."""
+        return self.environment == PRODUCTION
 
     @property
     def saga_enabled(self) -> bool:
@@ -122,6 +135,44 @@ def _retention(env: Mapping[str, str]) -> float:
         # The pruning loop runs as often as the retention: shorter would make it spin.
         raise ConfigurationError(f"PGM_CALLBACK_RETENTION_SECONDS must be at least 1, got {retention}")
     return retention
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL points at this machine only (localhost, 127.0.0.0/8, ::1)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _environment(env: Mapping[str, str], public_url: str) -> str:
+    """PGM_ENVIRONMENT when set; otherwise production as soon as the PGM is reachable beyond this machine."""
+    raw = (env.get("PGM_ENVIRONMENT") or "").strip().lower()
+    if raw in (DEVELOPMENT, PRODUCTION):
+        return raw
+    if raw:
+        raise ConfigurationError(f"PGM_ENVIRONMENT must be {DEVELOPMENT} or {PRODUCTION}, got {raw!r}")
+    return DEVELOPMENT if is_loopback_url(public_url) else PRODUCTION
+
+
+def _check_sandbox_in_production(env: Mapping[str, str], public_url: str) -> None:
+    """The sandbox moves fake money, and anyone who knows its key can approve and refund through it: in
+    production it runs only when enabled deliberately, with a key of its own, never the documented one."""
+    key = env.get("SANDBOX_API_KEY") or ""
+    if key == DEFAULT_SANDBOX_API_KEY or len(key) < MIN_SANDBOX_PRODUCTION_KEY_LENGTH:
+        why = (
+            "PGM_ENVIRONMENT is production"
+            if env.get("PGM_ENVIRONMENT")
+            else f"PGM_PUBLIC_URL {public_url} is not a loopback address"
+        )
+        raise ConfigurationError(
+            f"the sandbox is a development provider and this is production ({why}): leave sandbox out of "
+            f"ENABLED_PROVIDERS, or enable it deliberately with SANDBOX_API_KEY set to a secret of its own "
+            f"(at least {MIN_SANDBOX_PRODUCTION_KEY_LENGTH} characters, not the documented default)"
+        )
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:
@@ -269,9 +320,15 @@ def normalise_database_url(url: str) -> str:
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read and validate the environment; raise ConfigurationError naming what is wrong."""
     port = _int(env, "HTTP_PORT", DEFAULT_HTTP_PORT, minimum=1, maximum=65535)
+    public_url = (env.get("PGM_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/")
+    environment = _environment(env, public_url)
+    # The sandbox is the default only in development: in production nothing is enabled that was not listed.
+    default_providers = "sandbox" if environment == DEVELOPMENT else ""
     providers = tuple(
-        name.strip().lower() for name in env.get("ENABLED_PROVIDERS", "sandbox").split(",") if name.strip()
+        name.strip().lower() for name in env.get("ENABLED_PROVIDERS", default_providers).split(",") if name.strip()
     )
+    if environment == PRODUCTION and "sandbox" in providers:
+        _check_sandbox_in_production(env, public_url)
     flow_manager_url = _url(env, "FLOW_MANAGER_URL")
     saga_crud_url = _url(env, "SAGA_CRUD_URL")
     if flow_manager_url and not saga_crud_url:
@@ -293,7 +350,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         warnings=tuple(warnings),
         enabled_providers=providers,
         payment_callback_url=_url(env, "PAYMENT_CALLBACK_URL"),
-        public_url=(env.get("PGM_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/"),
+        public_url=public_url,
+        environment=environment,
         database_url=database_url,
         flow_manager_url=flow_manager_url.rstrip("/") if flow_manager_url else None,
         saga_crud_url=saga_crud_url,
@@ -304,7 +362,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         callback_retention_seconds=_retention(env),
         max_in_flight=_int(env, "PGM_MAX_IN_FLIGHT", 128, minimum=1),
         provider_timeout_seconds=provider_timeout,
-        sandbox_api_key=env.get("SANDBOX_API_KEY") or "sk_sandbox_local",
+        sandbox_api_key=env.get("SANDBOX_API_KEY") or DEFAULT_SANDBOX_API_KEY,
         sandbox_webhook_secret=env.get("SANDBOX_WEBHOOK_SECRET") or None,
         sandbox_base_url=_url(env, "SANDBOX_BASE_URL"),
         outbox_poll_seconds=_float(env, "PGM_OUTBOX_POLL_SECONDS", 0.5),

@@ -175,6 +175,7 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
             api_key=settings.sandbox_api_key,
             provider_timeout_seconds=settings.provider_timeout_seconds,
             wake_dispatcher=dispatcher.wake,
+            listing_needs_key=settings.production,
         )
     return Container(
         settings=settings,

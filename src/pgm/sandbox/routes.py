@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from pgm.clock import Clock
+from pgm.http.errors import ApiError
 from pgm.sandbox.books import (
     Books,
     Outcome,
@@ -46,6 +47,9 @@ class SandboxContext:
     api_key: str
     provider_timeout_seconds: float
     wake_dispatcher: Callable[[], None]
+    # In production the introspection listing needs the sandbox's key too: open, it hands out payment ids
+    # anyone could then approve on the hosted page (docs/sandbox.md).
+    listing_needs_key: bool = False
 
 
 async def _context(request: Request) -> SandboxContext:
@@ -318,9 +322,13 @@ def build_router() -> APIRouter:
 
     @router.get("/payments")
     async def list_payments(
-        context: Context, shop_transaction_id: Annotated[str, Query(alias="shopTransactionId", min_length=1)]
+        context: Context,
+        shop_transaction_id: Annotated[str, Query(alias="shopTransactionId", min_length=1)],
+        authorization: Annotated[str | None, Header()] = None,
     ) -> Response:
-        """Introspection (spec 03): the sandbox's payments for a merchant reference, with their refunds."""
+        """Introspection: the sandbox's payments for a merchant reference, with their refunds."""
+        if context.listing_needs_key and not _authorised(context, authorization):
+            raise ApiError(401, "unauthorized", "in production the sandbox's listing needs its key (SANDBOX_API_KEY)")
         async with context.database.read() as session:
             payments = (
                 await session.scalars(
