@@ -241,3 +241,16 @@ def test_a_saga_pays_and_refunds_with_payment_method_external(
 
 def saga_id_suffix() -> str:
     return uuid.uuid4().hex[:10]
+
+
+def test_expires_after_reaches_the_external_service_as_mias_integer(
+    pgm_with_acme: tuple[PgmProcess, RecordingReceiver], acme: ExternalService, shop_id: str
+) -> None:
+    pgm, _ = pgm_with_acme
+    terms = {"interval": "MONTH", "intervalCount": 1, "expiresAfter": 6}
+    body = {"amount": 700, "currency": "EUR", "shopTransactionId": shop_id, "subscriptionInfo": terms}
+    scheduled = pgm.post("/v3/acme/subscription/schedule", body)
+    assert scheduled.status_code == 200, scheduled.text
+    method, path, forwarded = acme.received[-1]
+    assert (method, path) == ("POST", "/subscription/schedule")
+    assert forwarded["subscriptionInfo"]["expiresAfter"] == 6
