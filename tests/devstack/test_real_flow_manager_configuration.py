@@ -74,6 +74,8 @@ def real_config(minimal_config: dict[str, Any], tmp_path: Path) -> dict[str, Any
     }
     machine["states"] = [start, queued, end]
     machine["businessEvents"] = [{"id": 10, "description": "STARTED"}, {"id": 11, "description": "ENDED"}]
+    # The Flow Manager's schema makes a business state's description optional.
+    del machine["businessStates"][1]["description"]
     config["settings"] = {"deepMergeMetadata": {"enabled": True, "hook": HOOK}, "throwOnUnexpectedEvents": False}
     return config
 
@@ -116,6 +118,11 @@ def test_a_real_configuration_drives_sagas_over_http(
         # QUEUED's command goes to Kafka: nothing is sent, nothing is recorded as failed.
         assert [command["label"] for command in document["commands"]] == ["doIt"]
         assert len(recorder.requests) == 1
+
+        finished = {"key": saga_id, "value": {"messageLabel": "finished", "messagePayload": {}}}
+        assert client.post("/event", json=finished).status_code == 200
+        ended = client.get(f"/sagas/{saga_id}").json()
+        assert (ended["currentState"], ended["businessStateId"], ended["businessStateDescription"]) == ("END", 1, None)
 
 
 def test_the_boolean_form_of_the_merge_setting_still_loads_with_a_warning(minimal_config: dict[str, Any]) -> None:

@@ -122,7 +122,8 @@ class BusinessState(_Section):
     """A state that matters to the business; several machine states share one."""
 
     id: Identifier
-    description: str
+    # Optional in the Flow Manager's schema; the saga document then carries no description.
+    description: str | None = None
 
 
 class BusinessEvent(_Section):
