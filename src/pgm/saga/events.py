@@ -112,9 +112,9 @@ class SagaEvents:
             await self._find_saga_later(session, payment, status)
             return
         kind = PaymentKind(payment.kind)
-        if change.source is not Source.ANSWER:
-            # Learnt outside the saga's command (callback, status check, reconciliation): the saga may be in a
-            # state that ignores the event (a link paid before notificationSent). GET /-/sagas/{id} shows it.
+        if kind is PaymentKind.PAY_BY_LINK or change.source is Source.RECONCILIATION:
+            # Learnt outside the saga's command: the saga may be in a state that ignores the event (a link paid
+            # before notificationSent); GET /-/sagas/{id} shows it. Not logged for every callback: hot path.
             log.info(
                 "saga payment settled outside its command",
                 extra={"sagaId": saga_id, "kind": kind.value, "status": status.value, "source": change.source.value},
