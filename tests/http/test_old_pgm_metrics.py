@@ -1,10 +1,12 @@
-"""The old PGM's Prometheus series (Micrometer's `http_server_requests_seconds`) are exported at /-/metrics
+"""The old PGM's Prometheus series (Micrometer's `http_server_requests_seconds` and its `_max`) are exported at /-/metrics
 beside ours, fed by the same requests, so dashboards and alerts built on them keep working."""
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from pgm.observability.metrics import RollingMax
 from tests.support.pgm_process import PgmProcess
 
 PAY_ROUTE = "/v3/{provider}/{paymentMethod}/pay"
@@ -39,3 +41,20 @@ def test_old_pgm_http_series_count_the_same_requests_as_ours(pgm: PgmProcess, sh
     assert old("404", "CLIENT_ERROR", uri="NOT_FOUND", method="GET") >= 1
     success = frozenset({"method": "POST", "outcome": "SUCCESS", "status": "200", "uri": PAY_ROUTE}.items())
     assert found[("http_server_requests_seconds_sum", success)] > 0
+    assert found[("http_server_requests_seconds_max", success)] > 0
+
+
+def test_the_max_is_the_longest_of_the_last_minute_and_decays() -> None:
+    now = [1000.0]
+    rolling = RollingMax("demo_seconds_max", "demo", ("uri",), clock=lambda: now[0])
+    registry = CollectorRegistry()
+    registry.register(rolling)
+    rolling.observe(("/a",), 0.5)
+    now[0] += 25
+    rolling.observe(("/a",), 0.2)
+    assert registry.get_sample_value("demo_seconds_max", {"uri": "/a"}) == 0.5
+    now[0] += 40
+    # The 0.5 s request is over a minute old; the 0.2 s one is not.
+    assert registry.get_sample_value("demo_seconds_max", {"uri": "/a"}) == 0.2
+    now[0] += 60
+    assert registry.get_sample_value("demo_seconds_max", {"uri": "/a"}) == 0.0

@@ -3,7 +3,13 @@ so several apps in one process (tests) never collide."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -70,6 +76,12 @@ class Metrics:
             ["method", "outcome", "status", "uri"],
             registry=self.registry,
         )
+        self.old_pgm_http_server_max = RollingMax(
+            "http_server_requests_seconds_max",
+            "Longest HTTP request of the last minute, as the old PGM exported it (Micrometer's decaying max)",
+            ("method", "outcome", "status", "uri"),
+        )
+        self.registry.register(self.old_pgm_http_server_max)
 
     def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         """One answered request, in our series and in the old PGM's."""
@@ -77,7 +89,47 @@ class Metrics:
         self.http_latency.labels(method, route or "unmatched").observe(seconds)
         # Micrometer's uri is the route template; NOT_FOUND or UNKNOWN when no route matched.
         uri = route or ("NOT_FOUND" if status == 404 else "UNKNOWN")
-        self.old_pgm_http_server.labels(method, _outcome(status), str(status), uri).observe(seconds)
+        labels = (method, _outcome(status), str(status), uri)
+        self.old_pgm_http_server.labels(*labels).observe(seconds)
+        self.old_pgm_http_server_max.observe(labels, seconds)
+
+
+class RollingMax(Collector):
+    """A gauge of the largest value observed over the last minute, per label set, as Micrometer's timers
+    report `_max`: three rotating 20-second buffers, so a quiet series decays to nothing within a minute."""
+
+    BUFFER_SECONDS = 20.0
+    BUFFERS = 3
+
+    def __init__(
+        self, name: str, documentation: str, labels: tuple[str, ...], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self._clock = clock
+        self._lock = threading.Lock()
+        # label values -> {buffer number: largest value seen in it}
+        self._buffers: dict[tuple[str, ...], dict[int, float]] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        """Record one value for a label set."""
+        current = int(self._clock() // self.BUFFER_SECONDS)
+        with self._lock:
+            buffers = self._buffers.setdefault(labels, {})
+            buffers[current] = max(value, buffers.get(current, 0.0))
+            for old in [number for number in buffers if number <= current - self.BUFFERS]:
+                del buffers[old]
+
+    def collect(self) -> Iterable[Metric]:
+        """The current maxima; label sets with nothing in the last minute report 0, as Micrometer does."""
+        family = GaugeMetricFamily(self.name, self.documentation, labels=list(self.labels))
+        current = int(self._clock() // self.BUFFER_SECONDS)
+        with self._lock:
+            for labels, buffers in self._buffers.items():
+                alive = [value for number, value in buffers.items() if number > current - self.BUFFERS]
+                family.add_metric(list(labels), max(alive, default=0.0))
+        yield family
 
 
 def _outcome(status: int) -> str:
