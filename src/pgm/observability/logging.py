@@ -35,6 +35,19 @@ def _clean(key: str, value: Any) -> Any:
     return value
 
 
+# user:password@ in a URL (a PAYMENT_CALLBACK_URL or SAGA_CRUD_URL may carry them).
+URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+class _CredentialsInUrls(logging.Filter):
+    """Removes credentials from the URLs httpx logs for HTTP_LOG_LEVEL=basic."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = URL_CREDENTIALS.sub("[redacted]@", record.getMessage())
+        record.args = None
+        return True
+
+
 def configure(level: str, http_log_level: str = "none") -> None:
     """Route stdlib logging (ours, uvicorn's, SQLAlchemy's) through one JSON renderer on stdout.
 
@@ -64,7 +77,10 @@ def configure(level: str, http_log_level: str = "none") -> None:
     for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "alembic", "stripe"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if http_log_level == "basic":
-        logging.getLogger("httpx").setLevel(logging.INFO)
+        requests = logging.getLogger("httpx")
+        requests.setLevel(logging.INFO)
+        if not any(isinstance(existing, _CredentialsInUrls) for existing in requests.filters):
+            requests.addFilter(_CredentialsInUrls())
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
