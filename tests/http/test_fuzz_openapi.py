@@ -1,6 +1,7 @@
 """Nothing a client sends can make the service fail: schemathesis generates valid and invalid
-requests for every operation of the OpenAPI document (bounded to keep CI fast) and every answer must
-be below 500, and every error must use the one error shape."""
+requests for every operation of the OpenAPI document as the service publishes it (bounded to keep CI
+fast) and every answer must be below 500 (or the documented 501 for a payment method the provider does
+not offer), and every error must use the one error shape."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def test_no_request_makes_the_service_fail(fuzzed_pgm: PgmProcess, mode: Generat
         )
         def answers_without_failing(case: schemathesis.Case) -> None:
             response = case.call()
-            assert response.status_code < 500, (
+            # 501 is an answer, not a failure: the provider does not offer that payment method (docs/api.md).
+            documented = response.status_code == 501 and response.json().get("code") == "not_supported"
+            assert response.status_code < 500 or documented, (
                 f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
             )
             if response.status_code >= 400:

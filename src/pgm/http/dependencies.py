@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from pgm.container import Container
 from pgm.http.errors import ApiError
@@ -37,12 +37,19 @@ async def require_token(request: Request, parts: Parts) -> None:
         raise ApiError(401, "unauthorized", "a valid bearer token is required (PGM_API_TOKEN)")
 
 
-def provider_for(operation: Operation) -> Callable[[Request, Container], Awaitable[ProviderAdapter]]:
+# Declared as a parameter (not only read from the path) so that the OpenAPI document lists `{provider}`
+# on every operation: schema-driven clients and fuzzers cannot call a path with an undeclared parameter.
+ProviderName = Annotated[
+    str, Path(description="An enabled provider (`ENABLED_PROVIDERS`) or an external provider", examples=["sandbox"])
+]
+
+
+def provider_for(operation: Operation) -> Callable[[Request, Container, str], Awaitable[ProviderAdapter]]:
     """A dependency resolving `{provider}` (404 if not enabled) and checking it supports the operation
     and the `{paymentMethod}` in the path (501 naming both otherwise), before the body is validated."""
 
-    async def resolve(request: Request, parts: Parts) -> ProviderAdapter:
-        name = request.path_params.get("provider", "")
+    async def resolve(request: Request, parts: Parts, provider: ProviderName) -> ProviderAdapter:
+        name = provider
         adapter = parts.registry.get(name)
         if adapter is None:
             enabled = ", ".join(parts.registry.names) or "none"

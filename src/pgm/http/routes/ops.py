@@ -111,7 +111,8 @@ def build_router() -> APIRouter:
 
 
 def build_docs_router(static_path: str) -> APIRouter:
-    """Swagger UI served from the bundled assets: nothing is fetched from the internet."""
+    """Swagger UI 5 served from the bundled assets (swagger-ui-bundle-v2): nothing is fetched from the
+    internet, and it reads the OpenAPI 3.1 document FastAPI publishes (Swagger UI 4 cannot)."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/documentation", response_class=HTMLResponse)
