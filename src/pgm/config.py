@@ -78,6 +78,8 @@ class Settings:
     database_max_overflow: int = 20
     database_pool_timeout_seconds: float = 30.0
     database_connect_timeout_seconds: float = 10.0
+    inbox_max_attempts: int = 30
+    header_timeout_seconds: float = 10.0
     provider_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -378,6 +380,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         database_max_overflow=_int(env, "PGM_DATABASE_MAX_OVERFLOW", 20, minimum=0),
         database_pool_timeout_seconds=_float(env, "PGM_DATABASE_POOL_TIMEOUT_SECONDS", 30.0),
         database_connect_timeout_seconds=_float(env, "PGM_DATABASE_CONNECT_TIMEOUT_SECONDS", 10.0),
+        inbox_max_attempts=_int(env, "PGM_INBOX_MAX_ATTEMPTS", 30, minimum=1),
+        header_timeout_seconds=_float(env, "PGM_HEADER_TIMEOUT_SECONDS", 10.0),
         provider_env={key: value for key, value in env.items() if key.split("_", 1)[0] in PROVIDER_PREFIXES},
     )
 

@@ -132,6 +132,27 @@ def test_same_idempotency_key_pays_once(pgm: PgmProcess, shop_id: str) -> None:
     reused = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "OK", amount=5), headers=headers)
     assert reused.status_code == 409
     assert reused.json()["code"] == "idempotency_conflict"
+    # Any difference is a conflict, not only the amount: the payment method, providerData, redirect URLs.
+    for path, body in (
+        ("/v3/sandbox/pay-pal/pay", pay_body(shop_id, "OK")),
+        ("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "KO")),
+        ("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "OK", successRedirectUrl="https://elsewhere.example/")),
+    ):
+        reused = pgm.post(path, body, headers=headers)
+        assert reused.status_code == 409, (path, body, reused.text)
+        assert reused.json()["code"] == "idempotency_conflict"
+    assert len(pgm.sandbox_payments(shop_id)) == 1
+
+
+def test_same_idempotency_key_for_a_different_refund_is_a_conflict(pgm: PgmProcess, shop_id: str) -> None:
+    paid = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "OK")).json()
+    headers = {"Idempotency-Key": f"refund-{shop_id}"}
+    refund = {"amount": 300, "currency": "EUR", "paymentId": paid["paymentId"]}
+    first = pgm.post("/v3/sandbox/refund", refund, headers=headers).json()
+    assert pgm.post("/v3/sandbox/refund", refund, headers=headers).json() == first
+    reused = pgm.post("/v3/sandbox/refund", {**refund, "amount": 301}, headers=headers)
+    assert reused.status_code == 409
+    assert reused.json()["code"] == "idempotency_conflict"
 
 
 @pytest.mark.parametrize("outcome", ["OK", "KO", "REDIRECT_TO_URL"])

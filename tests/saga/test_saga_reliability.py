@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, insert
 
+from pgm.config import normalise_database_url
 from pgm.devstack.crud import create_crud_app
 from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
+from pgm.store.database import sync_url
+from pgm.store.models import InboxCommand, table_of
 from tests.saga.test_saga_flows import metadata
 from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH, statuses_for
@@ -151,10 +155,19 @@ def test_legacy_spellings_are_read(rig: Rig) -> None:
         ({"amount": None}, "no amount"),
         ({"amount": -5}, "greater than zero"),
         ({"amount": "12.50"}, "integer in minor units"),
-        ({"currency": "JPY"}, "currency JPY is not supported by provider sandbox"),
+        ({"currency": "JPY"}, "provider sandbox accepts currencies"),
         ({"currency": "euro"}, "three-letter ISO 4217"),
         ({"paymentMethod": "bitcoin"}, "does not support payment method 'bitcoin'"),
         ({"payRequestData": {"providerData": {"sandboxOutcome": "MAYBE"}}}, "sandboxOutcome must be one of"),
+        # The rules of /v3 hold for sagas too (one place applies them: services/validation.py).
+        (
+            {"payRequestData": {"successRedirect": "javascript:alert(1)"}},
+            "payRequestData.successRedirect must be an absolute http(s) URL",
+        ),
+        ({"payRequestData": {"failureRedirect": "data:text/html,hi"}}, "payRequestData.failureRedirect must be"),
+        # What the store cannot keep is refused, on PostgreSQL as on SQLite, instead of failing its INSERT.
+        ({"shopTransactionId": "x" * 300}, "shopTransactionId must be at most 255 characters"),
+        ({"paymentMethod": "m" * 65}, "paymentMethod must be 1 to 64 characters"),
     ],
 )
 def test_pay_command_that_cannot_succeed_fails_the_saga_with_the_reason(
@@ -315,3 +328,48 @@ def test_payment_the_pgm_did_not_start_settles_the_saga_that_names_it(rig: Rig) 
     rig.pgm.decide(payment["redirectToUrl"], "approve")
     event = rig.wait_events(saga_id, 1)[0]
     assert event["value"] == {"messageLabel": "paymentExecuted", "messagePayload": {"paymentId": payment["paymentId"]}}
+
+
+def test_longest_saga_key_pays_and_refunds(rig: Rig) -> None:
+    # The operation keys derived from a saga id (`saga:<id>:pay:1`) are stored in 255 characters: a long
+    # id is hashed into them, so the longest key the envelope accepts still pays (PostgreSQL refused the
+    # INSERT, and the command was retried for ever without an event).
+    saga_id = "s" * 245 + uuid.uuid4().hex[:10]
+    data = metadata(outcome="OK")
+    rig.sagas.put_saga(saga_id, "PAYMENT_SCHEDULE_REQUESTED", data)
+    assert rig.command("pay", saga_id, data) == 202
+    paid = rig.wait_events(saga_id, 1)[0]["value"]
+    assert paid["messageLabel"] == "paymentExecuted", paid
+    refund = {**data, "paymentId": paid["messagePayload"]["paymentId"], "refundRequestData": {"amount": 400}}
+    assert rig.command("refund", saga_id, refund, label="refundRequested") == 202
+    assert rig.wait_events(saga_id, 2)[1]["value"]["messageLabel"] == "partialRefundExecuted"
+
+
+def test_command_that_keeps_failing_ends_in_its_failure_event(rig_factory: Callable[..., Rig]) -> None:
+    # A command that fails on every attempt (here a stored row whose payload is not an object, as a
+    # corrupted or foreign row would be) ends in its failure event after PGM_INBOX_MAX_ATTEMPTS attempts
+    # instead of being retried every lease for ever.
+    rig = rig_factory(PGM_INBOX_MAX_ATTEMPTS="2", PGM_INBOX_LEASE_SECONDS="0.5")
+    saga_id = f"saga-{uuid.uuid4().hex[:12]}"
+    now = time.time()
+    engine = create_engine(sync_url(normalise_database_url(rig.pgm.env["PGM_DATABASE_URL"])))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(table_of(InboxCommand)).values(
+                    delivery_id=uuid.uuid4().hex,
+                    saga_id=saga_id,
+                    route="pay",
+                    label="paymentScheduled",
+                    payload=["not", "an", "object"],
+                    status="PENDING",
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    finally:
+        engine.dispose()
+    event = rig.wait_events(saga_id, 1, timeout=30)[0]["value"]
+    assert event["messageLabel"] == "paymentFailed"
+    assert event["messagePayload"]["error"].startswith("gave up after 2 attempts: "), event

@@ -163,6 +163,7 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
             clock,
             metrics,
             lease_seconds=settings.inbox_lease_seconds,
+            max_attempts=settings.inbox_max_attempts,
             retry_base_seconds=settings.outbox_backoff_base_seconds,
             wake_dispatcher=dispatcher.wake,
         )

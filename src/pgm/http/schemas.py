@@ -11,8 +11,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from pgm.domain.money import MAX_AMOUNT, currency_problem
 from pgm.providers.base import MAX_SUBSCRIPTION_PAYMENTS, Interval, SubscriptionInfo
-
-MAX_URL_LENGTH = 2048
+from pgm.services.validation import (
+    MAX_INTERVAL_COUNT,
+    MAX_PAYMENT_METHOD_LENGTH,
+    MAX_REFERENCE_LENGTH,
+    MAX_URL_LENGTH,
+    identifier_problem,
+    redirect_url_problem,
+)
 
 
 def _currency(value: str) -> str:
@@ -24,14 +30,32 @@ def _currency(value: str) -> str:
 
 def _http_url(value: str) -> str:
     # The payer is sent here from the hosted page: nothing but http(s), so no javascript: links.
-    if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
-        raise ValueError("must be an absolute http(s) URL")
+    problem = redirect_url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _identifier(value: str) -> str:
+    problem = identifier_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
 Amount = Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT, description="Minor units: 1299 means 12.99", examples=[1299])]
 Currency = Annotated[str, Field(min_length=3, max_length=3, examples=["EUR"]), AfterValidator(_currency)]
-Reference = Annotated[str, Field(min_length=1, max_length=255)]
+Reference = Annotated[str, Field(min_length=1, max_length=MAX_REFERENCE_LENGTH)]
+# A provider's identifier (paymentId, subscription token): it ends up in provider URLs (services/validation.py).
+Identifier = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_REFERENCE_LENGTH,
+        description="A provider's identifier: no spaces, control characters, '/', '\\', '?' or '#'",
+    ),
+    AfterValidator(_identifier),
+]
 RedirectUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_http_url)]
 ProviderData = Annotated[
     dict[str, Any],
@@ -48,9 +72,9 @@ class Body(BaseModel):
 class SubscriptionInfoBody(Body):
     """Subscription terms, or the token of a stored payment method."""
 
-    token: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    token: Identifier | None = None
     interval: Interval | None = None
-    intervalCount: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None  # noqa: N815
+    intervalCount: Annotated[StrictInt, Field(ge=1, le=MAX_INTERVAL_COUNT)] | None = None  # noqa: N815
     # The maximum number of payments of the subscription, as Mia's PGM documents it.
     expiresAfter: Annotated[StrictInt, Field(ge=1, le=MAX_SUBSCRIPTION_PAYMENTS)] | None = None  # noqa: N815
 
@@ -100,7 +124,7 @@ class SubscriptionBody(PayBody):
 class PayByLinkBody(PayBody):
     """A payment link request: pay fields, and optionally the payment method the link is for."""
 
-    paymentMethod: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # noqa: N815
+    paymentMethod: Annotated[str, Field(min_length=1, max_length=MAX_PAYMENT_METHOD_LENGTH)] | None = None  # noqa: N815
 
 
 class RefundBody(Body):
@@ -113,7 +137,7 @@ class RefundBody(Body):
 
     amount: Amount
     currency: Currency
-    paymentId: Annotated[str, Field(min_length=1, max_length=255)]  # noqa: N815
+    paymentId: Identifier  # noqa: N815
     providerData: ProviderData = Field(default_factory=dict)  # noqa: N815
 
 

@@ -56,7 +56,7 @@ from pgm.providers.base import (
     SubscriptionLookup,
     SubscriptionState,
 )
-from pgm.providers.http import json_body, provider_client, send
+from pgm.providers.http import json_body, path_segment, provider_client, send
 
 REQUIRED_VARIABLES: tuple[str, ...] = ("ADYEN_PRIVATE_KEY", "ADYEN_MERCHANT_ACCOUNT", "ADYEN_HMAC_KEY")
 
@@ -379,7 +379,7 @@ class AdyenAdapter(ProviderAdapter):
         psp = request.payment_id
         if is_payment_link_id(psp):
             psp = str(request.provider_data["pspReference"])
-        path = f"/payments/{_quote(psp)}/refunds"
+        path = f"/payments/{path_segment(psp)}/refunds"
         body = {
             "merchantAccount": self._merchant_account,
             "amount": {"value": request.amount, "currency": request.currency},
@@ -393,7 +393,7 @@ class AdyenAdapter(ProviderAdapter):
         """Only payment links can be looked up at Adyen; payments are settled by their notifications."""
         if not is_payment_link_id(payment_id):
             raise NotSupported("Adyen has no payment lookup: the AUTHORISATION notification settles this payment")
-        link = json_body(await send(self._client, "GET", f"/paymentLinks/{_quote(payment_id)}"))
+        link = json_body(await send(self._client, "GET", f"/paymentLinks/{path_segment(payment_id)}"))
         return _link_lookup(link)
 
     async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
@@ -446,7 +446,7 @@ class AdyenAdapter(ProviderAdapter):
         if not shopper:
             raise ProviderRejected("this token needs its shopperReference: pass it as ?shopTransactionId=")
         params = {"shopperReference": shopper, "merchantAccount": self._merchant_account}
-        response = await send(self._client, "DELETE", f"/storedPaymentMethods/{_quote(stored_id)}", params=params)
+        response = await send(self._client, "DELETE", f"/storedPaymentMethods/{path_segment(stored_id)}", params=params)
         if response.status_code != 204:
             json_body(response)  # raises for 4xx/5xx; any other 2xx is still a deletion
         return SubscriptionLookup(SubscriptionState.EXPIRED, token)
@@ -560,11 +560,6 @@ def _shopper_reference(data: Mapping[str, Any]) -> str:
             field="providerData.shopperReference",
         )
     return value
-
-
-def _quote(identifier: str) -> str:
-    # Identifiers come from clients: never let one change the path we call.
-    return httpx.URL("/" + identifier.replace("/", "%2F")).raw_path.decode("ascii").lstrip("/")
 
 
 def _error_code(response: httpx.Response) -> str | None:

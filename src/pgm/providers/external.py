@@ -19,8 +19,6 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from pgm.config import ExternalService
 from pgm.domain.statuses import Status
 from pgm.providers.base import (
@@ -43,7 +41,7 @@ from pgm.providers.base import (
     SubscriptionLookup,
     SubscriptionState,
 )
-from pgm.providers.http import json_body, provider_client, send
+from pgm.providers.http import json_body, path_segment, provider_client, send
 
 FORWARDED_HEADERS = ("content-type", "user-agent")
 # The payment method of Mia's external contract: its paths carry no method segment.
@@ -267,7 +265,7 @@ class ExternalAdapter(ProviderAdapter):
 
 def _segment(value: str) -> str:
     # Identifiers come from clients: never let one change the path we call.
-    return httpx.URL("/" + value.replace("/", "%2F")).raw_path.decode("ascii").lstrip("/")
+    return path_segment(value)
 
 
 def _path(path: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -13,6 +14,14 @@ from pgm.providers.base import OutcomeUnknown, ProviderRejected
 def provider_client(base_url: str, timeout_seconds: float, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
     """An HTTP client for one provider: every call is bounded by the provider time-out."""
     return http_client(timeout_seconds, base_url, headers)
+
+
+def path_segment(identifier: str) -> str:
+    """An identifier encoded completely as one path segment of a provider URL: `/`, `?`, `#`, `%`, spaces
+    and control characters are percent-encoded, and `.` or `..` cannot climb the path. An identifier
+    comes from a client and must never change which URL we call."""
+    encoded = quote(identifier, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
 
 
 async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -23,6 +23,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
+from pgm.domain.idempotency import saga_key_part, saga_operation_key
 from pgm.domain.saga import (
     Event,
     Route,
@@ -49,6 +50,7 @@ from pgm.providers.registry import ProviderRegistry
 from pgm.saga.crud import CrudUnavailable, SagaCrud
 from pgm.saga.events import SagaEvents
 from pgm.services.payments import PaymentService
+from pgm.services.validation import RequestRefused
 from pgm.store.database import Database, insert_row
 from pgm.store.models import InboxCommand, Payment, Refund, table_of
 
@@ -66,7 +68,6 @@ OPERATIONS = {
 PENDING, DONE = "PENDING", "DONE"
 # Read from the saga document when the payload lacks them, but a command can do without them.
 OPTIONAL_FIELDS = frozenset({"payRequestData", "refundDetails"})
-MAX_ATTEMPTS = 30
 # Core statements on the inbox table: ORM-enabled INSERT/UPDATE add a unit-of-work or session
 # synchronisation pass that costs about as much as the statement (docs/performance.md).
 _INBOX = table_of(InboxCommand)
@@ -112,6 +113,7 @@ class SagaCommands:
         lease_seconds: float,
         retry_base_seconds: float,
         wake_dispatcher: Callable[[], None],
+        max_attempts: int = 30,
     ) -> None:
         self.database = database
         self.registry = registry
@@ -121,6 +123,7 @@ class SagaCommands:
         self.clock = clock
         self.metrics = metrics
         self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.wake_dispatcher = wake_dispatcher
         self._wake = asyncio.Event()
@@ -256,12 +259,29 @@ class SagaCommands:
         async with self._semaphore:
             try:
                 await self.execute(command_id, command)
-            except Exception:
-                # Left PENDING: its lease runs out and it is tried again.
+            except Exception as exc:
+                # Left PENDING: its lease runs out and it is tried again, up to the attempt cap.
                 log.exception("saga command failed", extra={"commandId": command_id})
+                await self._give_up_when_exhausted(command_id, exc)
             finally:
                 self._leases.pop(command_id, None)
             self.wake_dispatcher()
+
+    async def _give_up_when_exhausted(self, command_id: int, error: Exception) -> None:
+        """A command that failed `max_attempts` times ends in its failure event instead of running forever
+        (a fault that repeats on every attempt would otherwise keep the saga waiting, with no event)."""
+        try:
+            async with self.database.read() as session:
+                command = await session.get(InboxCommand, command_id)
+            if command is None or command.status != PENDING or command.attempts < self.max_attempts:
+                return
+            cause = getattr(error, "orig", None) or error
+            detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+            reason = f"gave up after {command.attempts} attempts: {type(cause).__name__}: {detail}"
+            await self._fail(command, Route(command.route), reason)
+            self.metrics.saga_commands.labels(command.route, "gave_up").inc()
+        except Exception:
+            log.exception("saga command could not be given up", extra={"commandId": command_id})
 
     async def execute(self, command_id: int, command: InboxCommand | None = None) -> None:
         """Run one claimed delivery to its outcome (`command`: the row as just leased, when at hand)."""
@@ -313,13 +333,10 @@ class SagaCommands:
         if adapter is None:
             raise CannotSucceed(f"provider {saga.provider!r} is unknown or not enabled")
         operation = OPERATIONS[route]
-        capabilities = adapter.capabilities
-        if operation not in capabilities.operations:
+        if operation not in adapter.capabilities.operations:
             raise CannotSucceed(f"provider {adapter.name} does not support {operation.value}")
-        if route not in (Route.REFUND, Route.PAY_BY_LINK) and saga.payment_method not in capabilities.payment_methods:
-            raise CannotSucceed(f"provider {adapter.name} does not support payment method {saga.payment_method!r}")
-        if saga.currency not in capabilities.currencies:
-            raise CannotSucceed(f"currency {saga.currency} is not supported by provider {adapter.name}")
+        # Payment method, currency, amounts, redirect URLs...: the payment service's rules
+        # (services/validation.py), the same for /v3 and sagas.
         return adapter
 
     async def _pay_like(
@@ -328,7 +345,7 @@ class SagaCommands:
         """Run the operation; returns its key, its result, and whether the command was marked DONE already
         (in the transaction of the provider's answer)."""
         operation = OPERATIONS[route]
-        key = f"saga:{saga.saga_id}:{route.value}:1"
+        key = saga_operation_key(saga.saga_id, route.value, 1)
         finished = False
 
         async def finish_with_the_answer(session: AsyncSession, summary: str) -> None:
@@ -356,8 +373,14 @@ class SagaCommands:
                 saga_context={"payRequestData": saga.pay_request_data},
                 on_answer=finish_with_the_answer,
             )
+        except RequestRefused as exc:
+            raise CannotSucceed(_saga_wording(exc)) from exc
         except InvalidProviderData as exc:
             raise CannotSucceed(str(exc)) from exc
+        if outcome.conflict:
+            # The saga's key is its own id: a delivery asking for something else than the first one
+            # (its data changed in between) gets the first outcome again, never a second payment.
+            log.warning("saga command differs from its first delivery", extra={"sagaId": saga.saga_id, "key": key})
         if outcome.replayed and outcome.payment.status == Status.UNKNOWN and command.attempts > 1:
             # This delivery ran before and its run stopped during the provider call (the process died, so
             # its lease ran out): ask the provider now rather than leave the saga to reconciliation.
@@ -382,8 +405,6 @@ class SagaCommands:
             raise CannotSucceed(
                 f"payRequestData.subscriptionInfo.interval {raw_interval!r} is not DAY, WEEK, MONTH or YEAR"
             ) from exc
-        if interval not in adapter.capabilities.intervals:
-            raise CannotSucceed(f"provider {adapter.name} does not accept the interval {interval.value}")
         count = info.get("intervalCount", 1)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise CannotSucceed("payRequestData.subscriptionInfo.intervalCount must be a positive integer")
@@ -403,7 +424,7 @@ class SagaCommands:
         assert saga.payment_id is not None
         if saga.started_refund_id is not None:
             return await self._started_refund(saga, saga.started_refund_id)
-        base = f"saga:{saga.saga_id}:refund:{saga.refunds_so_far}"
+        base = f"saga:{saga_key_part(saga.saga_id)}:refund:{saga.refunds_so_far}"
         key = f"{base}:{await self._refund_attempt(base)}"
         provider_data = saga.refund_request_data.get("providerData")
         request = RefundRequest(
@@ -415,6 +436,8 @@ class SagaCommands:
         )
         try:
             outcome = await self.payments.refund(adapter, request, saga_id=saga.saga_id)
+        except RequestRefused as exc:
+            raise CannotSucceed(_saga_wording(exc)) from exc
         except InvalidProviderData as exc:
             raise CannotSucceed(str(exc)) from exc
         if outcome.refund is None:
@@ -450,7 +473,7 @@ class SagaCommands:
         async with self.database.read() as session:
             latest = await session.scalar(
                 select(Refund)
-                .where(Refund.idempotency_key.like(f"{base}:%"))
+                .where(Refund.idempotency_key.like(_like_prefix(f"{base}:"), escape="\\"))
                 .order_by(Refund.created_at.desc())
                 .limit(1)
             )
@@ -513,7 +536,7 @@ class SagaCommands:
         return details if isinstance(details, dict) else refund_details([])
 
     async def _retry_later(self, command: InboxCommand, reason: str) -> None:
-        if command.attempts >= MAX_ATTEMPTS:
+        if command.attempts >= self.max_attempts:
             await self._fail(command, Route(command.route), f"gave up after {command.attempts} attempts: {reason}")
             return
         delay = min(self.retry_base_seconds * 2 ** max(command.attempts - 1, 0), 60.0)
@@ -533,3 +556,27 @@ class SagaCommands:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+# The saga's names for the fields the payment service's rules name as /v3 does.
+_SAGA_FIELDS = {
+    "successRedirectUrl": "payRequestData.successRedirect",
+    "failureRedirectUrl": "payRequestData.failureRedirect",
+    "subscriptionInfo": "payRequestData.subscriptionInfo",
+    "paymentId": "paymentId",
+}
+
+
+def _saga_wording(refusal: RequestRefused) -> str:
+    """The refusal's message with the field named as it is in the saga's metadata."""
+    message = str(refusal)
+    for wire_name, saga_name in _SAGA_FIELDS.items():
+        if message.startswith(wire_name):
+            return saga_name + message[len(wire_name) :]
+    return message
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching strings that start with `prefix` (its wildcards escaped)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"

@@ -37,6 +37,7 @@ from pgm.providers.base import (
 from pgm.services.callbacks import CallbackService
 from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
+from pgm.services.validation import check_pay_request, check_refund_request, request_digest
 from pgm.store.database import Database, insert_row
 from pgm.store.ids import new_id
 from pgm.store.models import Payment, Refund
@@ -63,6 +64,9 @@ class PayOutcome:
     result: PayResultCode
     description: str
     replayed: bool = False
+    # A replay for a request that differs from the first one under the same key: `/v3` answers 409,
+    # a saga (whose key is its own id) re-sends the first outcome (docs/api.md, docs/flow-manager.md).
+    conflict: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class RefundOutcome:
     payment: Payment | None
     refund: Refund | None
     replayed: bool = False
+    conflict: bool = False
 
 
 class RefundRefused(Exception):
@@ -130,10 +135,13 @@ class PaymentService:
 
         `on_answer(session, summary)` runs inside the transaction that records the provider's answer, so
         that a caller's own bookkeeping commits with it (not called on a replay, a refusal or a lost answer)."""
+        check_pay_request(adapter, operation, request)
         adapter.check(operation, request)
-        payment, created = await self._create(adapter, operation, request, saga_id, saga_context)
+        digest = request_digest(request)
+        payment, created = await self._create(adapter, operation, request, saga_id, saga_context, digest)
         if not created:
-            return PayOutcome(payment, result_of(payment), payment.description or "", replayed=True)
+            conflict = _differs(payment, request, digest)
+            return PayOutcome(payment, result_of(payment), payment.description or "", replayed=True, conflict=conflict)
         provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
         try:
             result = await observed(
@@ -165,6 +173,7 @@ class PaymentService:
         request: PayRequest,
         saga_id: str | None,
         saga_context: dict[str, Any] | None,
+        digest: str,
     ) -> tuple[Payment, bool]:
         now = self.clock.now()
         payment = Payment(
@@ -177,6 +186,7 @@ class PaymentService:
             currency=request.currency,
             shop_transaction_id=request.shop_transaction_id,
             idempotency_key=request.idempotency_key,
+            request_digest=digest,
             subscription_token=request.subscription.token if request.subscription else None,
             saga_id=saga_id,
             saga_context=saga_context or {},
@@ -269,6 +279,7 @@ class PaymentService:
         saga_id: str | None = None,
     ) -> RefundOutcome:
         """Refund once per idempotency key; refused without a provider call when it exceeds what is left."""
+        check_refund_request(request)
         adapter.check(Operation.REFUND, request)
         try:
             refund, payment, created = await self._reserve_refund(adapter, request, saga_id)
@@ -277,7 +288,10 @@ class PaymentService:
                 Status.FAILED, str(refusal), await self.find_payment(adapter.name, request.payment_id), None
             )
         if not created:
-            return RefundOutcome(Status(refund.status), refund.description or "", payment, refund, replayed=True)
+            conflict = refund.amount != request.amount or refund.payment_id != payment.id
+            return RefundOutcome(
+                Status(refund.status), refund.description or "", payment, refund, replayed=True, conflict=conflict
+            )
         provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
         try:
             result = await observed(
@@ -400,3 +414,16 @@ class PaymentService:
             payment = await session.get(Payment, refund.payment_id)
             assert payment is not None
             return refund, payment
+
+
+def _differs(payment: Payment, request: PayRequest, digest: str) -> bool:
+    """Whether a request replayed under a payment's key asks for something else than the payment."""
+    if payment.request_digest is not None:
+        return payment.request_digest != digest
+    # Recorded before requests were fingerprinted: compare what the row kept.
+    return (
+        payment.amount != request.amount
+        or payment.currency != request.currency
+        or payment.shop_transaction_id != request.shop_transaction_id
+        or payment.payment_method != request.payment_method
+    )

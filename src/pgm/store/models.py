@@ -55,6 +55,9 @@ class Payment(Base):
     shop_transaction_id: Mapped[str] = mapped_column(String(255), index=True)
     provider_payment_id: Mapped[str | None] = mapped_column(String(255))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    # SHA-256 of the request (services/validation.py: request_digest): the same key with a different
+    # request is a conflict, whatever field differs.
+    request_digest: Mapped[str | None] = mapped_column(String(64))
     subscription_token: Mapped[str | None] = mapped_column(String(255), index=True)
     redirect_url: Mapped[str | None] = mapped_column(Text)
     redirect_url_mobile: Mapped[str | None] = mapped_column(Text)

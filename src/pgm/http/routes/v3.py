@@ -3,15 +3,17 @@
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
 
+from pgm.domain.idempotency import storable_key
 from pgm.domain.statuses import Status
-from pgm.http.dependencies import Parts, provider_for, require_token
+from pgm.http.dependencies import Parts, ProviderName, provider_for, require_token
 from pgm.http.errors import ApiError, ErrorBody
 from pgm.http.schemas import (
     AuthorizationTokenResponse,
     ExpireResponse,
+    Identifier,
     PayBody,
     PayByLinkBody,
     PayByLinkResponse,
@@ -39,6 +41,7 @@ from pgm.providers.base import (
 from pgm.services.callbacks import CallbackNotProcessed, CallbackRefusedByProvider, CallbackRejected
 from pgm.services.notifications import payment_status
 from pgm.services.payments import PayOutcome
+from pgm.services.validation import RequestRefused, check_terms
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": description}
@@ -69,6 +72,7 @@ async def _payment_method(paymentMethod: str) -> str:  # noqa: N803 - the path p
 
 
 PaymentMethod = Annotated[str, Depends(_payment_method)]
+SubscriptionToken = Annotated[Identifier, Path(description="The provider's id of the subscription")]
 
 
 def _default_method(adapter: ProviderAdapter, path: str) -> str:
@@ -84,7 +88,7 @@ def _default_method(adapter: ProviderAdapter, path: str) -> str:
 
 
 def _operation_key(provider: str, operation: Operation, key: str | None) -> str:
-    return f"api:{provider}:{operation.value}:{key}" if key else f"api:{uuid.uuid4().hex}"
+    return storable_key(f"api:{provider}:{operation.value}:{key}") if key else f"api:{uuid.uuid4().hex}"
 
 
 def _pay_request(body: PayBody, method: str, key: str, subscription: SubscriptionInfo | None = None) -> PayRequest:
@@ -101,31 +105,15 @@ def _pay_request(body: PayBody, method: str, key: str, subscription: Subscriptio
     )
 
 
-def _check_terms(adapter: ProviderAdapter, request: PayRequest) -> None:
-    if request.currency not in adapter.capabilities.currencies:
-        accepted = ", ".join(sorted(adapter.capabilities.currencies))
-        raise ApiError(400, "invalid_request", f"provider {adapter.name} accepts currencies {accepted}", "currency")
-    interval = request.subscription.interval if request.subscription else None
-    if interval is not None and interval not in adapter.capabilities.intervals:
-        accepted = ", ".join(sorted(adapter.capabilities.intervals)) or "none"
-        raise ApiError(
-            400, "invalid_request", f"provider {adapter.name} accepts intervals {accepted}", "subscriptionInfo.interval"
-        )
-
-
 async def run_pay(parts: Parts, adapter: ProviderAdapter, operation: Operation, request: PayRequest) -> PayOutcome:
-    """Run a pay-like operation, translating adapter errors into API errors."""
-    _check_terms(adapter, request)
+    """Run a pay-like operation, translating the service's refusals into API errors."""
     try:
         outcome = await parts.payments.start(adapter, operation, request)
+    except RequestRefused as exc:
+        raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
     except InvalidProviderData as exc:
         raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
-    payment = outcome.payment
-    if outcome.replayed and (
-        payment.amount != request.amount
-        or payment.currency != request.currency
-        or payment.shop_transaction_id != request.shop_transaction_id
-    ):
+    if outcome.conflict:
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for a different request")
     parts.dispatcher.wake()
     return outcome
@@ -171,8 +159,12 @@ def build_router() -> APIRouter:
         )
         try:
             outcome = await parts.payments.refund(adapter, request)
+        except RequestRefused as exc:
+            raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
         except InvalidProviderData as exc:
             raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
+        if outcome.conflict:
+            raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for a different request")
         parts.dispatcher.wake()
         result: Literal["OK", "KO", "PENDING"] = (
             "OK" if outcome.status is Status.ACCEPTED else "KO" if outcome.status is Status.FAILED else "PENDING"
@@ -207,7 +199,7 @@ def build_router() -> APIRouter:
     async def status(
         parts: Parts,
         adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.STATUS))],
-        payment_id: Annotated[str, Query(alias="paymentId", min_length=1, max_length=255)],
+        payment_id: Annotated[Identifier, Query(alias="paymentId")],
     ) -> PaymentStatusBody:
         """Asks the provider and records the answer when the payment is ours."""
         return await _status(parts, adapter, payment_id, notify=False)
@@ -216,20 +208,27 @@ def build_router() -> APIRouter:
     async def check(
         parts: Parts,
         adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.STATUS))],
-        payment_id: Annotated[str, Query(alias="paymentId", min_length=1, max_length=255)],
+        payment_id: Annotated[Identifier, Query(alias="paymentId")],
     ) -> PaymentStatusBody:
         """Like /status, and the result is also pushed to PAYMENT_CALLBACK_URL."""
         return await _status(parts, adapter, payment_id, notify=True)
 
-    for path in ("/{provider}/callback", "/{provider}/callback/authorization"):
-        router.add_api_route(
-            path,
-            _callback,
-            methods=["GET", "POST"],
-            summary="Provider notifications (called by the provider, never needs the API token)",
-            response_class=Response,
-            responses={200: {"description": "What the provider expects as acknowledgement"}},
-        )
+    # One route per method: a route with several methods publishes one operation id for all of them,
+    # and the OpenAPI document must have unique ones (client generators key on them).
+    for path, name in (
+        ("/{provider}/callback", "callback"),
+        ("/{provider}/callback/authorization", "authorization_callback"),
+    ):
+        for method in ("GET", "POST"):
+            router.add_api_route(
+                path,
+                _callback,
+                methods=[method],
+                name=f"{name}_{method.lower()}",
+                summary="Provider notifications (called by the provider, never needs the API token)",
+                response_class=Response,
+                responses={200: {"description": "What the provider expects as acknowledgement"}},
+            )
 
     @router.post(
         "/{provider}/pay",
@@ -319,14 +318,17 @@ def build_router() -> APIRouter:
         "/{provider}/subscription/update/{subscriptionToken}", dependencies=secured, summary="Change a subscription"
     )
     async def update_subscription(
-        subscriptionToken: str,  # noqa: N803
+        subscriptionToken: SubscriptionToken,  # noqa: N803
         body: SubscriptionBody,
         parts: Parts,
         adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.SUBSCRIPTION_UPDATE))],
     ) -> SubscriptionUpdateResponse:
         """New amount or interval for the next charges."""
         request = _pay_request(body, "subscription", "update", body.subscriptionInfo.to_domain())
-        _check_terms(adapter, request)
+        try:
+            check_terms(adapter, request.currency, request.subscription)
+        except RequestRefused as exc:
+            raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
         found = await _provider_call(adapter.update_subscription(subscriptionToken, request))
         return SubscriptionUpdateResponse(
             result="OK", resultDescription=f"subscription is {found.status.value}", subscriptionToken=found.token
@@ -336,7 +338,7 @@ def build_router() -> APIRouter:
         "/{provider}/subscription/status/{subscriptionToken}", dependencies=secured, summary="A subscription's status"
     )
     async def subscription_status(
-        subscriptionToken: str,  # noqa: N803
+        subscriptionToken: SubscriptionToken,  # noqa: N803
         adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.SUBSCRIPTION_STATUS))],
     ) -> SubscriptionStatusResponse:
         """As the provider reports it."""
@@ -349,7 +351,7 @@ def build_router() -> APIRouter:
         )
 
     async def expire_subscription(
-        subscriptionToken: str,  # noqa: N803
+        subscriptionToken: SubscriptionToken,  # noqa: N803
         adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.SUBSCRIPTION_EXPIRE))],
         shop_transaction_id: Annotated[str | None, Query(alias="shopTransactionId", max_length=255)] = None,
         reference: Annotated[
@@ -360,13 +362,15 @@ def build_router() -> APIRouter:
         found = await _provider_call(adapter.expire_subscription(subscriptionToken, shop_transaction_id or reference))
         return ExpireResponse(result="OK", resultDescription=f"subscription is {found.status.value}")
 
-    router.add_api_route(
-        "/{provider}/subscription/expire/{subscriptionToken}",
-        expire_subscription,
-        methods=["DELETE", "POST"],
-        dependencies=secured,
-        summary="Stop a subscription",
-    )
+    for method in ("DELETE", "POST"):
+        router.add_api_route(
+            "/{provider}/subscription/expire/{subscriptionToken}",
+            expire_subscription,
+            methods=[method],
+            name=f"expire_subscription_{method.lower()}",
+            dependencies=secured,
+            summary="Stop a subscription" + (" (for older clients: prefer DELETE)" if method == "POST" else ""),
+        )
     return router
 
 
@@ -436,7 +440,7 @@ async def _status(parts: Parts, adapter: ProviderAdapter, payment_id: str, notif
     )
 
 
-async def _callback(request: Request, parts: Parts, provider: str) -> Response:
+async def _callback(request: Request, parts: Parts, provider: ProviderName) -> Response:
     adapter = parts.registry.get(provider)
     if adapter is None:
         raise ApiError(404, "provider_not_found", f"provider {provider!r} is unknown or not enabled")

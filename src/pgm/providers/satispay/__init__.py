@@ -45,7 +45,7 @@ from pgm.providers.base import (
     SubscriptionLookup,
     SubscriptionState,
 )
-from pgm.providers.http import json_body, provider_client, send
+from pgm.providers.http import json_body, path_segment, provider_client, send
 from pgm.providers.satispay.signing import SatispaySignature, UnusableKey, load_private_key
 
 REQUIRED_VARIABLES: tuple[str, ...] = ("SATISPAY_IS_SANDBOX", "SATISPAY_KEY_ID", "SATISPAY_PRIVATE_KEY")
@@ -246,10 +246,10 @@ class SatispayAdapter(ProviderAdapter):
         _check_id(payment_id, ProviderRejected)
         if payment_id in self._tokens:
             return _token_lookup(await self._get_token(payment_id))
-        response = await send(self._client, "GET", f"/payments/{payment_id}", **self._waiting())
+        response = await send(self._client, "GET", f"/payments/{path_segment(payment_id)}", **self._waiting())
         if response.status_code != 404:
             return _payment_lookup(json_body(response))
-        response = await send(self._client, "GET", f"/pre_authorized_payment_tokens/{payment_id}")
+        response = await send(self._client, "GET", f"/pre_authorized_payment_tokens/{path_segment(payment_id)}")
         if response.status_code == 404:
             raise ProviderRejected(f"Satispay has no payment or authorization {payment_id}")
         token = json_body(response)
@@ -267,7 +267,7 @@ class SatispayAdapter(ProviderAdapter):
         """Look a refund up by its id (a Satispay payment of its own), or by the key it was created with."""
         if refund_id:
             _check_id(refund_id, ProviderRejected)
-            response = await send(self._client, "GET", f"/payments/{refund_id}")
+            response = await send(self._client, "GET", f"/payments/{path_segment(refund_id)}")
             return None if response.status_code == 404 else _refund_result(json_body(response))
         found = await self._scan(
             lambda item: _created_with(item, idempotency_key) and item.get("type") == "REFUND_TO_BUSINESS"
@@ -283,7 +283,7 @@ class SatispayAdapter(ProviderAdapter):
         """Revoke a pre-authorized token; revoking one already revoked answers its current state."""
         _check_id(token, ProviderRejected)
         response = await send(
-            self._client, "PUT", f"/pre_authorized_payment_tokens/{token}", json={"status": "CANCELED"}
+            self._client, "PUT", f"/pre_authorized_payment_tokens/{path_segment(token)}", json={"status": "CANCELED"}
         )
         try:
             return _subscription(json_body(response))
@@ -321,7 +321,7 @@ class SatispayAdapter(ProviderAdapter):
         return json_body(response)
 
     async def _get_token(self, token: str) -> dict[str, Any]:
-        return json_body(await send(self._client, "GET", f"/pre_authorized_payment_tokens/{token}"))
+        return json_body(await send(self._client, "GET", f"/pre_authorized_payment_tokens/{path_segment(token)}"))
 
     async def _scan(self, match: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any] | None:
         """The first payment of the list that matches; None only when the whole list was read."""
