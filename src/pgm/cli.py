@@ -33,9 +33,16 @@ def serve(_arguments: argparse.Namespace) -> int:
     for warning in settings.warnings:
         logging.getLogger("pgm.configuration").warning(warning)
     from pgm.http.app import create_app
+    from pgm.http.server import protocol_with_header_timeout
 
     app = create_app(settings)
-    uvicorn.Server(uvicorn.Config(app, log_config=None)).run(sockets=[listener])
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        # uvicorn has no time-out for a request's headers of its own (slowloris): src/pgm/http/server.py.
+        http=protocol_with_header_timeout(settings.header_timeout_seconds),
+    )
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 

@@ -4,12 +4,16 @@ never a secret."""
 from __future__ import annotations
 
 import json
+import re
+import socket
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
+from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from pgm.devstack.testing import wait_for
 from tests.http.test_v3_sandbox_flows import pay_body
@@ -245,6 +249,12 @@ def test_openapi_document_covers_every_route_and_shows_no_secret(pgm: PgmProcess
     ):
         assert path in paths, path
     assert set(paths["/v3/{provider}/subscription/expire/{subscriptionToken}"]) == {"delete", "post"}
+    # Valid as published: every path parameter declared (`{provider}` included), operation ids unique.
+    OpenAPIV31SpecValidator(document).validate()
+    for path, methods in paths.items():
+        for operation in methods.values():
+            declared = {parameter["name"] for parameter in operation.get("parameters", []) if parameter["in"] == "path"}
+            assert declared == set(re.findall(r"{(\w+)}", path)), (path, declared)
     assert "examples" in document["components"]["schemas"]["PayBody"]
     text = pgm.get("/documentation/openapi.json").text
     assert SANDBOX_SECRET not in text
@@ -269,3 +279,91 @@ def test_ready_reports_store_and_migrations(pgm: PgmProcess) -> None:
         "status": "OK",
         "checks": {"store": "OK", "migrations": "OK", "providers": "sandbox"},
     }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "/v3/sandbox/status?paymentId=a%0Ab", "paymentId"),
+        ("GET", "/v3/sandbox/check?paymentId=a%0Ab", "paymentId"),
+        ("GET", "/v3/sandbox/status?paymentId=abc%2F", "paymentId"),
+        ("GET", "/v3/sandbox/status?paymentId=a%3Fb", "paymentId"),
+        ("GET", "/v3/sandbox/check?paymentId=a%23b", "paymentId"),
+        ("GET", "/v3/sandbox/status?paymentId=..", "paymentId"),
+        ("GET", "/v3/sandbox/status?paymentId=a%20b", "paymentId"),
+        ("GET", "/v3/sandbox/subscription/status/a%0Ab", "subscriptionToken"),
+        ("DELETE", "/v3/sandbox/subscription/expire/a%0Ab", "subscriptionToken"),
+        ("POST", "/v3/sandbox/subscription/expire/a%09b", "subscriptionToken"),
+    ],
+)
+def test_identifiers_no_provider_could_hold_are_refused(pgm: PgmProcess, method: str, path: str, field: str) -> None:
+    # They used to reach the provider's URL: a newline made httpx fail (500), a '/' changed the path (502).
+    error = assert_error(pgm.client.request(method, path), 400, "invalid_request", field)
+    assert field in error["message"]
+
+
+def test_identifier_refused_in_subscription_update_and_refund_bodies(pgm: PgmProcess, shop_id: str) -> None:
+    update = {**pay_body(shop_id), "subscriptionInfo": {"interval": "MONTH", "intervalCount": 1}}
+    assert_error(pgm.post("/v3/sandbox/subscription/update/a%0Ab", update), 400, "invalid_request", "subscriptionToken")
+    refund = {"amount": 100, "currency": "EUR", "paymentId": "sbx_pay_1/../x"}
+    assert_error(pgm.post("/v3/sandbox/refund", refund), 400, "invalid_request", "paymentId")
+
+
+def test_identifiers_are_encoded_completely_into_provider_urls(pgm: PgmProcess) -> None:
+    # `%2F` inside an identifier is three characters, not a slash: encoded as such, the provider finds
+    # no such payment (404), instead of being asked for another path (a redirect, then 502).
+    for identifier in ("abc%2F", "abc%2F..%2Fpayments", "abc%3Fx%3D1", "a.b", "a%23"):
+        response = pgm.client.get("/v3/sandbox/status", params={"paymentId": identifier})
+        assert_error(response, 404, "not_found")
+
+
+def _connect(pgm: PgmProcess) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", pgm.port), timeout=0.2)
+    return connection
+
+
+def _trickle_until_closed(
+    connection: socket.socket, first: bytes, deadline_seconds: float, trickle: bool = True
+) -> tuple[bytes, float]:
+    """Send `first`, then (with `trickle`) one more byte of a header value whenever 0.2 s pass without an
+    answer, until the server closes; returns what it answered and how long it took."""
+    started = time.monotonic()
+    connection.sendall(first)
+    received = b""
+    while time.monotonic() - started < deadline_seconds:
+        try:
+            chunk = connection.recv(4096)
+        except TimeoutError:
+            try:
+                if trickle:
+                    connection.sendall(b"x")
+            except OSError:
+                break
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received, time.monotonic() - started
+
+
+def test_connections_trickling_their_headers_are_closed(start_pgm: Callable[..., PgmProcess]) -> None:
+    pgm = start_pgm(PGM_HEADER_TIMEOUT_SECONDS="1")
+    # Headers a byte at a time (slowloris): answered 408 and closed once the header deadline passes.
+    with _connect(pgm) as connection:
+        answer, elapsed = _trickle_until_closed(connection, b"GET /-/healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ", 10)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert 0.9 <= elapsed < 5, elapsed
+    # A connection that sends nothing at all is closed too.
+    with _connect(pgm) as connection:
+        answer, elapsed = _trickle_until_closed(connection, b"", 10, trickle=False)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    # A kept-alive connection: the second request's headers have the same deadline.
+    with _connect(pgm) as connection:
+        two = b"GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /-/healthz HTTP/1.1\r\nX-Slow: "
+        first, _ = _trickle_until_closed(connection, two, 10)
+    assert first.startswith(b"HTTP/1.1 200"), first
+    assert first.endswith(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"), first
+    # Requests sent at a normal pace are unaffected.
+    assert pgm.get("/-/healthz").status_code == 200
