@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
 from pgm.config import Settings
@@ -17,6 +18,7 @@ from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers import adyen
 from pgm.providers.base import Operation, PayRequest, PayResultCode
 from tests.fakes.adyen import (
+    API_PREFIX,
     AUTHORISED_CARD,
     MERCHANT_ACCOUNT,
     REFUSED_CARD,
@@ -152,6 +154,24 @@ def test_partial_then_total_refund_stay_pending_until_adyens_refund_notification
     assert refund(pgm, payment_id, 1)["result"] == "KO"
     [held] = fake.payments(shop_id)
     assert [(r["amount"], r["status"]) for r in held["refunds"]] == [(300, "refunded"), (700, "refunded")]
+
+
+def test_a_refund_made_in_adyens_customer_area_is_recorded_from_its_notification(
+    pgm: PgmProcess, fake: Fake, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    payment_id = pay(pgm, shop_id)["paymentId"]
+    # Not through the PGM: Adyen's own API (what its Customer Area does), then its REFUND notification.
+    response = httpx.post(
+        f"{fake.url}{API_PREFIX}/payments/{payment_id}/refunds",
+        json={"merchantAccount": MERCHANT_ACCOUNT, "amount": {"value": 250, "currency": "EUR"}},
+        headers={"x-api-key": fake.api_key, "Idempotency-Key": f"customer-area-{shop_id}"},
+    )
+    assert response.status_code == 201, response.text
+    fake.complete_refund(response.json()["pspReference"], ok=True)
+    status = wait_for_status(notifications, shop_id, "ACCEPTED", action="REFUND")
+    assert (status["metadata"]["refundAmount"], status["metadata"]["totalRefundedAmount"]) == (250, 250)
+    # The PGM counts it: what is left is 750.
+    assert "exceeds the refundable amount 750" in refund(pgm, payment_id, 751)["resultDescription"]
 
 
 def test_refund_refused_by_adyen_is_reported_failed_and_frees_the_amount(

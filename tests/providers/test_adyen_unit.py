@@ -161,14 +161,24 @@ def test_refused_authorisation_is_a_failed_payment() -> None:
 
 
 def test_refund_notification_names_the_refund_and_its_payment() -> None:
-    body = notification_body([item("REFUND", pspReference="REF0000000000001", originalReference="PSP0000000000001")])
-    [notification] = parse(body)
-    assert (notification.subject, notification.refund_id, notification.payment_id, notification.status) == (
-        Subject.REFUND,
-        "REF0000000000001",
-        "PSP0000000000001",
-        Status.ACCEPTED,
+    body = notification_body(
+        [
+            item(
+                "REFUND",
+                pspReference="REF0000000000001",
+                originalReference="PSP0000000000001",
+                amount={"value": 400, "currency": "EUR"},
+            )
+        ]
     )
+    [notification] = parse(body)
+    assert (
+        notification.subject,
+        notification.refund_id,
+        notification.payment_id,
+        notification.status,
+        notification.amount,
+    ) == (Subject.REFUND, "REF0000000000001", "PSP0000000000001", Status.ACCEPTED, 400)
 
 
 def test_link_payment_is_known_by_the_link_id_and_a_refused_attempt_leaves_the_link_open() -> None:

@@ -129,6 +129,7 @@ def test_v3_refunds_move_the_saga_through_refund_requested(stack: SagaStack, mac
     # The command the Flow Manager sent on entering REFUND_REQUESTED resolved to the refund already made.
     [command] = refund_commands(stack, saga_id, 1)
     assert "started outside the saga" in command["result"]
+    assert sandbox_refunds(stack, saga) == [(400, "ACCEPTED")]
 
     assert v3_refund(stack, payment_id, 600)["result"] == "OK"
     saga = wait_settled(stack, saga_id, TOTALLY_REFUNDED, refunded(400, 600))
@@ -159,6 +160,7 @@ def test_a_refund_made_at_the_provider_reaches_the_saga_through_its_callback(sta
     saga = wait_settled(stack, saga_id, PARTIALLY_REFUNDED, refunded(300))
     assert event_labels(stack, saga_id)[-2:] == ["refundRequested", "partialRefundExecuted"]
     refund_commands(stack, saga_id, 1)
+    assert sandbox_refunds(stack, saga) == [(300, "ACCEPTED")]
     if machine == "contract":
         assert saga["currentState"] == "PARTIALLY_REFUNDED"
 
@@ -249,7 +251,10 @@ def test_an_outcome_found_by_reconciliation_reaches_the_waiting_saga(stack: Saga
     )
     stack.send_event(saga_id, "scheduleRequested")
     saga = wait_settled(stack, saga_id, 1000, lambda metadata: "never created" in str(metadata.get("error")))
-    seen = inspection_when(stack, saga_id, lambda view: bool(view["events"]) and view["flowManager"]["notTaken"] == [])
+    # The Flow Manager moves the saga before the PGM records the delivery: wait for the record.
+    seen = inspection_when(
+        stack, saga_id, lambda view: bool(view["events"]) and view["events"][-1]["delivery"]["status"] == "DELIVERED"
+    )
     assert [(e["label"], e["takenByFlowManager"]) for e in seen["events"]] == [("paymentFailed", True)]
     assert seen["payments"][0]["status"] == "FAILED"
     assert [(c["route"], c["status"]) for c in seen["commands"]] == [("pay", "DONE")]

@@ -682,7 +682,11 @@ def _notification(item: Mapping[str, Any]) -> Notification | None:
     # Adyen sends duplicates with the same code, reference and success flag: that triple is the event.
     event_id = f"{event}:{psp}:{original or ''}:{'true' if success else 'false'}"
     if rule.subject is Subject.REFUND:
-        return Notification(event_id, Subject.REFUND, payment_id=original, status=status, refund_id=psp)
+        amount = item.get("amount")
+        value = amount.get("value") if isinstance(amount, Mapping) else None
+        # The amount lets the PGM record a refund made in Adyen's Customer Area, which it never asked for.
+        minor = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+        return Notification(event_id, Subject.REFUND, payment_id=original, status=status, refund_id=psp, amount=minor)
     payment_id = psp if event in PAYMENT_EVENTS_ON_OWN_REFERENCE else original
     additional = item.get("additionalData")
     link_id = additional.get("paymentLinkId") if isinstance(additional, Mapping) else None
