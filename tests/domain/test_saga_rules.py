@@ -15,6 +15,7 @@ from pgm.domain.saga import (
     missing_fields,
     read_saga_data,
     refund_details,
+    taken_by_the_machine,
     with_redirect,
     with_token,
 )
@@ -116,3 +117,25 @@ def test_event_envelope_has_exactly_two_levels_and_four_keys() -> None:
     event = envelope("s1", Event.PAYMENT_EXECUTED, {"paymentId": "p"})
     assert event == {"key": "s1", "value": {"messageLabel": "paymentExecuted", "messagePayload": {"paymentId": "p"}}}
     assert refund_details([300, 700]) == {"totalRefundedAmount": 1000, "refundedAmounts": [300, 700]}
+
+
+def test_events_the_flow_manager_took_are_found_in_its_history_by_label_and_payload() -> None:
+    history = [
+        {"event": "__created__", "payload": {}},
+        {"event": "linkCreated", "payload": {"paymentId": "p1", "link": "https://l"}},
+        {"event": "refundRequested", "payload": {"refundRequestData": {"amount": 5}}},
+    ]
+    sent = [
+        ("linkCreated", {"paymentId": "p1", "link": "https://l"}),
+        ("paymentExecuted", {"paymentId": "p1"}),
+        # Same label as the merchant's event in the history, another payload: not the one it took.
+        ("refundRequested", {"refundRequestData": {"amount": 5, "refundId": "ref_1"}}),
+    ]
+    assert taken_by_the_machine(sent, history) == [True, False, False]
+
+
+def test_each_history_entry_answers_for_one_event_and_entries_without_payload_match_on_the_label() -> None:
+    sent = [("paymentExecuted", {"paymentId": "p1"}), ("paymentExecuted", {"paymentId": "p1"})]
+    assert taken_by_the_machine(sent, [{"event": "paymentExecuted", "payload": {"paymentId": "p1"}}]) == [True, False]
+    assert taken_by_the_machine(sent, [{"event": "paymentExecuted"}, {"event": "paymentExecuted"}]) == [True, True]
+    assert taken_by_the_machine(sent, None) == [False, False]

@@ -106,6 +106,12 @@ def _delivery(message: OutboxMessage | None) -> dict[str, Any] | None:
     }
 
 
+# (saga, event position) already logged as not taken: the local stack's inspector asks every few seconds,
+# and one warning per ignored event is enough. Bounded, oldest forgotten first.
+_WARNED: dict[tuple[str, int], None] = {}
+_WARNED_LIMIT = 10_000
+
+
 async def _flow_manager_view(parts: Container, saga_id: str, events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The saga as the Flow Manager keeps it (its state), and each delivered event marked
     `takenByFlowManager`: an outcome reached outside the saga's command (a link paid before
@@ -118,18 +124,28 @@ async def _flow_manager_view(parts: Container, saga_id: str, events: list[dict[s
         return {"error": str(exc)}
     if document is None:
         return {"error": f"saga {saga_id} is not in the CRUD"}
-    delivered = [e for e in events if e["delivery"] is not None and e["delivery"]["status"] == "DELIVERED"]
+    delivered = [
+        (position, e)
+        for position, e in enumerate(events)
+        if e["delivery"] is not None and e["delivery"]["status"] == "DELIVERED"
+    ]
     history = document.get("history")
     history_events = history.get("events") if isinstance(history, dict) else None
-    taken = taken_by_the_machine([(e["label"], e["messagePayload"]) for e in delivered], history_events)
+    taken = taken_by_the_machine([(e["label"], e["messagePayload"]) for _, e in delivered], history_events)
     state = document.get("currentState")
     not_taken = []
     for event in events:
         event["takenByFlowManager"] = None
-    for event, was_taken in zip(delivered, taken, strict=True):
+    for (index, event), was_taken in zip(delivered, taken, strict=True):
         event["takenByFlowManager"] = was_taken
         if not was_taken:
             not_taken.append(event["label"])
+            position = (saga_id, index)
+            if position in _WARNED:
+                continue
+            _WARNED[position] = None
+            if len(_WARNED) > _WARNED_LIMIT:
+                del _WARNED[next(iter(_WARNED))]
             log.warning(
                 "event delivered but not taken by the Flow Manager's machine: the PGM keeps the outcome",
                 extra={"sagaId": saga_id, "label": event["label"], "state": state},
