@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from pgm.devstack.flow_manager import pgm_saga_config
-from pgm.devstack.testing import wait_for
+from pgm.devstack.inspector import create_inspector_app
+from pgm.devstack.testing import run_server_in_thread, wait_for
 from tests.support.contract_machine import contract_saga_config
 from tests.support.databases import fresh_database
 from tests.support.saga_stack import SagaStack, saga_stack
@@ -234,6 +235,12 @@ def test_a_link_paid_before_notification_sent_is_kept_and_shown(stack: SagaStack
     if machine == "contract":
         assert saga["currentState"] == "LINK_CREATED"
     assert "not taken by the Flow Manager's machine" in stack.pgm.log_tail(400)
+    # The local stack's inspector says so next to the delivery.
+    inspector = create_inspector_app(str(stack.flow_manager.base_url), stack.pgm.url)
+    with run_server_in_thread(inspector) as (inspector_url, _):
+        page = httpx.get(f"{inspector_url}/sagas/{saga_id}", params={"refresh": "0"}, timeout=10).text
+    assert 'paymentExecuted<br><span class="outcome-failed not-taken">not taken by the machine' in page
+    assert page.count("not taken by the machine") == 1
 
 
 def test_an_outcome_found_by_reconciliation_reaches_the_waiting_saga(stack: SagaStack) -> None:
