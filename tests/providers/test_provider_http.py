@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
 import pytest
 
-from pgm.providers.base import OutcomeUnknown
-from pgm.providers.http import provider_client, send
+from pgm.providers.base import OutcomeUnknown, ProviderRejected
+from pgm.providers.http import path_segment, provider_client, send
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -49,3 +50,44 @@ def test_a_provider_that_drops_the_connection_is_not_reported_as_a_time_out() ->
 
     assert "dropped the connection" in str(lost)
     assert "did not answer in time" not in str(lost)
+
+
+@pytest.mark.parametrize(
+    "identifier", ["a/b", "a?b=1", "a#b", "a%2Fb", "a%2E%2E", "a b", "a\nb", "x/../../admin", "...", "sbx_pay_0123"]
+)
+def test_an_identifier_reaches_the_provider_as_one_path_segment(identifier: str) -> None:
+    # Every adapter builds provider paths with path_segment: whatever a client sent, the provider sees
+    # one segment that decodes to it, on the path we meant (httpx normalises `..` and splits on `?`/`#`).
+    received: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readline())
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    async def call() -> None:
+        server = await asyncio.start_server(record, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = provider_client(f"http://127.0.0.1:{port}/api", 5)
+        try:
+            await send(client, "GET", f"/payments/{path_segment(identifier)}/refunds")
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(call())
+    method, target, _ = received[0].decode("ascii").split(" ")
+    assert method == "GET"
+    assert target.count("/") == 4, target
+    _, api, payments, segment, refunds = target.split("/")
+    assert (api, payments, refunds) == ("api", "payments", "refunds")
+    assert unquote(segment) == identifier
+
+
+@pytest.mark.parametrize("identifier", [".", ".."])
+def test_a_dot_segment_is_no_identifier(identifier: str) -> None:
+    # The transport would normalise even `%2E%2E` away and call the parent path: refused, as "not found".
+    with pytest.raises(ProviderRejected):
+        path_segment(identifier)

@@ -18,10 +18,13 @@ def provider_client(base_url: str, timeout_seconds: float, headers: dict[str, st
 
 def path_segment(identifier: str) -> str:
     """An identifier encoded completely as one path segment of a provider URL: `/`, `?`, `#`, `%`, spaces
-    and control characters are percent-encoded, and `.` or `..` cannot climb the path. An identifier
-    comes from a client and must never change which URL we call."""
-    encoded = quote(identifier, safe="")
-    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+    and control characters are percent-encoded. An identifier comes from a client and must never change
+    which URL we call. `.` and `..` cannot be sent as a segment at all (the transport normalises even
+    `%2E%2E` away, climbing the path): no provider has such an id, so the answer is the provider's
+    "not found" (the edge refuses them before, docs/api.md)."""
+    if identifier in (".", ".."):
+        raise ProviderRejected(f"{identifier!r} is not an identifier the provider can hold")
+    return quote(identifier, safe="")
 
 
 async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
