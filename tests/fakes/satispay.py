@@ -148,6 +148,26 @@ class SatispayFake:
             "SATISPAY_AFTER_BUY_MOBILE_REDIRECT_URL": MOBILE_REDIRECT,
         }
 
+    def create_accepted_payment(self, shop_transaction_id: str, amount: int) -> str:
+        """A payment the payer confirmed long ago through another PGM; its id."""
+        with self._lock:
+            payment_id = str(uuid.uuid4())
+            self._payments[payment_id] = {
+                "id": payment_id,
+                "type": "TO_BUSINESS",
+                "amount_unit": amount,
+                "currency": "EUR",
+                "status": "ACCEPTED",
+                "expired": False,
+                "metadata": {},
+                "sender": {"id": str(uuid.uuid4()), "type": "CONSUMER", "name": "Mario Rossi"},
+                "receiver": {"id": SHOP_UID, "type": "SHOP"},
+                "insert_date": _now_iso(),
+                "external_code": shop_transaction_id,
+                "_flow": "MATCH_CODE",
+            }
+            return payment_id
+
     def approve(self, identifier: str) -> None:
         """The payer confirms a pending payment, or approves a pending authorization, in the app."""
         self._decide(identifier, "ACCEPTED")

@@ -281,6 +281,25 @@ class StripeFake:
         self._send(events)
         return str(session["id"])
 
+    def create_paid_payment(self, shop_transaction_id: str, amount: int) -> tuple[str, str]:
+        """A Checkout Session paid long ago through another PGM (its webhook went there): (session, intent)."""
+        with self._lock:
+            session = self._new_session(
+                mode="payment",
+                amount=amount,
+                currency="eur",
+                methods=["card"],
+                reference=shop_transaction_id,
+                metadata={"shopTransactionId": shop_transaction_id},
+                child_metadata={"shopTransactionId": shop_transaction_id},
+                success_url="https://shop.example/ok",
+                cancel_url=None,
+                email=None,
+                recurring=None,
+            )
+            self._complete(session)
+            return str(session["id"]), str(session["payment_intent"])
+
     def decline(self, payment_id: str) -> None:
         """The payer gives up: the session expires (and a Payment Link is deactivated by the merchant)."""
         with self._lock:

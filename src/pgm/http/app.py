@@ -34,6 +34,7 @@ from pgm.saga.events import SagaEvents
 from pgm.sandbox import routes as sandbox_routes
 from pgm.sandbox.books import Books
 from pgm.sandbox.secret import webhook_secret
+from pgm.services.adoption import Adoption
 from pgm.services.callbacks import CallbackService
 from pgm.services.notifications import PaymentStatusNotifier
 from pgm.services.payments import PaymentService
@@ -138,8 +139,9 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
         max_attempts=settings.reconcile_max_attempts,
     )
     settlement = Settlement(clock, policy, listeners)
-    callbacks = CallbackService(database, settlement, clock, metrics)
-    payments = PaymentService(database, settlement, callbacks, clock, metrics)
+    adoption = Adoption(database, settlement, clock, metrics)
+    callbacks = CallbackService(database, settlement, clock, metrics, adoption)
+    payments = PaymentService(database, settlement, callbacks, clock, metrics, adoption)
     crud = SagaCrud(settings.saga_crud_url, outbound) if settings.saga_crud_url else None
     senders = _senders(settings, outbound, lambda: secret, clock, crud)
     dispatcher = OutboxDispatcher(

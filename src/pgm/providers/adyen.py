@@ -698,4 +698,17 @@ def _notification(item: Mapping[str, Any]) -> Notification | None:
         payment_id = link_id
     if not payment_id:
         return None
-    return Notification(event_id, Subject.PAYMENT, payment_id=payment_id, status=status)
+    # Signed terms: enough to adopt a payment made before the switch (Adyen has no payment lookup).
+    terms = item.get("amount")
+    value = terms.get("value") if isinstance(terms, Mapping) else None
+    currency = terms.get("currency") if isinstance(terms, Mapping) else None
+    reference = item.get("merchantReference")
+    return Notification(
+        event_id,
+        Subject.PAYMENT,
+        payment_id=payment_id,
+        status=status,
+        amount=value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None,
+        currency=currency if isinstance(currency, str) and len(currency) == 3 else None,
+        shop_transaction_id=reference if isinstance(reference, str) and reference else None,
+    )

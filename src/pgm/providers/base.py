@@ -149,6 +149,12 @@ class PaymentLookup:
     redirect_url: str | None = None
     link: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # What adopting a payment made before the switch needs, where the provider says it.
+    currency: str | None = None
+    refunded_amount: int | None = None
+    payment_method: str | None = None
+    # The succeeded refunds behind refunded_amount, by the provider's refund id, where it lists them.
+    refunds: tuple[tuple[str, int], ...] = ()
 
 
 class SubscriptionState(enum.StrEnum):
@@ -202,12 +208,16 @@ class Notification:
     status: Status | None
     refund_id: str | None = None
     token: str | None = None
-    # A refund's amount, when the provider says it: lets the PGM record a refund made outside it.
+    # The subject's amount when the provider says it: a refund's lets the PGM record a refund made
+    # outside it; a payment's (with its currency and merchant reference, in a signed notification such
+    # as Adyen's) is enough to adopt a payment made before the switch at a provider without lookups.
     amount: int | None = None
+    currency: str | None = None
+    shop_transaction_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Serialise for the callback store."""
-        return {
+        document = {
             "eventId": self.event_id,
             "subject": self.subject.value,
             "paymentId": self.payment_id,
@@ -216,6 +226,8 @@ class Notification:
             "token": self.token,
             "amount": self.amount,
         }
+        terms = {"currency": self.currency, "shopTransactionId": self.shop_transaction_id}
+        return {**document, **{key: value for key, value in terms.items() if value is not None}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Notification:
@@ -228,6 +240,8 @@ class Notification:
             refund_id=data.get("refundId"),
             token=data.get("token"),
             amount=data.get("amount"),
+            currency=data.get("currency"),
+            shop_transaction_id=data.get("shopTransactionId"),
         )
 
 
@@ -321,6 +335,11 @@ class ProviderAdapter:
     async def payment_status(self, payment_id: str) -> PaymentLookup:
         """Look a payment up by the provider's id."""
         raise NotSupported(self._unsupported(Operation.STATUS))
+
+    async def payment_details(self, payment_id: str) -> PaymentLookup:
+        """Look a payment up with what adopting it needs (amount, currency, already refunded); a provider
+        that needs further calls for those overrides this rather than slowing every status lookup."""
+        return await self.payment_status(payment_id)
 
     async def check_payment(self, payment_id: str) -> PaymentLookup:
         """Look a payment up for /check (a provider with its own check operation overrides this)."""

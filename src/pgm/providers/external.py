@@ -284,12 +284,30 @@ def _lookup(answer: Mapping[str, Any], payment_id: str | None) -> PaymentLookup:
     found_id = answer.get("paymentId") or payment_id
     if status is None or not isinstance(found_id, str):
         raise OutcomeUnknown("the external provider answered a status without a known status or paymentId")
+    raw_metadata = answer.get("metadata")
+    metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
     return PaymentLookup(
         status=status,
         payment_id=found_id,
         shop_transaction_id=answer.get("shopTransactionId"),
-        metadata=answer.get("metadata") or {},
+        metadata=metadata,
+        # Mia's PaymentStatus has no amount; a service may add these, at the top or in metadata, so
+        # that a payment made before the switch is adopted with its amount (docs/api.md#external-providers).
+        amount=_whole(answer, metadata, "amount"),
+        currency=_word(answer, metadata, "currency"),
+        refunded_amount=_whole(answer, metadata, "refundedAmount"),
+        payment_method=_word(answer, metadata, "paymentMethod"),
     )
+
+
+def _whole(answer: Mapping[str, Any], metadata: Mapping[str, Any], key: str) -> int | None:
+    value = answer.get(key, metadata.get(key))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _word(answer: Mapping[str, Any], metadata: Mapping[str, Any], key: str) -> str | None:
+    value = answer.get(key, metadata.get(key))
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
 
 
 def _subscription(answer: Mapping[str, Any], token: str) -> SubscriptionLookup:

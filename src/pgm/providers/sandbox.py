@@ -319,6 +319,12 @@ def _describe(code: PayResultCode, what: str) -> str:
 
 
 def _payment_lookup(payment: Mapping[str, Any]) -> PaymentLookup:
+    listed = payment.get("refunds")
+    refunds = tuple(
+        (str(refund["id"]), int(refund["amount"]))
+        for refund in (listed if isinstance(listed, list) else [])
+        if isinstance(refund, dict) and refund.get("status") == "ACCEPTED" and isinstance(refund.get("amount"), int)
+    )
     status = PAYMENT_STATUS.get(str(payment.get("status")))
     if status is None or not isinstance(payment.get("id"), str):
         raise OutcomeUnknown("the sandbox answered a payment without an id or a known status")
@@ -329,6 +335,9 @@ def _payment_lookup(payment: Mapping[str, Any]) -> PaymentLookup:
         amount=payment.get("amount"),
         subscription_token=payment.get("token"),
         metadata={"sandboxStatus": payment["status"]},
+        currency=payment.get("currency"),
+        refunded_amount=sum(amount for _, amount in refunds) if isinstance(payment.get("refunds"), list) else None,
+        refunds=refunds,
     )
 
 

@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -265,6 +266,39 @@ class StripeAdapter(ProviderAdapter):
             # A status check may be the first the PGM hears of a completed subscription (no webhook).
             await self._bound_subscription(session)
         return lookup
+
+    async def payment_details(self, payment_id: str) -> PaymentLookup:
+        """The lookup, with what was already refunded of a paid one-off payment (its PaymentIntent's refunds)."""
+        lookup = await self.payment_status(payment_id)
+        intent = lookup.metadata.get("paymentIntentId")
+        if lookup.status is not Status.ACCEPTED or not isinstance(intent, str) or lookup.subscription_token:
+            return lookup
+        succeeded: list[tuple[str, int]] = []
+
+        def refunds(after: str | None) -> Awaitable[Any]:
+            params: RefundListParams = {"payment_intent": intent, "limit": PAGE_SIZE}
+            if after:
+                params["starting_after"] = after
+            return self._client.v1.refunds.list_async(params)
+
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            page = await self._call(refunds(cursor))
+            items = page.get("data")
+            if not isinstance(items, list):
+                raise OutcomeUnknown("Stripe answered a list without data")
+            succeeded += [
+                (str(item["id"]), int(item.get("amount") or 0))
+                for item in items
+                if isinstance(item, dict)
+                and isinstance(item.get("id"), str)
+                and REFUND_STATUS.get(str(item.get("status"))) is Status.ACCEPTED
+            ]
+            if not page.get("has_more") or not items:
+                total = sum(amount for _, amount in succeeded)
+                return replace(lookup, refunded_amount=total, refunds=tuple(succeeded))
+            cursor = str(items[-1].get("id")) if isinstance(items[-1], dict) else None
+        raise OutcomeUnknown("Stripe's list of refunds was too long to add up")
 
     async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
         """Find what we created with this key: a recent Checkout Session, else a Payment Link."""
@@ -664,6 +698,7 @@ def _session_lookup(session: Mapping[str, Any]) -> PaymentLookup:
         amount=session.get("amount_total"),
         subscription_token=metadata["subscriptionToken"],
         metadata={key: value for key, value in metadata.items() if value is not None},
+        currency=str(session["currency"]).upper() if isinstance(session.get("currency"), str) else None,
     )
 
 

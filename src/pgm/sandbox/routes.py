@@ -164,7 +164,11 @@ def build_router() -> APIRouter:
             payment = await session.get(SandboxPayment, payment_id)
             if payment is None:
                 return _error(404, f"no payment {payment_id}")
-            return JSONResponse(payment_json(payment, context.books.public_url))
+            refunds = (await session.scalars(select(SandboxRefund).where(SandboxRefund.payment_id == payment_id))).all()
+            # Its refunds, as real providers list them: a payment made before the PGM knew it is adopted
+            # with them (docs/reliability.md#adopting-payments-made-before-the-switch).
+            listed = [{"id": r.id, "amount": r.amount, "status": r.status} for r in refunds]
+            return JSONResponse({**payment_json(payment, context.books.public_url), "refunds": listed})
 
     @router.get(api + "/payments")
     async def find_payments(

@@ -4,6 +4,8 @@ do not know yet is kept (DEFERRED) and applied as soon as the payment is known: 
 lost. One that would move a payment or refund out of a final status is applied only once the provider,
 asked through its lookup, says the same: a signature proves who sent it, not that it is the latest truth.
 Raw callbacks are pruned after a retention period; one that fails verification is not kept at all.
+One still unknown at its first retry is a payment made before the switch: it is adopted from the
+provider (docs/reliability.md#adopting-payments-made-before-the-switch) and then applied.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pgm.providers.base import (
     ProviderRejected,
     Subject,
 )
+from pgm.services.adoption import Adoption, AdoptionRefused, facts_of_lookup, facts_of_notification
 from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database, insert_row
@@ -103,11 +106,19 @@ class CallbackNotProcessed(Exception):
 class CallbackService:
     """Receives, verifies, de-duplicates and applies provider notifications."""
 
-    def __init__(self, database: Database, settlement: Settlement, clock: Clock, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settlement: Settlement,
+        clock: Clock,
+        metrics: Metrics,
+        adoption: Adoption | None = None,
+    ) -> None:
         self.database = database
         self.settlement = settlement
         self.clock = clock
         self.metrics = metrics
+        self.adoption = adoption or Adoption(database, settlement, clock, metrics)
 
     async def receive(self, adapter: ProviderAdapter, request: CallbackRequest) -> CallbackAnswer:
         """Handle one HTTP callback end to end; raise CallbackRejected for forged or stale ones."""
@@ -195,6 +206,17 @@ class CallbackService:
                 return
             notification = Notification.from_json(event.notification)
             subject = await self._subject(session, adapter.name, notification)
+            retried = event.attempts > 0
+        # Still unknown after the first wait, so not one of ours whose answer was on its way: a payment made
+        # before the switch, adopted from the provider (services/adoption.py).
+        if (
+            subject is None
+            and retried
+            and notification.subject is Subject.PAYMENT
+            and await self._adopt(adapter, notification)
+        ):
+            async with self.database.read() as session:
+                subject = await self._subject(session, adapter.name, notification)
         answer = None
         if subject is not None and (notification.status is None or _reverses(subject, notification.status)):
             payment_id = notification.payment_id or subject[0].provider_payment_id or ""
@@ -361,6 +383,31 @@ class CallbackService:
             extra={"provider": provider, "refundId": notification.refund_id, "amount": notification.amount},
         )
         return locked, refund
+
+    async def _adopt(self, adapter: ProviderAdapter, notification: Notification) -> bool:
+        """Adopt the payment a notification names; False when it cannot be adopted now (it stays deferred)."""
+        payment_id = notification.payment_id
+        if not payment_id:
+            return False
+        try:
+            lookup = await self.adoption.look_up(adapter, payment_id)
+        except (OutcomeUnknown, ProviderRejected) as exc:
+            log.info(
+                "payment not adopted", extra={"provider": adapter.name, "paymentId": payment_id, "reason": str(exc)}
+            )
+            return False
+        facts = facts_of_lookup(lookup) if lookup is not None else facts_of_notification(notification)
+        if facts is None:
+            return False
+        try:
+            # Announced: it enters UNKNOWN and this notification moves it, so the callback is reported.
+            await self.adoption.adopt(adapter, payment_id, facts, announce=True)
+        except AdoptionRefused as exc:
+            log.info(
+                "payment not adopted", extra={"provider": adapter.name, "paymentId": payment_id, "reason": str(exc)}
+            )
+            return False
+        return True
 
     async def any_deferred(self, session: AsyncSession, adapter: ProviderAdapter, subject_id: str) -> bool:
         """Whether notifications wait for this payment or refund (asked inside the caller's transaction)."""

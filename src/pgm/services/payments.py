@@ -34,6 +34,13 @@ from pgm.providers.base import (
     RefundRequest,
     RefundResult,
 )
+from pgm.services.adoption import (
+    AMOUNT_UNVERIFIED,
+    Adoption,
+    AdoptionRefused,
+    facts_of_lookup,
+    facts_of_refund,
+)
 from pgm.services.callbacks import CallbackService
 from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
@@ -114,13 +121,20 @@ class PaymentService:
     """Runs pay-like operations, refunds and status checks against the providers."""
 
     def __init__(
-        self, database: Database, settlement: Settlement, callbacks: CallbackService, clock: Clock, metrics: Metrics
+        self,
+        database: Database,
+        settlement: Settlement,
+        callbacks: CallbackService,
+        clock: Clock,
+        metrics: Metrics,
+        adoption: Adoption | None = None,
     ) -> None:
         self.database = database
         self.settlement = settlement
         self.callbacks = callbacks
         self.clock = clock
         self.metrics = metrics
+        self.adoption = adoption or Adoption(database, settlement, clock, metrics)
 
     async def start(
         self,
@@ -282,6 +296,8 @@ class PaymentService:
         check_refund_request(request)
         adapter.check(Operation.REFUND, request)
         try:
+            if await self.find_payment(adapter.name, request.payment_id) is None:
+                await self._adopt_for_refund(adapter, request)
             refund, payment, created = await self._reserve_refund(adapter, request, saga_id)
         except RefundRefused as refusal:
             return RefundOutcome(
@@ -313,6 +329,24 @@ class PaymentService:
             refund, payment = await self.reload_refund(refund.id)
         return RefundOutcome(Status(refund.status), refund.description or result.description, payment, refund)
 
+    async def _adopt_for_refund(self, adapter: ProviderAdapter, request: RefundRequest) -> None:
+        """A refund of a payment made before the switch: look it up at the provider and adopt it; where
+        the provider cannot look payments up, the refund itself is what there is to go on."""
+        name, payment_id = adapter.name, request.payment_id
+        try:
+            lookup = await self.adoption.look_up(adapter, payment_id)
+        except ProviderRejected as exc:
+            raise RefundRefused(f"payment {payment_id} is not known to provider {name}: {exc}") from exc
+        except OutcomeUnknown as exc:
+            raise RefundRefused(
+                f"payment {payment_id} could not be looked up at provider {name} ({exc}); nothing was refunded"
+            ) from exc
+        facts = facts_of_lookup(lookup) if lookup is not None else facts_of_refund(request)
+        try:
+            await self.adoption.adopt(adapter, payment_id, facts)
+        except AdoptionRefused as exc:
+            raise RefundRefused(str(exc)) from exc
+
     async def _reserve_refund(
         self, adapter: ProviderAdapter, request: RefundRequest, saga_id: str | None
     ) -> tuple[Refund, Payment, bool]:
@@ -333,6 +367,11 @@ class PaymentService:
                 return existing, locked, False
             if locked.kind == PaymentKind.AUTHORIZATION:
                 raise RefundRefused("an authorization token moves no money, so it cannot be refunded")
+            if locked.provider_metadata.get(AMOUNT_UNVERIFIED) and locked.status == Status.ACCEPTED:
+                # Adopted from a provider that did not tell the amount: it decides; what it has refunded
+                # through us is the least that was paid.
+                position = await self.settlement.position(session, locked)
+                locked.amount = max(locked.amount, position.total_refunded + position.in_flight + request.amount)
             if request.currency != locked.currency:
                 raise RefundRefused(f"refund currency {request.currency} differs from the payment's {locked.currency}")
             refusal = refund_refusal(await self.settlement.position(session, locked), request.amount)
@@ -383,8 +422,14 @@ class PaymentService:
         ask = adapter.check_payment if check else adapter.payment_status
         lookup = await observed(self.metrics, adapter.name, Operation.STATUS.value, ask(provider_payment_id))
         payment = await self.find_payment(adapter.name, provider_payment_id)
-        if payment is not None:
-            payment = await self.apply_lookup(adapter, payment.id, lookup, Source.STATUS_CHECK)
+        if payment is None:
+            # A payment made before the switch: from now on it is one of ours.
+            try:
+                details = await self.adoption.look_up(adapter, provider_payment_id) or lookup
+                payment = await self.adoption.adopt(adapter, provider_payment_id, facts_of_lookup(details))
+            except AdoptionRefused:
+                return lookup, None
+        payment = await self.apply_lookup(adapter, payment.id, lookup, Source.STATUS_CHECK)
         return lookup, payment
 
     async def find_by_key(self, idempotency_key: str) -> Payment | None:

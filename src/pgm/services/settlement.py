@@ -29,6 +29,8 @@ class Source(enum.StrEnum):
     CALLBACK = "CALLBACK"
     STATUS_CHECK = "STATUS_CHECK"
     RECONCILIATION = "RECONCILIATION"
+    # A payment made before the switch, recorded from what the provider says (services/adoption.py).
+    ADOPTION = "ADOPTION"
 
 
 @dataclass(frozen=True)

@@ -521,6 +521,8 @@ def _payment_lookup(payment: Mapping[str, Any]) -> PaymentLookup:
         shop_transaction_id=_text(payment.get("external_code")),
         amount=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
         metadata={"satispayStatus": payment.get("status"), "expired": payment.get("expired") is True},
+        currency=_text(payment.get("currency")),
+        payment_method="satispay",
     )
 
 

@@ -1,0 +1,295 @@
+"""Payments made before the switch (docs/reliability.md#adopting-payments-made-before-the-switch): a
+payment that exists only at the provider (made by the previous PGM) is refunded, looked up, checked and
+settled by callbacks through this PGM, which adopts it from the provider and from then on treats it as
+one of its own. Every payment here is created at the provider's fake directly (the sandbox: through
+its own API), never through the PGM."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pgm.devstack.testing import RecordingReceiver, recording_receiver, wait_for
+from tests.fakes.adyen import API_PREFIX, THREE_DS_CARD, running_adyen_fake
+from tests.fakes.external import ExternalService, running_external_service
+from tests.fakes.satispay import running_satispay_fake
+from tests.fakes.stripe import API_VERSION, running_stripe_fake
+from tests.providers.test_adyen import card
+from tests.support.databases import fresh_database
+from tests.support.notifications import STATUS_PATH, wait_for_status
+from tests.support.pgm_process import PgmProcess
+from tests.support.provider_pgm import pgm_with_provider
+from tests.support.saga_stack import saga_stack
+
+SANDBOX_KEY = "Bearer sk_sandbox_local"
+
+
+def _reference() -> str:
+    return f"order-{uuid.uuid4().hex[:10]}"
+
+
+def _refund(pgm: PgmProcess, provider: str, payment_id: str, amount: int) -> dict[str, Any]:
+    answer = pgm.post(f"/v3/{provider}/refund", {"amount": amount, "currency": "EUR", "paymentId": payment_id})
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+# ----- the sandbox, through its own API ------------------------------------------------------------
+
+
+def _sandbox_payment(pgm: PgmProcess, reference: str, amount: int, outcome: str = "OK") -> str:
+    """A payment made at the sandbox's API directly, as the previous PGM did."""
+    answer = httpx.post(
+        f"{pgm.url}/sandbox/api/v1/payments",
+        json={"amount": amount, "currency": "EUR", "reference": reference, "outcome": outcome},
+        headers={"Authorization": SANDBOX_KEY},
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
+def _sandbox_refund(pgm: PgmProcess, payment_id: str, amount: int) -> None:
+    answer = httpx.post(
+        f"{pgm.url}/sandbox/api/v1/payments/{payment_id}/refunds",
+        json={"amount": amount, "outcome": "OK"},
+        headers={"Authorization": SANDBOX_KEY},
+    )
+    assert answer.status_code == 201, answer.text
+
+
+def test_a_refund_of_a_payment_made_before_the_switch_is_adopted_with_what_was_refunded_already(
+    pgm: PgmProcess,
+) -> None:
+    payment_id = _sandbox_payment(pgm, _reference(), 1000)
+    _sandbox_refund(pgm, payment_id, 200)
+
+    first = _refund(pgm, "sandbox", payment_id, 700)
+    assert first["result"] == "OK", first
+    over = _refund(pgm, "sandbox", payment_id, 200)
+    assert over["result"] == "KO"
+    assert over["resultDescription"] == (
+        "refund of 200 exceeds the refundable amount 100 (paid 1000, refunded 900, pending 0)"
+    )
+    status = pgm.get("/v3/sandbox/status", params={"paymentId": payment_id}).json()
+    assert status["status"] == "ACCEPTED"
+
+
+def test_two_first_refunds_at_the_same_moment_adopt_the_payment_once(pgm: PgmProcess) -> None:
+    payment_id = _sandbox_payment(pgm, _reference(), 1000)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda _: _refund(pgm, "sandbox", payment_id, 600), range(2)))
+    assert sorted(answer["result"] for answer in answers) == ["KO", "OK"]
+    refused = next(answer for answer in answers if answer["result"] == "KO")
+    assert "exceeds the refundable amount" in refused["resultDescription"]
+
+
+def test_an_unknown_payment_is_still_refused_clearly(pgm: PgmProcess) -> None:
+    answer = _refund(pgm, "sandbox", "sbx_pay_never_made", 100)
+    assert answer["result"] == "KO"
+    assert "is not known to provider sandbox" in answer["resultDescription"]
+
+
+def test_check_of_a_payment_made_before_the_switch_notifies_it(
+    pgm: PgmProcess, receiver: tuple[RecordingReceiver, str]
+) -> None:
+    reference = _reference()
+    payment_id = _sandbox_payment(pgm, reference, 1000, outcome="PENDING")
+    checked = pgm.get("/v3/sandbox/check", params={"paymentId": payment_id})
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["status"] == "PENDING"
+    notified = wait_for_status(receiver[0], reference, "PENDING")
+    assert notified["paymentId"] == payment_id
+
+
+def test_a_callback_for_a_payment_made_before_the_switch_is_applied_and_notified(
+    pgm: PgmProcess, receiver: tuple[RecordingReceiver, str]
+) -> None:
+    reference = _reference()
+    payment_id = _sandbox_payment(pgm, reference, 1000, outcome="REDIRECT_TO_URL")
+    # The payer approves on the sandbox's page: its signed callback reaches this PGM, not the old one.
+    decided = httpx.post(f"{pgm.url}/sandbox/checkout/{payment_id}", data={"decision": "approve"})
+    assert decided.status_code == 200
+    notified = wait_for_status(receiver[0], reference, "ACCEPTED")
+    assert notified["paymentId"] == payment_id
+    assert _refund(pgm, "sandbox", payment_id, 1000)["result"] == "OK"
+
+
+def test_a_saga_refunds_a_payment_made_before_the_switch(backend: str, tmp_path: Path) -> None:
+    with fresh_database(backend, tmp_path) as url, saga_stack(url, tmp_path) as stack:
+        reference = _reference()
+        payment_id = _sandbox_payment(stack.pgm, reference, 1000)
+        saga_id = f"saga-{uuid.uuid4().hex[:12]}"
+        metadata = {
+            "amount": 1000,
+            "currency": "EUR",
+            "provider": "sandbox",
+            "paymentMethod": "credit-cards",
+            "shopTransactionId": reference,
+            "paymentId": payment_id,
+            "payRequestData": {},
+        }
+        # The saga as the previous PGM left it: paid.
+        stack.put_saga(saga_id, "PAYMENT_EXECUTED", metadata)
+        stack.send_event(saga_id, "refundRequested", {"refundRequestData": {"amount": 400}})
+        saga = stack.wait_state(saga_id, "PARTIALLY_REFUNDED")
+        assert saga["metadata"]["refundDetails"] == {"totalRefundedAmount": 400, "refundedAmounts": [400]}
+        stack.send_event(saga_id, "refundRequested", {"refundRequestData": {"amount": 600}})
+        saga = stack.wait_state(saga_id, "TOTALLY_REFUNDED")
+        assert saga["metadata"]["refundDetails"] == {"totalRefundedAmount": 1000, "refundedAmounts": [400, 600]}
+
+
+# ----- an external provider service -------------------------------------------------------------
+
+
+@pytest.fixture
+def acme_pgm(
+    start_pgm: Any, receiver: tuple[RecordingReceiver, str], tmp_path: Path
+) -> Iterator[tuple[PgmProcess, ExternalService]]:
+    """A PGM with the external service `acme`."""
+    with running_external_service() as acme:
+        config = tmp_path / "external.json"
+        config.write_text(json.dumps({"externalServices": [{"externalService": "acme", "baseUrl": acme.base_url}]}))
+        yield start_pgm(EXTERNAL_PROVIDERS_CONFIG=str(config), PAYMENT_CALLBACK_URL=f"{receiver[1]}{STATUS_PATH}"), acme
+
+
+def test_external_refund_status_check_and_callback_of_payments_made_before_the_switch(
+    acme_pgm: tuple[PgmProcess, ExternalService], receiver: tuple[RecordingReceiver, str]
+) -> None:
+    pgm, acme = acme_pgm
+    payment_id = acme.create_payment(_reference(), 1000, refunded=300)
+    assert _refund(pgm, "acme", payment_id, 700)["result"] == "OK"
+    over = _refund(pgm, "acme", payment_id, 1)
+    assert over["result"] == "KO"
+    assert "(paid 1000, refunded 1000, pending 0)" in over["resultDescription"]
+
+    checked_reference = _reference()
+    checked = acme.create_payment(checked_reference, 500)
+    assert pgm.get("/v3/acme/check", params={"paymentId": checked}).json()["status"] == "ACCEPTED"
+    wait_for_status(receiver[0], checked_reference, "ACCEPTED")
+
+    acme.implements_callback = False
+    pending_reference = _reference()
+    pending = acme.create_payment(pending_reference, 500, status="PENDING")
+    acme.set_status(pending, "ACCEPTED")
+    assert pgm.get("/v3/acme/callback", params={"paymentId": pending}).status_code == 200
+    wait_for_status(receiver[0], pending_reference, "ACCEPTED")
+
+
+def test_external_service_without_amounts_decides_each_refund(acme_pgm: tuple[PgmProcess, ExternalService]) -> None:
+    pgm, acme = acme_pgm
+    acme.reports_amounts = False
+    payment_id = acme.create_payment(_reference(), 1000)
+    assert _refund(pgm, "acme", payment_id, 400)["result"] == "OK"
+    assert _refund(pgm, "acme", payment_id, 600)["result"] == "OK"
+    refused = _refund(pgm, "acme", payment_id, 1)
+    assert refused["result"] == "KO"
+    assert refused["resultDescription"] == "acme: nothing left to refund"
+    assert acme.payment(payment_id)["refunded"] == 1000
+
+
+# ----- Stripe, Satispay, Adyen ------------------------------------------------------------------
+
+
+def test_stripe_payment_made_before_the_switch(backend: str, tmp_path: Path) -> None:
+    with (
+        running_stripe_fake() as fake,
+        recording_receiver() as (_, notifications),
+        pgm_with_provider("stripe", fake, backend, tmp_path, notifications) as pgm,
+    ):
+        session_id, intent = fake.create_paid_payment(_reference(), 1000)
+        earlier = httpx.post(
+            f"{fake.base_url}/v1/refunds",
+            data={"payment_intent": intent, "amount": 300},
+            headers={
+                "Authorization": f"Bearer {fake.secret_key}",
+                "Stripe-Version": API_VERSION,
+                "Idempotency-Key": uuid.uuid4().hex,
+            },
+        )
+        assert earlier.status_code == 200, earlier.text
+        assert _refund(pgm, "stripe", session_id, 700)["result"] == "OK"
+        over = _refund(pgm, "stripe", session_id, 1)
+        assert over["result"] == "KO"
+        assert "(paid 1000, refunded 1000, pending 0)" in over["resultDescription"]
+
+
+def test_satispay_payment_made_before_the_switch(backend: str, tmp_path: Path) -> None:
+    with (
+        running_satispay_fake() as fake,
+        recording_receiver() as (_, notifications),
+        pgm_with_provider("satispay", fake, backend, tmp_path, notifications) as pgm,
+    ):
+        payment_id = fake.create_accepted_payment(_reference(), 1000)
+        assert pgm.get("/v3/satispay/status", params={"paymentId": payment_id}).json()["status"] == "ACCEPTED"
+        assert _refund(pgm, "satispay", payment_id, 400)["result"] == "OK"
+        over = _refund(pgm, "satispay", payment_id, 700)
+        assert over["result"] == "KO"
+        assert "exceeds the refundable amount 600" in over["resultDescription"]
+
+
+def _adyen_payment(fake: Any, reference: str, number: str) -> str:
+    answer = httpx.post(
+        f"{fake.url}{API_PREFIX}/payments",
+        json={
+            "merchantAccount": fake.merchant_account,
+            "reference": reference,
+            "amount": {"value": 1000, "currency": "EUR"},
+            "paymentMethod": {"type": "scheme", **card(number)},
+            "returnUrl": "https://shop.example/back",
+        },
+        headers={"X-API-Key": fake.api_key, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["pspReference"])
+
+
+def test_adyen_payments_made_before_the_switch(backend: str, tmp_path: Path) -> None:
+    """Adyen cannot look payments up: a refund's answer decides, and a signed notification carries the terms."""
+    with (
+        running_adyen_fake() as fake,
+        recording_receiver() as (old_pgm, old_url),
+        recording_receiver() as (notifications, notifications_url),
+        pgm_with_provider("adyen", fake, backend, tmp_path, notifications_url) as pgm,
+    ):
+        our_callback = fake.webhook_url
+        # The previous PGM made it and received its AUTHORISATION notification.
+        fake.webhook_url = f"{old_url}/adyen"
+        reference = _reference()
+        paid = _adyen_payment(fake, reference, card()["encryptedCardNumber"])
+        wait_for(lambda: len(old_pgm.requests) >= 1, what="the notification to the previous PGM")
+        fake.webhook_url = our_callback
+
+        assert _refund(pgm, "adyen", paid, 400)["result"] == "PENDING"
+        fake.complete_refund(fake.payments(reference)[0]["refunds"][0]["pspReference"], ok=True)
+        # Adyen's refund answer carries no merchant reference: the notification names the payment.
+        refunded: list[dict[str, Any]] = []
+
+        def refund_notified() -> bool:
+            refunded[:] = [
+                request.json
+                for request in notifications.requests
+                if request.path == STATUS_PATH
+                and isinstance(request.json, dict)
+                and request.json["paymentId"] == paid
+                and (request.json["action"], request.json["status"]) == ("REFUND", "ACCEPTED")
+            ]
+            return bool(refunded)
+
+        wait_for(refund_notified, timeout=10, what="the refund's notification")
+        assert refunded[0]["metadata"]["refundAmount"] == 400
+
+        # One still waiting for 3-D Secure at the switch: its notification comes to us and settles it.
+        waiting_reference = _reference()
+        waiting = _adyen_payment(fake, waiting_reference, THREE_DS_CARD)
+        fake.approve(waiting)
+        notified = wait_for_status(notifications, waiting_reference, "ACCEPTED")
+        assert notified["paymentId"] == waiting
+        assert _refund(pgm, "adyen", waiting, 1001)["result"] == "KO"
