@@ -269,7 +269,6 @@ NOT_SHIPPED = (
     "FLOWPAY",
     "FNMPAY",
     "GESTPAY",
-    "NEXI",
     "SAFECHARGE",
     "SCALAPAY",
     "SOISY",

@@ -20,6 +20,7 @@ SHIPPED: dict[str, str] = {
     "stripe": "pgm.providers.stripe",
     "adyen": "pgm.providers.adyen",
     "satispay": "pgm.providers.satispay",
+    "nexi": "pgm.providers.nexi",
 }
 
 
