@@ -12,6 +12,13 @@ import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
 
+async def _credentials_out_of_the_url(request: httpx.Request) -> None:
+    """A URL with `user:password@` (a PAYMENT_CALLBACK_URL, a SAGA_CRUD_URL...) already became httpx's
+    `Authorization: Basic` header; aiohttp refuses a request that has both, so the URL loses them."""
+    if request.url.userinfo:
+        request.url = request.url.copy_with(username=None, password=None)
+
+
 def http_client(timeout_seconds: float, base_url: str = "", headers: dict[str, str] | None = None) -> httpx.AsyncClient:
     """A client whose every call is bounded by `timeout_seconds` (connect, read, write and pool wait)."""
     return HttpxAiohttpClient(
@@ -19,4 +26,5 @@ def http_client(timeout_seconds: float, base_url: str = "", headers: dict[str, s
         timeout=httpx.Timeout(timeout_seconds),
         headers=headers or {},
         follow_redirects=False,
+        event_hooks={"request": [_credentials_out_of_the_url]},
     )
