@@ -127,6 +127,33 @@ class NexiFake:
         """The PGM's NEXI_* variables for this fake (the callback URL defaults to the PGM's own)."""
         return {"NEXI_BASE_URL": f"{self.base_url}{API}", "NEXI_API_KEY": self.api_key}
 
+    def create_paid_order(self, shop_transaction_id: str, amount: int, order_id: str | None = None) -> str:
+        """An order paid long ago on the hosted page through another PGM (its own order id); its id."""
+        with self._lock:
+            order_id = order_id or "MIA-" + secrets.token_hex(8)
+            order: dict[str, Any] = {
+                "order": {
+                    "orderId": order_id,
+                    "amount": str(amount),
+                    "currency": "EUR",
+                    "description": f"Order {shop_transaction_id}",
+                    "customField": shop_transaction_id,
+                },
+                "operations": [],
+                "_securityToken": secrets.token_hex(16),
+                "_notificationUrl": None,
+                "_contract": None,
+                "_captureType": "IMPLICIT",
+            }
+            self._orders[order_id] = order
+            self._operation(order, "AUTHORIZATION", "EXECUTED", str(amount))
+            return order_id
+
+    def refund_directly(self, order_id: str, amount: int) -> None:
+        """A refund made in Nexi's back office, outside any PGM (no notification)."""
+        with self._lock:
+            self._operation(self._orders[order_id], "REFUND", "EXECUTED", str(amount))
+
     def approve(self, order_id: str) -> None:
         """The payer pays on the hosted page: EXECUTED (captured at once), or AUTHORIZED for EXPLICIT capture."""
         with self._lock:

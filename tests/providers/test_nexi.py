@@ -339,6 +339,29 @@ def test_status_reads_the_order_and_check_also_notifies(
     wait_for_status(notifications, shop_id, "ACCEPTED")
 
 
+def test_an_order_paid_before_the_switch_is_adopted_with_what_nexi_refunded_already(
+    nexi_pgm: PgmProcess, fake: NexiFake, shop_id: str
+) -> None:
+    order_id = fake.create_paid_order(shop_id, 1000)
+    status = nexi_pgm.get("/v3/nexi/status", params={"paymentId": order_id}).json()
+    assert (status["status"], status["shopTransactionId"]) == ("ACCEPTED", shop_id)
+    assert refund(nexi_pgm, order_id, 300)["result"] == "OK"
+    over = refund(nexi_pgm, order_id, 701)
+    assert over["result"] == "KO"
+    assert "exceeds the refundable amount" in over["resultDescription"]
+    # Partly refunded in Nexi's back office before the switch: only what is left can be refunded here.
+    other = fake.create_paid_order(f"{shop_id}-b", 500)
+    fake.refund_directly(other, 300)
+    calls = len(fake.requests)
+    refused = refund(nexi_pgm, other, 201)
+    assert refused["result"] == "KO"
+    assert "exceeds the refundable amount" in refused["resultDescription"]  # refused here, not by Nexi
+    assert not [call for call in fake.requests[calls:] if call.path.endswith("/refunds")]
+    assert refund(nexi_pgm, other, 200)["result"] == "OK"
+    (order,) = fake.payments(shop_id)
+    assert [r["operationAmount"] for r in order["refunds"]] == ["300"]
+
+
 def test_status_of_an_order_nexi_does_not_know_is_404(nexi_pgm: PgmProcess) -> None:
     assert nexi_pgm.get("/v3/nexi/status", params={"paymentId": "P" + "1" * 26}).status_code == 404
 

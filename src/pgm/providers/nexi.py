@@ -390,6 +390,17 @@ class NexiAdapter(ProviderAdapter):
         paid = _payment_operation(document)
         status = _operation_status(paid, PAYMENT_STATUS) if paid is not None else Status.PENDING
         reference = order.get("customField")
+        # What was given back already, so that a payment made before the switch is adopted with the
+        # right refundable amount: executed refunds, and a cancel (it releases the whole authorization).
+        refunds = tuple(
+            (str(operation["operationId"]), refunded)
+            for operation in _operations(document)
+            if operation.get("operationType") in REFUND_OPERATION_TYPES
+            and REFUND_STATUS.get(str(operation.get("operationResult"))) is Status.ACCEPTED
+            and isinstance(operation.get("operationId"), str)
+            and (refunded := _amount(operation.get("operationAmount"), None)) is not None
+        )
+        currency = order.get("currency")
         return PaymentLookup(
             status=status,
             payment_id=order_id,
@@ -397,6 +408,10 @@ class NexiAdapter(ProviderAdapter):
             amount=_amount(order.get("amount"), None),
             subscription_token=contract_id,
             metadata=_operation_metadata(paid) if paid is not None else {},
+            currency=currency if isinstance(currency, str) and currency else None,
+            refunded_amount=sum(amount for _, amount in refunds),
+            payment_method="credit-cards",
+            refunds=refunds,
         )
 
     def _remember(self, memory: OrderedDict[str, str], key: str, value: str) -> None:
