@@ -148,8 +148,11 @@ class SatispayFake:
             "SATISPAY_AFTER_BUY_MOBILE_REDIRECT_URL": MOBILE_REDIRECT,
         }
 
-    def create_accepted_payment(self, shop_transaction_id: str, amount: int) -> str:
-        """A payment the payer confirmed long ago through another PGM; its id."""
+    def create_payment(
+        self, shop_transaction_id: str, amount: int, status: str = "ACCEPTED", callback_url: str | None = None
+    ) -> str:
+        """A payment made through another PGM (confirmed long ago, or still PENDING in the payer's app and
+        calling `callback_url`, with Satispay's literal {uuid}, once decided); its id."""
         with self._lock:
             payment_id = str(uuid.uuid4())
             self._payments[payment_id] = {
@@ -157,7 +160,7 @@ class SatispayFake:
                 "type": "TO_BUSINESS",
                 "amount_unit": amount,
                 "currency": "EUR",
-                "status": "ACCEPTED",
+                "status": status,
                 "expired": False,
                 "metadata": {},
                 "sender": {"id": str(uuid.uuid4()), "type": "CONSUMER", "name": "Mario Rossi"},
@@ -166,6 +169,8 @@ class SatispayFake:
                 "external_code": shop_transaction_id,
                 "_flow": "MATCH_CODE",
             }
+            if callback_url:
+                self._callbacks[payment_id] = callback_url
             return payment_id
 
     def approve(self, identifier: str) -> None:

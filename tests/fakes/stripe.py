@@ -284,6 +284,14 @@ class StripeFake:
     def create_paid_payment(self, shop_transaction_id: str, amount: int) -> tuple[str, str]:
         """A Checkout Session paid long ago through another PGM (its webhook went there): (session, intent)."""
         with self._lock:
+            session_id = self.create_open_payment(shop_transaction_id, amount)
+            session = self._state.sessions[session_id]
+            self._complete(session)
+            return session_id, str(session["payment_intent"])
+
+    def create_open_payment(self, shop_transaction_id: str, amount: int) -> str:
+        """A Checkout Session another PGM opened, its payer not done yet; its id."""
+        with self._lock:
             session = self._new_session(
                 mode="payment",
                 amount=amount,
@@ -297,8 +305,7 @@ class StripeFake:
                 email=None,
                 recurring=None,
             )
-            self._complete(session)
-            return str(session["id"]), str(session["payment_intent"])
+            return str(session["id"])
 
     def decline(self, payment_id: str) -> None:
         """The payer gives up: the session expires (and a Payment Link is deactivated by the merchant)."""

@@ -198,11 +198,11 @@ def test_external_service_without_amounts_decides_each_refund(acme_pgm: tuple[Pg
 # ----- Stripe, Satispay, Adyen ------------------------------------------------------------------
 
 
-def test_stripe_payment_made_before_the_switch(backend: str, tmp_path: Path) -> None:
+def test_stripe_payments_made_before_the_switch(backend: str, tmp_path: Path) -> None:
     with (
         running_stripe_fake() as fake,
-        recording_receiver() as (_, notifications),
-        pgm_with_provider("stripe", fake, backend, tmp_path, notifications) as pgm,
+        recording_receiver() as (notifications, notifications_url),
+        pgm_with_provider("stripe", fake, backend, tmp_path, notifications_url) as pgm,
     ):
         session_id, intent = fake.create_paid_payment(_reference(), 1000)
         earlier = httpx.post(
@@ -220,14 +220,27 @@ def test_stripe_payment_made_before_the_switch(backend: str, tmp_path: Path) -> 
         assert over["result"] == "KO"
         assert "(paid 1000, refunded 1000, pending 0)" in over["resultDescription"]
 
+        # The payer completes a session the previous PGM opened: Stripe's signed webhook comes to us.
+        open_reference = _reference()
+        open_session = fake.create_open_payment(open_reference, 500)
+        fake.approve(open_session)
+        assert wait_for_status(notifications, open_reference, "ACCEPTED")["paymentId"] == open_session
 
-def test_satispay_payment_made_before_the_switch(backend: str, tmp_path: Path) -> None:
+
+def test_satispay_payments_made_before_the_switch(backend: str, tmp_path: Path) -> None:
     with (
         running_satispay_fake() as fake,
-        recording_receiver() as (_, notifications),
-        pgm_with_provider("satispay", fake, backend, tmp_path, notifications) as pgm,
+        recording_receiver() as (notifications, notifications_url),
+        pgm_with_provider("satispay", fake, backend, tmp_path, notifications_url) as pgm,
     ):
-        payment_id = fake.create_accepted_payment(_reference(), 1000)
+        # Confirmed in the app before the switch: its unsigned "look it up" callback now comes to us.
+        pending_reference = _reference()
+        callback = f"{pgm.url}/v3/satispay/callback?payment_id={{uuid}}"
+        pending = fake.create_payment(pending_reference, 500, status="PENDING", callback_url=callback)
+        fake.approve(pending)
+        assert wait_for_status(notifications, pending_reference, "ACCEPTED")["paymentId"] == pending
+
+        payment_id = fake.create_payment(_reference(), 1000)
         assert pgm.get("/v3/satispay/status", params={"paymentId": payment_id}).json()["status"] == "ACCEPTED"
         assert _refund(pgm, "satispay", payment_id, 400)["result"] == "OK"
         over = _refund(pgm, "satispay", payment_id, 700)
