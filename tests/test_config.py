@@ -125,7 +125,7 @@ def test_variables_that_mean_nothing_here_are_accepted_with_a_warning_naming_the
             "SUBSCRIPTION_HANDLER_URL": "http://subscription-handler",
             "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN": "5",
             "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH": "/config/methods.json",
-            "BRAINTREE_MERCHANT_ID": "m",
+            "FLOWPAY_CLIENT_ID": "m",
             "SCALAPAY_API_KEY": "k",
         }
     )
@@ -133,7 +133,7 @@ def test_variables_that_mean_nothing_here_are_accepted_with_a_warning_naming_the
         "SUBSCRIPTION_HANDLER_URL",
         "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN",
         "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH",
-        "BRAINTREE_MERCHANT_ID",
+        "FLOWPAY_CLIENT_ID",
         "SCALAPAY_API_KEY",
     ]
     assert load_settings({}).warnings == ()

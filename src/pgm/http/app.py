@@ -99,6 +99,11 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
     app.include_router(ops.build_router())
     app.include_router(ops.build_docs_router(DOCS_STATIC))
     app.mount(DOCS_STATIC, StaticFiles(directory=swagger_ui_path), name="documentation-static")
+    if "braintree" in settings.enabled_providers:
+        # Imported only when enabled, as the registry imports a provider's module (its SDK).
+        from pgm.http.routes import braintree as braintree_routes
+
+        app.include_router(braintree_routes.build_router())
     app.include_router(v3.build_router())
     if settings.saga_enabled:
         app.include_router(saga_routes.build_router())

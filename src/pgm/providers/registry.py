@@ -21,6 +21,7 @@ SHIPPED: dict[str, str] = {
     "adyen": "pgm.providers.adyen",
     "satispay": "pgm.providers.satispay",
     "nexi": "pgm.providers.nexi",
+    "braintree": "pgm.providers.braintree",
 }
 
 
