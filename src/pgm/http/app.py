@@ -24,6 +24,7 @@ from pgm.http.middleware import AdmissionLimit, BodySizeLimit, RejectUnstorableT
 from pgm.http.routes import inspection, ops, v3
 from pgm.http.routes import saga as saga_routes
 from pgm.observability.metrics import Metrics
+from pgm.observability.outcomes import OutcomeMetrics
 from pgm.outbound import http_client
 from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
 from pgm.outbox.writer import Destination
@@ -134,7 +135,7 @@ async def _wire(app: FastAPI, settings: Settings, clock: Clock, metrics: Metrics
     registry = build_registry(settings, lambda: secret)
     outbound = http_client(DELIVERY_TIMEOUT_SECONDS)
     notifier = PaymentStatusNotifier(enabled=settings.payment_callback_url is not None, now=clock.now)
-    listeners: list[OutcomeListener] = [notifier]
+    listeners: list[OutcomeListener] = [notifier, OutcomeMetrics(metrics)]
     saga_events = SagaEvents(clock, metrics) if settings.saga_enabled else None
     if saga_events is not None:
         listeners.append(saga_events)

@@ -82,6 +82,31 @@ class Metrics:
             ("method", "outcome", "status", "uri"),
         )
         self.registry.register(self.old_pgm_http_server_max)
+        # Outcomes, counted as they are recorded (observability/outcomes.py).
+        self.payments = Counter(
+            "pgm_payments_total",
+            "Payments reaching a status (PENDING, ACCEPTED, FAILED, UNKNOWN) by provider and kind",
+            ["provider", "kind", "status"],
+            registry=self.registry,
+        )
+        self.refunds = Counter(
+            "pgm_refunds_total", "Refunds reaching a status by provider", ["provider", "status"], registry=self.registry
+        )
+        # Read from the store at each scrape (observability/store_gauges.py): the same in every replica.
+        self.reconciliation_queue = Gauge(
+            "pgm_reconciliation_queue",
+            "Payments and refunds left PENDING or UNKNOWN, waiting for a provider check, by kind and provider",
+            ["kind", "provider"],
+            registry=self.registry,
+        )
+        self.inbox_pending = Gauge(
+            "pgm_saga_inbox_pending_commands", "Saga commands received and not yet done", registry=self.registry
+        )
+        self.inbox_oldest_pending = Gauge(
+            "pgm_saga_inbox_oldest_pending_seconds",
+            "Age of the oldest saga command not yet done (0 when none)",
+            registry=self.registry,
+        )
 
     def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         """One answered request, in our series and in the old PGM's."""

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from pgm.http.dependencies import Parts, require_token
 from pgm.http.errors import ApiError
+from pgm.observability import store_gauges
 from pgm.store.migrations import is_up_to_date
 from pgm.store.models import OutboxMessage
 
@@ -70,6 +71,7 @@ def build_router() -> APIRouter:
     @router.get("/-/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics(parts: Parts) -> Response:
         await parts.dispatcher.refresh_backlog_metrics()
+        await store_gauges.refresh(parts.database, parts.metrics, parts.clock.now())
         return Response(generate_latest(parts.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/-/outbox", dependencies=[Depends(require_token)], summary="Outbox messages (dead letters by default)")

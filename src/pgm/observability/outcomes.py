@@ -1,0 +1,33 @@
+"""Counts recorded outcomes in Prometheus: an OutcomeListener of the settlement, like the notifier."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pgm.observability.metrics import Metrics
+from pgm.providers.base import PayResult
+from pgm.services.settlement import PaymentChange, RefundChange
+from pgm.store.models import Payment, Refund
+
+
+class OutcomeMetrics:
+    """pgm_payments_total and pgm_refunds_total, by the status each payment and refund moves to.
+
+    Counted inside the recording transaction: a transaction that then fails to commit has been counted
+    (rare, and the next recording of the same outcome is not counted twice, since it is no change)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
+        """The status move that follows is what is counted."""
+
+    async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
+        """Count the payment's new status."""
+        self.metrics.payments.labels(payment.provider, payment.kind, change.transition.status.value).inc()
+
+    async def refund_changed(
+        self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
+    ) -> None:
+        """Count the refund's new status."""
+        self.metrics.refunds.labels(payment.provider, change.transition.status.value).inc()
