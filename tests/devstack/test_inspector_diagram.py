@@ -69,3 +69,39 @@ def test_the_demo_gives_up_on_a_saga_that_does_not_move(
     with httpx.Client(base_url=base_url) as client, pytest.raises(DemoFailure, match="still in START after 0s"):
         SagaWatcher(client, saga_id, out).wait_for("END", timeout=0.3)
     assert "-> START" in out.getvalue()
+
+
+def test_edge_labels_never_pile_up_on_each_other_or_on_the_boxes() -> None:
+    machine = packaged_config()["machineDefinition"]
+    moves = [
+        ("PAYMENT_CREATED", "scheduleRequested", "PAYMENT_SCHEDULE_REQUESTED"),
+        ("PAYMENT_SCHEDULE_REQUESTED", "paymentFailed", "PAYMENT_FAILED"),
+    ]
+    diagram = layout(machine, current="PAYMENT_FAILED", history=moves)
+
+    def label(arrow: Any) -> tuple[float, float, float, float]:
+        return (
+            arrow.label_x - arrow.label_width / 2,
+            arrow.label_y - 10,
+            arrow.label_x + arrow.label_width / 2,
+            arrow.label_y + 4,
+        )
+
+    def overlap(one: tuple[float, ...], other: tuple[float, ...]) -> bool:
+        return one[0] < other[2] and other[0] < one[2] and one[1] < other[3] and other[1] < one[3]
+
+    shown = [arrow for arrow in diagram.arrows if arrow.show_label]
+    boxes = [(b.x, b.y, b.x + b.width, b.y + b.height) for b in diagram.states]
+    for one, other in combinations(shown, 2):
+        assert not overlap(label(one), label(other)), (one.event, other.event)
+    for arrow in shown:
+        assert not any(overlap(label(arrow), box) for box in boxes), arrow.event
+    # The moves this saga made are always labelled; an event into a state is labelled once at most.
+    assert all(arrow.show_label for arrow in diagram.arrows if arrow.taken)
+    labelled = [(arrow.target, arrow.event) for arrow in shown]
+    assert len(labelled) == len(set(labelled))
+    # Several states fail into PAYMENT_FAILED on the same event: drawn once, not once per arrow.
+    into_failed = [a for a in diagram.arrows if a.target == "PAYMENT_FAILED" and a.event == "paymentFailedBySystem"]
+    assert len(into_failed) > 1
+    assert len([a for a in into_failed if a.show_label]) <= 1
+    assert [box.classes for box in diagram.states if box.current] == ["state current visited final failed"]

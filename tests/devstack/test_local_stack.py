@@ -34,8 +34,22 @@ def test_every_part_answers_where_the_banner_says(dev: DevProcess) -> None:
     assert httpx.get(f"{dev.crud}/-/healthz").status_code == 200
     assert httpx.get(f"{dev.inspector}/-/healthz").status_code == 200
     log = dev.log()
-    assert f"Sandbox pages    {dev.pgm}/sandbox/checkout/" in log
     assert "Try it: pgm demo" in log
+
+
+def test_every_link_of_the_banner_and_of_the_home_pages_works(dev: DevProcess) -> None:
+    banner = dev.log().split("Try it: pgm demo")[0]
+    links = {url.rstrip("),.") for url in re.findall(r"http://[^\s<>]+", banner)}
+    assert f"{dev.pgm}/sandbox/" in links
+    for home in (dev.pgm, dev.flow_manager):
+        page = httpx.get(f"{home}/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        links |= {f"{home}{href}" for href in re.findall(r'href="(/[^"]*)"', page.text)}
+    assert f"{dev.pgm}/documentation" in links
+    assert f"{dev.flow_manager}/sagas" in links
+    for url in sorted(links):
+        assert httpx.get(url, follow_redirects=True).status_code < 400, url
 
 
 def test_a_saga_runs_through_the_wired_stack(dev: DevProcess) -> None:
@@ -51,6 +65,24 @@ def test_a_saga_runs_through_the_wired_stack(dev: DevProcess) -> None:
     assert [(event["label"], event["delivery"]["status"]) for event in pgm_view["events"]] == [
         ("paymentExecuted", "DELIVERED")
     ]
+
+
+def test_the_log_under_the_banner_is_short_plain_lines(dev: DevProcess) -> None:
+    saga_id = dev.create_saga(sandbox_metadata("OK"))
+    dev.send_event(saga_id, "scheduleRequested")
+    dev.wait_state(saga_id, "PAYMENT_EXECUTED")
+    after_banner = dev.log().split("Try it: pgm demo", 1)[1].strip().splitlines()
+    assert after_banner
+    for line in after_banner:
+        assert not line.startswith("{"), line
+        assert "\x1b[" not in line, line
+        if re.match(r"\d\d:\d\d:\d\d ", line):  # a log record (Python's warnings print their own way)
+            assert len(line) < 200, line
+    assert any(re.fullmatch(r"\d\d:\d\d:\d\d POST /saga/pay -> 202 \(\d+ ms\)", line) for line in after_banner)
+    assert any(
+        line.endswith(f"saga {saga_id}: paymentExecuted moved PAYMENT_SCHEDULE_REQUESTED -> PAYMENT_EXECUTED")
+        for line in after_banner
+    )
 
 
 def test_the_inspector_shows_the_saga_its_timeline_deliveries_and_the_machine(dev: DevProcess) -> None:
@@ -118,14 +150,17 @@ def test_the_inspector_says_when_a_saga_does_not_exist(dev: DevProcess) -> None:
     assert "The Flow Manager has no saga no-such-saga" in response.text
 
 
-def test_pgm_demo_against_the_running_stack(dev: DevProcess) -> None:
+def test_pgm_demo_finds_the_running_stack_on_the_ports_it_was_given(dev: DevProcess) -> None:
+    # No URL given: `pgm demo` in the directory `pgm dev` runs from finds it on its (free, not default) ports.
     result = subprocess.run(
-        [sys.executable, "-m", "pgm", "demo", "--flow-manager-url", dev.flow_manager, "--inspector-url", dev.inspector],
+        [sys.executable, "-m", "pgm", "demo"],
         capture_output=True,
         text=True,
         timeout=90,
+        cwd=dev.log_path.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"using the pgm dev running from this directory: Flow Manager {dev.flow_manager}" in result.stdout
     saga_id = re.search(r"^saga (\w+):", result.stdout, re.M)
     assert saga_id is not None
     assert f"{dev.inspector}/sagas/{saga_id.group(1)}" in result.stdout

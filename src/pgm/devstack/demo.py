@@ -25,6 +25,7 @@ from pgm.devstack.dev import (
     StackError,
     StackOptions,
     running_stack,
+    running_stack_urls,
 )
 
 POLL_SECONDS = 0.1
@@ -248,6 +249,18 @@ def _own_stack(out: TextIO) -> Iterator[str]:
         out.write("stopped the local stack\n")
 
 
+def _stack_urls(args: argparse.Namespace, out: TextIO) -> tuple[str, str]:
+    """The Flow Manager and inspector to use: the flags, else the `pgm dev` of this directory, else defaults."""
+    running = running_stack_urls(Path.cwd())
+    if running is not None and args.flow_manager_url is None:
+        out.write(f"using the pgm dev running from this directory: Flow Manager {running.flow_manager}\n")
+    flow_manager = args.flow_manager_url or (
+        running.flow_manager if running else f"http://127.0.0.1:{DEFAULT_FLOW_MANAGER_PORT}"
+    )
+    inspector = args.inspector_url or (running.inspector if running else f"http://127.0.0.1:{DEFAULT_INSPECTOR_PORT}")
+    return flow_manager, inspector
+
+
 def run_demo_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """`pgm demo`: exit 0 when the saga reached every expected state, 1 when not, 2 when it could not start."""
     stream = out or sys.stdout
@@ -268,13 +281,14 @@ def run_demo_command(args: argparse.Namespace, out: TextIO | None = None) -> int
                     out=stream,
                 )
         else:
+            flow_manager_url, inspector_url = _stack_urls(args, stream)
             run_demo(
-                args.flow_manager_url,
+                flow_manager_url,
                 amount=args.amount,
                 refund=args.refund,
                 currency=args.currency,
                 timeout=args.timeout,
-                inspector_url=args.inspector_url,
+                inspector_url=inspector_url,
                 out=stream,
             )
     except StackError as error:
@@ -292,13 +306,15 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """The `pgm demo` options."""
     parser.add_argument(
         "--flow-manager-url",
-        default=f"http://127.0.0.1:{DEFAULT_FLOW_MANAGER_PORT}",
-        help="the running Flow Manager (default: %(default)s, where `pgm dev` puts it)",
+        default=None,
+        help="the running Flow Manager (default: the `pgm dev` running from this directory, whatever its ports, "
+        f"else http://127.0.0.1:{DEFAULT_FLOW_MANAGER_PORT})",
     )
     parser.add_argument(
         "--inspector-url",
-        default=f"http://127.0.0.1:{DEFAULT_INSPECTOR_PORT}",
-        help="the saga inspector, for the links printed (default: %(default)s)",
+        default=None,
+        help="the saga inspector, for the links printed (default: that `pgm dev`'s, "
+        f"else http://127.0.0.1:{DEFAULT_INSPECTOR_PORT})",
     )
     parser.add_argument(
         "--start", action="store_true", help="start a throwaway local stack on free ports instead (no `pgm dev` needed)"

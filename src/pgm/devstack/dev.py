@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import os
 import signal
@@ -47,6 +48,9 @@ PORT_VARIABLES = {
 }
 # Wiring variables `pgm dev` owns: values from the shell would point the PGM away from its own stand-ins.
 WIRED_VARIABLES = ("FLOW_MANAGER_URL", "SAGA_CRUD_URL")
+# Where a running `pgm dev` leaves its URLs, in its working directory, for `pgm demo` to find it on
+# whatever ports it was given.
+STATE_FILE = ".pgm-dev.json"
 _STARTUP_TIMEOUT = 60.0
 _SHUTDOWN_TIMEOUT = 15.0
 
@@ -339,6 +343,40 @@ def running_stack(options: StackOptions) -> Iterator[DevStack]:
         thread.join(timeout=_SHUTDOWN_TIMEOUT * 3)
 
 
+def write_state(directory: Path, urls: StackUrls) -> Path:
+    """Record where this process's stack answers, for `pgm demo` started in the same directory."""
+    path = directory / STATE_FILE
+    document = {
+        "pid": os.getpid(),
+        **{part: getattr(urls, part) for part in ("pgm", "flow_manager", "crud", "inspector")},
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def remove_state(directory: Path) -> None:
+    """Forget the stack's URLs, if this process wrote them."""
+    path = directory / STATE_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+
+
+def running_stack_urls(directory: Path) -> StackUrls | None:
+    """The URLs of the `pgm dev` running from `directory`, or None (no file, or its process is gone)."""
+    try:
+        document = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        os.kill(int(document["pid"]), 0)  # signal 0: only asks whether the process exists
+        return StackUrls(
+            pgm=str(document["pgm"]),
+            flow_manager=str(document["flow_manager"]),
+            crud=str(document["crud"]),
+            inspector=str(document["inspector"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def banner(urls: StackUrls, settings: Settings, options: StackOptions, ignored: list[str]) -> str:
     """What `pgm dev` prints once every part answers: where everything is."""
     token = "required (PGM_API_TOKEN is set)" if settings.api_token else "not required (PGM_API_TOKEN unset)"
@@ -348,8 +386,7 @@ def banner(urls: StackUrls, settings: Settings, options: StackOptions, ignored: 
         "",
         f"  PGM API          {urls.pgm}",
         f"  API docs         {urls.pgm}/documentation",
-        f"  Sandbox pages    {urls.pgm}/sandbox/checkout/<paymentId>  (each sandbox payment's redirectToUrl)",
-        f"  Sandbox books    {urls.pgm}/sandbox/payments",
+        f"  Sandbox          {urls.pgm}/sandbox/  (its payments; a pending one's link is its hosted page)",
         f"  Flow Manager     {urls.flow_manager}  (stand-in; POST /saga, POST /event, GET /sagas)",
         f"  CRUD             {urls.crud}  (stand-in; sagas in {urls.saga_crud})",
         f"  Inspector        {urls.inspector}",
@@ -408,13 +445,18 @@ def run_dev(args: argparse.Namespace, *, env: Mapping[str, str] | None = None, o
     from pgm.observability import logging as pgm_logging
 
     level = (environment.get("LOG_LEVEL") or "INFO").upper()
-    pgm_logging.configure(level)
+    # Short plain lines: a person reads them in a terminal, under the banner.
+    pgm_logging.configure(level, console=True)
     if level == "INFO":
         # Four servers would each log their start-up and shutdown steps; the banner says it more clearly.
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
+    directory = Path.cwd()
+
     def started(urls: StackUrls) -> None:
         assert stack.settings is not None
+        with contextlib.suppress(OSError):  # a read-only directory costs `pgm demo` its discovery only
+            write_state(directory, urls)
         stream.write(banner(urls, stack.settings, options, ignored) + "\n")
         stream.flush()
 
@@ -424,6 +466,8 @@ def run_dev(args: argparse.Namespace, *, env: Mapping[str, str] | None = None, o
         stack.close_sockets()
         sys.stderr.write(f"pgm dev: {error}\n")
         return 2
+    finally:
+        remove_state(directory)
     stream.write("pgm dev: stopped\n")
     stream.flush()
     return 0

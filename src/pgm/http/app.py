@@ -21,7 +21,7 @@ from pgm.crypto import timestamped_hmac
 from pgm.domain.saga import Event, envelope
 from pgm.http import errors
 from pgm.http.middleware import AdmissionLimit, BodySizeLimit, RejectUnstorableText, RequestContext
-from pgm.http.routes import inspection, ops, v3
+from pgm.http.routes import home, inspection, ops, v3
 from pgm.http.routes import saga as saga_routes
 from pgm.observability.metrics import Metrics
 from pgm.observability.outcomes import OutcomeMetrics
@@ -97,6 +97,7 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
         openapi_url="/documentation/openapi.json",
     )
     errors.install(app)
+    app.include_router(home.build_router())
     app.include_router(ops.build_router())
     app.include_router(ops.build_docs_router(DOCS_STATIC))
     app.mount(DOCS_STATIC, StaticFiles(directory=swagger_ui_path), name="documentation-static")

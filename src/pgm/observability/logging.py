@@ -48,8 +48,35 @@ class _CredentialsInUrls(logging.Filter):
         return True
 
 
-def configure(level: str, http_log_level: str = "none") -> None:
-    """Route stdlib logging (ours, uvicorn's, SQLAlchemy's) through one JSON renderer on stdout.
+def drop_color_message(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """uvicorn passes a copy of some messages with ANSI colour codes as `color_message`: never wanted here."""
+    event.pop("color_message", None)
+    return event
+
+
+def console_line(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> str:
+    """One short plain line for a terminal (`pgm dev`): time, then the message; a request as method, path,
+    status and duration."""
+    clock = str(event.pop("timestamp", ""))[11:19]
+    level = str(event.pop("level", "info"))
+    logger = event.pop("logger", "")
+    message = str(event.pop("event", ""))
+    event.pop("request_id", None)
+    exception = event.pop("exception", None)
+    if logger == "pgm.access":
+        line = f"{event.pop('method', '')} {event.pop('path', '')} -> {event.pop('status', '')}"
+        line += f" ({float(event.pop('durationMs', 0)):.0f} ms)"
+    else:
+        line = message
+    details = " ".join(f"{key}={value}" for key, value in event.items())
+    prefix = "" if level == "info" else f"{level.upper()} "
+    text = f"{clock} {prefix}{line}{' ' + details if details else ''}"
+    return f"{text}\n{exception}" if exception else text
+
+
+def configure(level: str, http_log_level: str = "none", *, console: bool = False) -> None:
+    """Route stdlib logging (ours, uvicorn's, SQLAlchemy's) through one renderer on stdout: JSON lines, or
+    short plain lines for a person at a terminal (`console=True`, what `pgm dev` uses).
 
     `http_log_level` is the old PGM's HTTP_LOG_LEVEL: `basic` logs every outgoing HTTP request (method,
     URL, status) through httpx's own log line, whatever LOG_LEVEL is; anything else logs none."""
@@ -58,6 +85,7 @@ def configure(level: str, http_log_level: str = "none") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
     ]
@@ -66,7 +94,7 @@ def configure(level: str, http_log_level: str = "none") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            console_line if console else structlog.processors.JSONRenderer(),
         ],
     )
     handler = logging.StreamHandler(sys.stdout)

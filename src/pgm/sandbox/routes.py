@@ -31,6 +31,7 @@ from pgm.sandbox.books import (
 from pgm.store.database import Database
 from pgm.store.models import SandboxPayment, SandboxRefund, SandboxToken
 
+INDEX_LIMIT = 50
 TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
 )
@@ -349,6 +350,17 @@ def build_router() -> APIRouter:
                 )
             ).all()
         return JSONResponse([_introspection(p, [r for r in refunds if r.payment_id == p.id]) for p in payments])
+
+    @router.get("/", response_class=HTMLResponse)
+    async def index_page(context: Context) -> Response:
+        """The newest sandbox payments, each pending one linking to its hosted page (the dev stack links here)."""
+        async with context.database.read() as session:
+            payments = (
+                await session.scalars(
+                    select(SandboxPayment).order_by(SandboxPayment.created_at.desc()).limit(INDEX_LIMIT)
+                )
+            ).all()
+        return _page("index.html", 200, payments=payments)
 
     @router.get("/checkout/{payment_id}", response_class=HTMLResponse)
     async def checkout_page(payment_id: str, context: Context) -> Response:

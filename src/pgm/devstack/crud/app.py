@@ -7,10 +7,11 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pgm.devstack.crud.query import (
@@ -48,6 +49,15 @@ class ListParams:
     skip: int
     limit: int
     projection: list[list[str]] | None
+
+
+HOME_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>CRUD stand-in</title>
+<style>body {{ font-family: system-ui, sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; }}</style>
+</head><body><h1>CRUD Service stand-in</h1><p>Collections (JSON documents):</p><ul id="links">{items}</ul>
+<p><a href="/-/healthz">/-/healthz</a></p></body></html>
+"""
 
 
 def _bad_request(message: str) -> JSONResponse:
@@ -148,6 +158,13 @@ def create_crud_app(database_path: str) -> FastAPI:
     @app.exception_handler(QueryError)
     async def query_error(_: Request, error: QueryError) -> JSONResponse:
         return _bad_request(str(error))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home() -> HTMLResponse:
+        # Opening the stand-in's address in a browser lists its collections instead of a 404.
+        names = await run_in_threadpool(store.collections)
+        items = "".join(f'<li><a href="/{escape(name)}/">/{escape(name)}/</a></li>' for name in names)
+        return HTMLResponse(HOME_PAGE.format(items=items or "<li>none yet</li>"))
 
     @app.get("/-/healthz")
     async def healthz() -> dict[str, str]:

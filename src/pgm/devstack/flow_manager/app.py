@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgm.devstack.flow_manager.commands import CommandSender
@@ -151,6 +151,26 @@ class FlowManager:
         return {**saga, "commands": self.sender.records(saga_id), "ignoredEvents": list(self._ignored.get(saga_id, []))}
 
 
+HOME_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Flow Manager stand-in</title>
+<style>body { font-family: system-ui, sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; }
+li { margin: .35rem 0; } .muted { color: #656d76; }</style></head>
+<body>
+<h1>Flow Manager stand-in</h1>
+<p class="muted">A local Flow Manager for development: it runs the saga machine and sends the PGM its commands.</p>
+<ul id="links">
+<li><a href="/sagas">/sagas</a>
+  <span class="muted">the newest sagas (JSON); <code>/sagas/{sagaId}</code> for one</span></li>
+<li><a href="/machine-definition">/machine-definition</a> <span class="muted">the machine it runs</span></li>
+<li><a href="/openapi.json">/openapi.json</a>
+  <span class="muted">its API: <code>POST /saga</code>, <code>POST /event</code></span></li>
+<li><a href="/-/healthz">/-/healthz</a></li>
+</ul>
+</body></html>
+"""
+
+
 def create_flow_manager_app(
     config: dict[str, Any],
     crud_base_url: str | None = None,
@@ -193,6 +213,11 @@ def create_flow_manager_app(
         return runtime["service"]
 
     app = FastAPI(title="Flow Manager stand-in", lifespan=lifespan)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home() -> HTMLResponse:
+        # Opening the stand-in's address in a browser shows where to go instead of a 404.
+        return HTMLResponse(HOME_PAGE)
 
     @app.get("/-/healthz")
     async def healthz() -> dict[str, str]:

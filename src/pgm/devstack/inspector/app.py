@@ -39,8 +39,30 @@ def when(value: Any) -> str:
     return str(value)
 
 
+def failure_reason(saga: Any) -> str | None:
+    """Why a saga failed, or None when it is not in a failed state (PAYMENT_FAILED, REFUND_FAILED...).
+
+    The reason is what the PGM's failure event carried (merged into the metadata as `error`, or in the
+    last event's payload); a failed saga without one still says so."""
+    if not isinstance(saga, dict) or not str(saga.get("currentState") or "").endswith("FAILED"):
+        return None
+    metadata: Any = saga.get("metadata")
+    history: Any = saga.get("history")
+    events = history.get("events", []) if isinstance(history, dict) else []
+    payload: Any = events[-1].get("payload") if events and isinstance(events[-1], dict) else None
+    for source in (payload, metadata):
+        if not isinstance(source, dict):
+            continue
+        for key in ("error", "reason", "resultDescription", "failureReason"):
+            value = source.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return "no reason given"
+
+
 TEMPLATES.filters["pretty"] = pretty
 TEMPLATES.filters["when"] = when
+TEMPLATES.filters["failure_reason"] = failure_reason
 
 
 @dataclass

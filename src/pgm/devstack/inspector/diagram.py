@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-BOX_WIDTH = 236
+BOX_WIDTH = 212
+# Bold monospace state names at the stylesheet's 11.5px: a box widens to its machine's longest name.
+NAME_CHAR_WIDTH = 7.1
 BOX_HEIGHT = 44
-COLUMN_GAP = 170
+COLUMN_GAP = 150
 ROW_GAP = 40
 MARGIN = 36
 # Monospace text at the sizes the stylesheet uses: enough to size the boxes behind edge labels.
@@ -47,8 +49,13 @@ class StateBox:
 
     @property
     def classes(self) -> str:
-        """CSS classes: `state`, plus `current`, `visited`, `final` as they apply."""
-        flags = [("current", self.current), ("visited", self.visited), ("final", self.is_final)]
+        """CSS classes: `state`, plus `current`, `visited`, `final`, `failed` (a *_FAILED state) as they apply."""
+        flags = [
+            ("current", self.current),
+            ("visited", self.visited),
+            ("final", self.is_final),
+            ("failed", self.id.endswith("FAILED")),
+        ]
         return " ".join(["state", *(name for name, on in flags if on)])
 
 
@@ -64,6 +71,10 @@ class Arrow:
     label_y: float
     kind: str
     taken: bool
+    # The label is drawn only where it overlaps no other label and no box; a hidden one stays in the
+    # arrow's tooltip.
+    show_label: bool = True
+    points: tuple[float, ...] = ()
 
     @property
     def classes(self) -> str:
@@ -158,10 +169,11 @@ def _cubic(x1: float, y1: float, c1x: float, c1y: float, c2x: float, c2y: float,
     return f"M {x1:.1f} {y1:.1f} C {c1x:.1f} {c1y:.1f}, {c2x:.1f} {c2y:.1f}, {x2:.1f} {y2:.1f}"
 
 
-def _midpoint(points: tuple[float, ...]) -> tuple[float, float]:
-    # The point of a cubic Bézier at t = 0.5.
+def _point(points: tuple[float, ...], t: float) -> tuple[float, float]:
+    """The point of a cubic Bézier curve at parameter t (0 at the start, 1 at the end)."""
     x1, y1, c1x, c1y, c2x, c2y, x2, y2 = points
-    return (x1 + 3 * c1x + 3 * c2x + x2) / 8, (y1 + 3 * c1y + 3 * c2y + y2) / 8
+    a, b, c, d = (1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3
+    return a * x1 + b * c1x + c * c2x + d * x2, a * y1 + b * c1y + c * c2y + d * y2
 
 
 def layout(
@@ -184,6 +196,7 @@ def layout(
     visited = {state for move in moves for state in (move[0], move[2])} | ({current} if current else set())
     taken = {(source, event, target) for source, event, target in moves}
 
+    box_width = max([BOX_WIDTH, *(len(state_id) * NAME_CHAR_WIDTH + 20 for state_id in order)])
     tallest = max((len(column) for column in columns), default=0)
     column_height = tallest * BOX_HEIGHT + max(tallest - 1, 0) * ROW_GAP
     boxes: dict[str, StateBox] = {}
@@ -196,9 +209,9 @@ def layout(
             business_id = state.get("businessStateId")
             boxes[state_id] = StateBox(
                 id=state_id,
-                x=MARGIN + index * (BOX_WIDTH + COLUMN_GAP),
+                x=MARGIN + index * (box_width + COLUMN_GAP),
                 y=top + position * (BOX_HEIGHT + ROW_GAP),
-                width=BOX_WIDTH,
+                width=box_width,
                 height=BOX_HEIGHT,
                 layer=index,
                 business_state=f"{business_id} {descriptions.get(business_id, '')}".strip(),
@@ -208,12 +221,15 @@ def layout(
                 visited=state_id in visited,
             )
 
-    arrows = [
-        _route(boxes[source], boxes[target], event, (source, event, target) in taken)
-        for source, target, event in transitions
-        if source in boxes and target in boxes
-    ]
-    width = MARGIN * 2 + len(columns) * BOX_WIDTH + max(len(columns) - 1, 0) * COLUMN_GAP
+    arrows = _place_labels(
+        [
+            _route(boxes[source], boxes[target], event, (source, event, target) in taken)
+            for source, target, event in transitions
+            if source in boxes and target in boxes
+        ],
+        list(boxes.values()),
+    )
+    width = MARGIN * 2 + len(columns) * box_width + max(len(columns) - 1, 0) * COLUMN_GAP
     return Diagram(width=width, height=MARGIN * 2 + column_height, states=list(boxes.values()), arrows=arrows)
 
 
@@ -246,5 +262,55 @@ def _route(source: StateBox, target: StateBox, event: str, taken: bool) -> Arrow
         bulge = 60 + abs(target.y - source.y) / 6
         points = (start[0], start[1], start[0] + bulge, start[1], end[0] + bulge, end[1], end[0], end[1])
         kind = "sibling"
-    label_x, label_y = _midpoint(points)
-    return Arrow(source.id, target.id, event, _cubic(*points), label_x, label_y, kind, taken)
+    label_x, label_y = _point(points, 0.5)
+    return Arrow(source.id, target.id, event, _cubic(*points), label_x, label_y, kind, taken, points=points)
+
+
+# Where along its arrow a label may sit, best first: the middle, then further out on either side.
+LABEL_POSITIONS = (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8)
+
+Rect = tuple[float, float, float, float]
+
+
+def _label_rect(x: float, y: float, width: float) -> Rect:
+    return (x - width / 2, y - LABEL_HEIGHT + 4, x + width / 2, y + 4)
+
+
+def _overlaps(one: Rect, other: Rect) -> bool:
+    return one[0] < other[2] and other[0] < one[2] and one[1] < other[3] and other[1] < one[3]
+
+
+def _place_labels(arrows: list[Arrow], boxes: list[StateBox]) -> list[Arrow]:
+    """Move each label along its arrow until it overlaps no other label and no state box; drop it when no
+    place is free, and draw one label for several arrows of the same event into the same state.
+
+    Without this, the arrows converging on a state (every `paymentFailedBySystem` into PAYMENT_FAILED)
+    pile their labels into an unreadable block. The arrows this saga took are placed first."""
+    taken_space: list[Rect] = [(b.x, b.y, b.x + b.width, b.y + b.height) for b in boxes]
+    labelled: set[tuple[str, str]] = set()
+    placed: dict[int, Arrow] = {}
+    order = sorted(range(len(arrows)), key=lambda index: (not arrows[index].taken, arrows[index].kind == "loop"))
+    for index in order:
+        arrow = arrows[index]
+        if (arrow.target, arrow.event) in labelled and not arrow.taken:
+            placed[index] = replace(arrow, show_label=False)
+            continue
+        candidates = [(arrow.label_x, arrow.label_y)] if arrow.kind == "loop" or not arrow.points else []
+        candidates += (
+            [_point(arrow.points, t) for t in LABEL_POSITIONS] if arrow.points and arrow.kind != "loop" else []
+        )
+        spot = next(
+            (
+                (x, y)
+                for x, y in candidates
+                if not any(_overlaps(_label_rect(x, y, arrow.label_width), other) for other in taken_space)
+            ),
+            None,
+        )
+        if spot is None:
+            placed[index] = replace(arrow, show_label=False)
+            continue
+        taken_space.append(_label_rect(*spot, arrow.label_width))
+        labelled.add((arrow.target, arrow.event))
+        placed[index] = replace(arrow, label_x=spot[0], label_y=spot[1])
+    return [placed[index] for index in range(len(arrows))]
