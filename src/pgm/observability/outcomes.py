@@ -31,3 +31,6 @@ class OutcomeMetrics:
     ) -> None:
         """Count the refund's new status."""
         self.metrics.refunds.labels(payment.provider, change.transition.status.value).inc()
+
+    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+        """Counted when its status moves, like every refund."""
