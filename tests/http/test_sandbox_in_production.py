@@ -37,6 +37,11 @@ def test_a_deliberately_enabled_sandbox_in_production_answers_only_its_own_key(
     listing = pgm.get("/sandbox/payments", params={"shopTransactionId": "order-prod-1"})
     assert listing.status_code == 401
     assert (listing.json()["statusCode"], listing.json()["code"]) == (401, "unauthorized")
+    # Nor does the browser page of the sandbox's payments (the dev stack's link), which cannot send a key.
+    page = pgm.get("/sandbox/")
+    assert page.status_code == 200
+    assert "order-prod-1" not in page.text
+    assert payment_id not in page.text
     with_key = pgm.get(
         "/sandbox/payments",
         params={"shopTransactionId": "order-prod-1"},

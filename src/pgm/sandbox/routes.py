@@ -354,6 +354,9 @@ def build_router() -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     async def index_page(context: Context) -> Response:
         """The newest sandbox payments, each pending one linking to its hosted page (the dev stack links here)."""
+        if context.listing_needs_key:
+            # A browser page cannot send the key; in production the hosted pages are reached by their URL only.
+            return _page("index.html", 200, payments=None)
         async with context.database.read() as session:
             payments = (
                 await session.scalars(
