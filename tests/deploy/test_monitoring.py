@@ -24,7 +24,12 @@ DASHBOARD = ROOT / "deploy/monitoring/grafana-dashboard.json"
 RULES = ROOT / "deploy/monitoring/prometheus-rules.yaml"
 # Labels Prometheus adds to every scraped series, and a histogram's bucket bound.
 SCRAPE_LABELS = {"job", "instance"}
-SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created")}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("_sum", "_count", "_created"),
+}
 
 
 def dashboard_expressions() -> Iterator[str]:
