@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
 from tests.http.test_refunds import refund
 from tests.http.test_v3_sandbox_flows import pay_body
@@ -31,6 +33,8 @@ def as_json(pgm: PgmProcess, *arguments: str) -> Any:
     return json.loads(result.stdout)
 
 
+# A dozen `pgm` processes, each a Python start-up: on a loaded machine that alone takes a minute.
+@pytest.mark.timeout(300)
 def test_an_operator_looks_at_payments_resends_dead_letters_and_reconciles(
     start_pgm: Callable[..., PgmProcess], shop_id: str
 ) -> None:

@@ -7,20 +7,22 @@ import logging
 import os
 import sys
 
-import uvicorn
-
-from pgm import startup
 from pgm.config import ConfigurationError, load_settings
-from pgm.devstack.cli import add_commands as add_devstack_commands
-from pgm.devstack.demo import add_demo_arguments, run_demo_command
-from pgm.devstack.dev import add_dev_arguments, run_dev
-from pgm.observability import logging as pgm_logging
+from pgm.operator_cli import OPERATOR_COMMANDS
 from pgm.operator_cli import add_commands as add_operator_commands
-from pgm.providers import registry as providers
+
+# The other commands' modules are imported when their command runs: an operator's `pgm payments show`
+# then starts without loading the web server, every provider and the dev stack (seconds on a busy pod).
 
 
 def serve(_arguments: argparse.Namespace) -> int:
     """Run the PGM with its configuration from the environment."""
+    import uvicorn
+
+    from pgm import startup
+    from pgm.observability import logging as pgm_logging
+    from pgm.providers import registry as providers
+
     try:
         settings = load_settings(os.environ)
         providers.check_values(settings)
@@ -48,6 +50,10 @@ def serve(_arguments: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per way of running."""
+    from pgm.devstack.cli import add_commands as add_devstack_commands
+    from pgm.devstack.demo import add_demo_arguments, run_demo_command
+    from pgm.devstack.dev import add_dev_arguments, run_dev
+
     parser = argparse.ArgumentParser(prog="pgm", description="Payment Gateway Manager")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the service (configured by environment variables)").set_defaults(func=serve)
@@ -70,7 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def operator_parser() -> argparse.ArgumentParser:
+    """The operator's commands alone (the same as in the full command line)."""
+    parser = argparse.ArgumentParser(prog="pgm", description="Payment Gateway Manager")
+    add_operator_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `pgm` command."""
-    arguments = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = operator_parser() if words and words[0] in OPERATOR_COMMANDS else build_parser()
+    arguments = parser.parse_args(words)
     sys.exit(arguments.func(arguments))

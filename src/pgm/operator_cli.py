@@ -36,6 +36,7 @@ from pgm.store.database import sync_url
 from pgm.store.models import LedgerEntry, OutboxMessage, Payment, ProviderEvent, Refund, SagaEvent
 
 UNSETTLED = (Status.PENDING.value, Status.UNKNOWN.value)
+OPERATOR_COMMANDS = frozenset({"payments", "outbox", "reconcile"})
 OUTBOX_STATUSES = ("DEAD", "PENDING", "DELIVERED")
 
 Row = dict[str, Any]
