@@ -14,6 +14,7 @@ import pytest
 
 from pgm.devstack.testing import wait_for
 from tests.fakes.adyen import running_adyen_fake
+from tests.fakes.nexi import running_nexi_fake
 from tests.fakes.satispay import running_satispay_fake
 from tests.fakes.stripe import running_stripe_fake
 from tests.support.databases import fresh_database
@@ -25,6 +26,7 @@ FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "stripe": running_stripe_fake,
     "adyen": running_adyen_fake,
     "satispay": running_satispay_fake,
+    "nexi": running_nexi_fake,
 }
 DOCUMENTS = sorted(
     path.relative_to(ROOT).as_posix()
