@@ -42,6 +42,8 @@ class ExternalService:
         self.base_url = ""
         # While True the service cannot read callbacks (it answers 503), as during an outage.
         self.callbacks_down = False
+        # While True its /status answers 503.
+        self.status_down = False
         # A service written only to the minimum of the contract: no /callback, no /check.
         self.implements_callback = True
         self.implements_check = True
@@ -165,6 +167,8 @@ class ExternalService:
 
     async def status(self, request: Request) -> JSONResponse:
         self.received.append(("GET", request.url.path, dict(request.query_params)))
+        if self.status_down:
+            return JSONResponse({"message": "down for maintenance"}, status_code=503)
         answer = self._payment_status(request.query_params.get("paymentId", ""))
         if answer is None:
             return JSONResponse({"message": "no such payment"}, status_code=404)

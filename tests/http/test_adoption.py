@@ -183,6 +183,37 @@ def test_external_refund_status_check_and_callback_of_payments_made_before_the_s
     wait_for_status(receiver[0], pending_reference, "ACCEPTED")
 
 
+def test_a_saga_refund_waits_while_the_payment_cannot_be_looked_up(backend: str, tmp_path: Path) -> None:
+    with running_external_service() as acme:
+        config = tmp_path / "external.json"
+        config.write_text(json.dumps({"externalServices": [{"externalService": "acme", "baseUrl": acme.base_url}]}))
+        with (
+            fresh_database(backend, tmp_path) as url,
+            saga_stack(url, tmp_path, EXTERNAL_PROVIDERS_CONFIG=str(config)) as stack,
+        ):
+            reference = _reference()
+            payment_id = acme.create_payment(reference, 1000)
+            saga_id = f"saga-{uuid.uuid4().hex[:12]}"
+            metadata = {
+                "amount": 1000,
+                "currency": "EUR",
+                "provider": "acme",
+                "paymentMethod": "external",
+                "shopTransactionId": reference,
+                "paymentId": payment_id,
+                "payRequestData": {},
+            }
+            stack.put_saga(saga_id, "PAYMENT_EXECUTED", metadata)
+            acme.status_down = True
+            stack.send_event(saga_id, "refundRequested", {"refundRequestData": {"amount": 1000}})
+            wait_for(lambda: [path for _, path, _ in acme.received].count("/status") >= 2, what="the lookup retried")
+            assert stack.saga(saga_id)["currentState"] == "REFUND_REQUESTED"
+            acme.status_down = False
+            saga = stack.wait_state(saga_id, "TOTALLY_REFUNDED")
+            assert saga["metadata"]["refundDetails"] == {"totalRefundedAmount": 1000, "refundedAmounts": [1000]}
+            assert acme.payment(payment_id)["refunded"] == 1000
+
+
 def test_external_service_without_amounts_decides_each_refund(acme_pgm: tuple[PgmProcess, ExternalService]) -> None:
     pgm, acme = acme_pgm
     acme.reports_amounts = False

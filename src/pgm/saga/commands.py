@@ -441,6 +441,9 @@ class SagaCommands:
         except InvalidProviderData as exc:
             raise CannotSucceed(str(exc)) from exc
         if outcome.refund is None:
+            if outcome.retryable:
+                # A payment made before the switch the provider could not be asked about yet.
+                raise RetryLater(outcome.description)
             raise CannotSucceed(outcome.description)
         if outcome.replayed:
             await self._replay(saga.saga_id, key, Status(outcome.refund.status))

@@ -87,10 +87,16 @@ class RefundOutcome:
     refund: Refund | None
     replayed: bool = False
     conflict: bool = False
+    # Refused only because the provider did not answer a lookup: nothing was refunded, asking again may work.
+    retryable: bool = False
 
 
 class RefundRefused(Exception):
     """The refund must not reach the provider; the message says why."""
+
+
+class LookupUnanswered(RefundRefused):
+    """A payment made before the switch could not be looked up now: nothing was refunded."""
 
 
 def _call(adapter: ProviderAdapter, operation: Operation, request: PayRequest) -> Awaitable[PayResult]:
@@ -301,7 +307,11 @@ class PaymentService:
             refund, payment, created = await self._reserve_refund(adapter, request, saga_id)
         except RefundRefused as refusal:
             return RefundOutcome(
-                Status.FAILED, str(refusal), await self.find_payment(adapter.name, request.payment_id), None
+                Status.FAILED,
+                str(refusal),
+                await self.find_payment(adapter.name, request.payment_id),
+                None,
+                retryable=isinstance(refusal, LookupUnanswered),
             )
         if not created:
             conflict = refund.amount != request.amount or refund.payment_id != payment.id
@@ -338,7 +348,7 @@ class PaymentService:
         except ProviderRejected as exc:
             raise RefundRefused(f"payment {payment_id} is not known to provider {name}: {exc}") from exc
         except OutcomeUnknown as exc:
-            raise RefundRefused(
+            raise LookupUnanswered(
                 f"payment {payment_id} could not be looked up at provider {name} ({exc}); nothing was refunded"
             ) from exc
         facts = facts_of_lookup(lookup) if lookup is not None else facts_of_refund(request)
