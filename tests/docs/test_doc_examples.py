@@ -14,6 +14,7 @@ import pytest
 
 from pgm.devstack.testing import wait_for
 from tests.fakes.adyen import running_adyen_fake
+from tests.fakes.braintree import running_braintree_fake
 from tests.fakes.nexi import running_nexi_fake
 from tests.fakes.satispay import running_satispay_fake
 from tests.fakes.stripe import running_stripe_fake
@@ -27,6 +28,7 @@ FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "adyen": running_adyen_fake,
     "satispay": running_satispay_fake,
     "nexi": running_nexi_fake,
+    "braintree": running_braintree_fake,
 }
 DOCUMENTS = sorted(
     path.relative_to(ROOT).as_posix()
@@ -71,13 +73,17 @@ def stack_for(backend: str, tmp_path: Path) -> Iterator[Callable[[str], Runner]]
 
             runner.directives.update({"wait-saga": wait_saga(flow_manager_url), "wait-status": wait_status})
             if fake is not None:
-                runner.directives.update(
-                    {
-                        "approve": fake.approve,
-                        "decline": fake.decline,
-                        "complete-refund": lambda refund_id: fake.complete_refund(refund_id, ok=True),
-                    }
-                )
+                # What the payer or the provider does between two commands, where the provider has it
+                # (Braintree has no hosted page to approve on, but settles sales overnight).
+                actions = {
+                    "approve": getattr(fake, "approve", None),
+                    "decline": getattr(fake, "decline", None),
+                    "complete-refund": (lambda refund_id: fake.complete_refund(refund_id, ok=True))
+                    if hasattr(fake, "complete_refund")
+                    else None,
+                    "settle": getattr(fake, "settle", None),
+                }
+                runner.directives.update({name: action for name, action in actions.items() if action is not None})
             return runner
 
         yield build

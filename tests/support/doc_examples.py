@@ -10,7 +10,8 @@ documented answer is checked: its keys must all be in the live answer, and its o
 Steps that a person or a provider takes between two commands are HTML comments, invisible when the
 document is rendered: `<!-- doc-test: approve <id> -->` (the payer approves at the provider),
 `<!-- doc-test: decline <id> -->`, `<!-- doc-test: complete-refund <id> -->`,
-`<!-- doc-test: wait-saga <sagaId> <STATE> -->`, `<!-- doc-test: wait-status <provider> <paymentId> <STATUS> -->`.
+`<!-- doc-test: wait-saga <sagaId> <STATE> -->`, `<!-- doc-test: wait-status <provider> <paymentId> <STATUS> -->`,
+`<!-- doc-test: settle <id> -->` (Braintree settles a sale).
 """
 
 from __future__ import annotations
