@@ -367,3 +367,17 @@ def test_connections_trickling_their_headers_are_closed(start_pgm: Callable[...,
     assert first.endswith(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"), first
     # Requests sent at a normal pace are unaffected.
     assert pgm.get("/-/healthz").status_code == 200
+
+
+def test_the_sandbox_api_refuses_a_return_url_that_is_not_http(pgm: PgmProcess, shop_id: str) -> None:
+    # Its hosted page links the payer to the return URL from the PGM's origin: the sandbox applies the
+    # same rule as /v3 and sagas, also to clients of its own API.
+    for field in ("successUrl", "failureUrl"):
+        answer = pgm.client.post(
+            "/sandbox/api/v1/payments",
+            json={"amount": 100, "currency": "EUR", "reference": shop_id, field: "javascript:alert(1)"},
+            headers={"Authorization": "Bearer sk_sandbox_local"},
+        )
+        error = assert_error(answer, 400, "invalid_request", field)
+        assert "http(s) URL" in error["message"]
+    assert pgm.sandbox_payments(shop_id) == []

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from pgm.clock import Clock
@@ -28,6 +28,7 @@ from pgm.sandbox.books import (
     refund_json,
     token_json,
 )
+from pgm.services.validation import redirect_url_problem
 from pgm.store.database import Database
 from pgm.store.models import SandboxPayment, SandboxRefund, SandboxToken
 
@@ -71,6 +72,18 @@ def _authorised(context: SandboxContext, authorization: str | None) -> bool:
     return authorization is not None and hmac.compare_digest(authorization.encode(), expected.encode())
 
 
+def _return_url(value: str) -> str:
+    # The hosted page links the payer here from the PGM's origin: never a javascript: or data: URL, even
+    # from a client of the sandbox's own API (the rule of services/validation.py, as any provider has).
+    problem = redirect_url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+ReturnUrl = Annotated[str, AfterValidator(_return_url)]
+
+
 class PaymentBody(BaseModel):
     """Create a payment at the sandbox."""
 
@@ -82,8 +95,8 @@ class PaymentBody(BaseModel):
     reference: str = Field(min_length=1, max_length=255)
     outcome: Outcome = Outcome.REDIRECT_TO_URL
     delayMs: int = Field(default=0, ge=0, le=MAX_DELAY_MS)  # noqa: N815 - the sandbox API's own spelling
-    successUrl: str | None = None  # noqa: N815
-    failureUrl: str | None = None  # noqa: N815
+    successUrl: ReturnUrl | None = None  # noqa: N815
+    failureUrl: ReturnUrl | None = None  # noqa: N815
     interval: str | None = None
     intervalCount: int | None = None  # noqa: N815
     token: str | None = None
