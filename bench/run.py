@@ -215,9 +215,9 @@ async def run_pgm(plan: Plan, backend: str, count: int, workdir: Path) -> list[R
                         )
                         say(_summary(row))
                         rows.append(row)
-                    duplicated = scenarios.duplicate_message_ids(receiver)
-                    if duplicated:
-                        say(f"!! {duplicated} Flow Manager deliveries repeated a message id")
+                    conflicting = scenarios.conflicting_message_ids(receiver)
+                    if conflicting:
+                        say(f"!! {conflicting} Flow Manager message ids named different events")
             api_scenarios = [s for s in plan.scenarios if s in ("v3", "callback")]
             if api_scenarios:
                 services = _pgms(

@@ -42,7 +42,7 @@ def test_quick_run_writes_a_well_formed_table(tmp_path: Path) -> None:
     duplicates = next(row for row in rows if row["scenario"] == "duplicates x3")
     assert "payments per saga {1: " in duplicates["checks"]
     assert "DOUBLE" not in duplicates["checks"]
-    assert "delivered twice" not in duplicates["checks"]
+    assert "named different events" not in duplicates["checks"]
     table = (tmp_path / "latest.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| store"))
     body = [line for line in table.splitlines() if line.startswith("| ") and line != header]

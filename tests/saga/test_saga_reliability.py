@@ -58,6 +58,14 @@ class Rig:
             if request.path == EVENT_PATH and request.status < 300 and request.json and request.json["key"] == saga_id
         ]
 
+    def message_ids(self, saga_id: str) -> list[str]:
+        """The X-Pgm-Message-Id of each event delivered (2xx) for a saga, in arrival order."""
+        return [
+            request.headers["x-pgm-message-id"]
+            for request in self.flow_manager.requests
+            if request.path == EVENT_PATH and request.status < 300 and request.json and request.json["key"] == saga_id
+        ]
+
     def wait_events(self, saga_id: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
         """Block until `count` events for the saga were delivered; return them."""
         wait_for(lambda: len(self.events(saga_id)) >= count, timeout=timeout, what=f"{count} events for {saga_id}")
@@ -113,6 +121,15 @@ def test_same_command_twice_pays_once_and_answers_each_delivery_alike(rig: Rig) 
     assert [e["value"]["messageLabel"] for e in events] == ["paymentScheduled", "paymentScheduled"]
     assert events[0] == events[1] == first[0]
     assert len(rig.pgm.sandbox_payments(data["shopTransactionId"])) == 1
+    # The same logical event, re-sent: the same X-Pgm-Message-Id, so the receiver can drop the repeat.
+    scheduled = rig.message_ids(saga_id)
+    assert scheduled[0] == scheduled[1]
+    # The payer approves: a new event, a new id.
+    payment = rig.pgm.sandbox_payments(data["shopTransactionId"])[0]
+    rig.pgm.decide(f"{rig.pgm.url}/sandbox/checkout/{payment['paymentId']}", "approve")
+    executed = rig.wait_events(saga_id, 3)[2]
+    assert executed["value"]["messageLabel"] == "paymentExecuted"
+    assert rig.message_ids(saga_id)[2] not in scheduled
 
 
 def test_same_command_twice_concurrently_pays_once(rig: Rig) -> None:
@@ -182,6 +199,26 @@ def test_pay_command_that_cannot_succeed_fails_the_saga_with_the_reason(
     assert event["value"]["messageLabel"] == "paymentFailed"
     assert reason in event["value"]["messagePayload"]["error"]
     assert rig.pgm.sandbox_payments(data["shopTransactionId"]) == []
+
+
+def test_a_refused_command_delivered_twice_answers_with_the_same_message_id(rig: Rig) -> None:
+    saga_id, data = rig.new_saga()
+    payload = {**data, "currency": "JPY"}
+    rig.sagas.put_saga(saga_id, "PAYMENT_SCHEDULE_REQUESTED", payload)
+    assert rig.command("pay", saga_id, payload) == 202
+    rig.wait_events(saga_id, 1)
+    assert rig.command("pay", saga_id, payload) == 202
+    events = rig.wait_events(saga_id, 2)
+    assert [e["value"]["messageLabel"] for e in events] == ["paymentFailed", "paymentFailed"]
+    first, second = rig.message_ids(saga_id)
+    assert first == second
+    # Another saga's refusal for the same reason is another event.
+    other_id, other = rig.new_saga()
+    other_payload = {**other, "currency": "JPY"}
+    rig.sagas.put_saga(other_id, "PAYMENT_SCHEDULE_REQUESTED", other_payload)
+    assert rig.command("pay", other_id, other_payload) == 202
+    rig.wait_events(other_id, 1)
+    assert rig.message_ids(other_id)[0] != first
 
 
 def test_command_for_a_saga_missing_from_the_crud_fails_it(rig: Rig) -> None:

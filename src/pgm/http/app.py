@@ -27,7 +27,7 @@ from pgm.observability.metrics import Metrics
 from pgm.observability.outcomes import OutcomeMetrics
 from pgm.outbound import http_client
 from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
-from pgm.outbox.writer import Destination
+from pgm.outbox.writer import Destination, message_id_header
 from pgm.providers.registry import build_registry
 from pgm.saga.commands import SagaCommands
 from pgm.saga.crud import SagaCrud
@@ -214,7 +214,7 @@ def _senders(
 
     def post_json(url: str) -> Sender:
         async def send(message: OutboxMessage) -> httpx.Response:
-            return await client.post(url, json=message.payload, headers={"X-Pgm-Message-Id": str(message.id)})
+            return await client.post(url, json=message.payload, headers=message_id_header(message))
 
         return send
 
@@ -231,7 +231,7 @@ def _senders(
             if not isinstance(saga_id, str):
                 return httpx.Response(204, request=httpx.Request("GET", crud.collection_url))
             event = envelope(saga_id, Event(message.payload["event"]), message.payload["messagePayload"])
-            return await client.post(event_url, json=event, headers={"X-Pgm-Message-Id": str(message.id)})
+            return await client.post(event_url, json=event, headers=message_id_header(message))
 
         senders[Destination.FLOW_MANAGER_LOOKUP.value] = find_saga_then_send
     if "sandbox" in settings.enabled_providers:

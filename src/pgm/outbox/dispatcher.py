@@ -75,7 +75,7 @@ _RENEW = (
 # A delivered message needs nothing read back: one UPDATE for all of a batch's deliveries.
 _DELIVERED = (
     update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("message_id"))
+    .where(_OUTBOX.c.id == bindparam("delivered_id"))
     .values(
         status=DeliveryStatus.DELIVERED.value,
         attempts=_OUTBOX.c.attempts + 1,
@@ -298,7 +298,7 @@ class OutboxDispatcher:
         if delivered:
             await session.execute(
                 _DELIVERED,
-                [{"message_id": attempt.message_id, "code": attempt.status_code, "at": now} for attempt in delivered],
+                [{"delivered_id": attempt.message_id, "code": attempt.status_code, "at": now} for attempt in delivered],
             )
         if failed:
             # The back-off and the dead-letter decision depend on the attempts so far: read them.

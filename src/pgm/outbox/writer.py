@@ -29,10 +29,19 @@ class DeliveryStatus(enum.StrEnum):
 
 
 async def enqueue(
-    session: AsyncSession, destination: Destination, ordering_key: str, payload: dict[str, Any], now: float
+    session: AsyncSession,
+    destination: Destination,
+    ordering_key: str,
+    payload: dict[str, Any],
+    now: float,
+    message_id: str | None = None,
 ) -> int:
-    """Add a message and return its id; it is delivered only if the surrounding transaction commits."""
+    """Add a message and return its id; it is delivered only if the surrounding transaction commits.
+
+    `message_id` is the X-Pgm-Message-Id to send, when the message carries a logical event that may be
+    sent again in another row (a saga event); otherwise the row's id is sent."""
     message = OutboxMessage(
+        message_id=message_id,
         destination=destination.value,
         ordering_key=ordering_key,
         payload=payload,
@@ -42,3 +51,8 @@ async def enqueue(
         created_at=now,
     )
     return (await insert_row(session, message)).id
+
+
+def message_id_header(message: OutboxMessage) -> dict[str, str]:
+    """The X-Pgm-Message-Id header of a message: the same on every retry and on every re-send of its event."""
+    return {"X-Pgm-Message-Id": message.message_id or str(message.id)}

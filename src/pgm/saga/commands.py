@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -503,19 +505,24 @@ class SagaCommands:
 
     async def _fail(self, command: InboxCommand, route: Route, reason: str) -> None:
         """Answer a command that cannot succeed with the failure event of its route, and close it."""
+        # The refusal answers this command's content: a duplicate delivery refused for the same reason gets
+        # an event with the same X-Pgm-Message-Id (docs/reliability.md).
+        content = json.dumps([command.route, command.payload], sort_keys=True, separators=(",", ":"), default=str)
+        origin = f"refused:{hashlib.sha256(content.encode()).hexdigest()}"
         async with self.database.write() as session:
             saga_id = command.saga_id
             if route is Route.REFUND:
                 details = await self._refund_details(command)
-                await self.events.emit(
-                    session, saga_id, None, Event.REFUND_FAILED, {"error": reason, "refundDetails": details}
-                )
+                refused = {"error": reason, "refundDetails": details}
+                await self.events.emit(session, saga_id, None, Event.REFUND_FAILED, refused, origin=origin)
             else:
                 if route is Route.SUBSCRIPTION_AUTHORIZATION:
                     pay_request = command.payload.get("payRequestData")
                     scheduled = {"payRequestData": pay_request if isinstance(pay_request, dict) else {}}
-                    await self.events.emit(session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled)
-                await self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason})
+                    await self.events.emit(
+                        session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled, origin=origin
+                    )
+                await self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason}, origin=origin)
             await session.execute(
                 update(_INBOX)
                 .where(_INBOX.c.id == command.id)

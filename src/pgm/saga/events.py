@@ -6,10 +6,12 @@ and is also kept in saga_events so a repeated command can re-send the same outco
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
@@ -28,13 +30,29 @@ from pgm.outbox.writer import Destination, enqueue
 from pgm.providers.base import PayResult, PayResultCode
 from pgm.services.settlement import PaymentChange, RefundChange, Source
 from pgm.store.database import insert_row
-from pgm.store.models import Payment, Refund, SagaEvent
+from pgm.store.models import OutboxMessage, Payment, Refund, SagaEvent
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION_KINDS = frozenset(
     {PaymentKind.SUBSCRIPTION_SCHEDULE, PaymentKind.SUBSCRIPTION_START, PaymentKind.SUBSCRIPTION_PAY}
 )
+
+
+# How many events of one label an operation has had: the ordinal that tells a reversal from a repeat.
+_EARLIER_EVENTS = select(func.count()).where(
+    SagaEvent.operation_key == bindparam("key"), SagaEvent.label == bindparam("label")
+)
+
+
+def stable_message_id(
+    saga_id: str, origin: str, label: str, ordinal: int, payload: dict[str, Any] | None = None
+) -> str:
+    """The X-Pgm-Message-Id of a saga event: a digest of the saga, what the event answers (`origin`: an
+    operation key, or a refused command's content), the event and its ordinal (and, for a refusal, its
+    payload), so the same logical event sent again carries the same id (docs/reliability.md)."""
+    material = json.dumps([saga_id, origin, label, ordinal, payload], sort_keys=True, separators=(",", ":"))
+    return "evt-" + hashlib.sha256(material.encode()).hexdigest()[:40]
 
 
 class SagaEvents:
@@ -45,16 +63,42 @@ class SagaEvents:
         self.metrics = metrics
 
     async def emit(
-        self, session: AsyncSession, saga_id: str, operation_key: str | None, event: Event, payload: dict[str, Any]
+        self,
+        session: AsyncSession,
+        saga_id: str,
+        operation_key: str | None,
+        event: Event,
+        payload: dict[str, Any],
+        origin: str | None = None,
     ) -> None:
-        """Queue one event for the Flow Manager and remember it (with its delivery, for the inspector)."""
-        await self._record(session, saga_id, operation_key, event.value, envelope(saga_id, event, payload))
+        """Queue one event for the Flow Manager and remember it (with its delivery, for the inspector).
+
+        Its X-Pgm-Message-Id is derived from the saga, what the event answers and the event (see
+        `stable_message_id`): `operation_key` for an operation's outcome; `origin` for an event that
+        answers a command without an operation (a refused command: see SagaCommands._fail)."""
+        document = envelope(saga_id, event, payload)
+        if operation_key is not None:
+            # The n-th such event of the operation: a reversal (executed, failed, executed again) is a new
+            # event with a new id; a replay copies the id of the event it re-sends instead.
+            earlier = await session.scalar(_EARLIER_EVENTS, {"key": operation_key, "label": event.value})
+            message_id = stable_message_id(saga_id, operation_key, event.value, earlier or 0)
+        elif origin is not None:
+            message_id = stable_message_id(saga_id, origin, event.value, 0, payload)
+        else:
+            message_id = None
+        await self._record(session, saga_id, operation_key, event.value, document, message_id)
 
     async def _record(
-        self, session: AsyncSession, saga_id: str, operation_key: str | None, label: str, document: dict[str, Any]
+        self,
+        session: AsyncSession,
+        saga_id: str,
+        operation_key: str | None,
+        label: str,
+        document: dict[str, Any],
+        message_id: str | None,
     ) -> None:
         now = self.clock.now()
-        message_id = await enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now)
+        outbox_id = await enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now, message_id)
         await insert_row(
             session,
             SagaEvent(
@@ -62,20 +106,26 @@ class SagaEvents:
                 operation_key=operation_key,
                 label=label,
                 envelope=document,
-                outbox_id=message_id,
+                outbox_id=outbox_id,
                 created_at=now,
             ),
         )
         self.metrics.saga_events.labels(label).inc()
 
     async def replay(self, session: AsyncSession, saga_id: str, operation_key: str) -> bool:
-        """Re-send the latest outcome of an operation (a repeated command); False when there is none."""
+        """Re-send the latest outcome of an operation (a repeated command), with the X-Pgm-Message-Id it
+        was first sent with; False when there is none."""
         latest = await session.scalar(
             select(SagaEvent).where(SagaEvent.operation_key == operation_key).order_by(SagaEvent.id.desc()).limit(1)
         )
         if latest is None:
             return False
-        await self._record(session, saga_id, operation_key, latest.label, latest.envelope)
+        first_sent = (
+            await session.scalar(select(OutboxMessage.message_id).where(OutboxMessage.id == latest.outbox_id))
+            if latest.outbox_id is not None
+            else None
+        )
+        await self._record(session, saga_id, operation_key, latest.label, latest.envelope, first_sent)
         return True
 
     async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:

@@ -172,6 +172,9 @@ class OutboxMessage(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
     delivered_at: Mapped[float | None] = mapped_column(Float)
+    # Sent as X-Pgm-Message-Id: the same for every message carrying the same logical event (a saga event
+    # re-sent for a repeated command), so a receiver can drop the repeat; NULL means the row's own id.
+    message_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class InboxCommand(Base):
