@@ -321,15 +321,16 @@ def test_crash_during_the_provider_call_completes_the_saga_with_one_payment(rig_
 
 def test_a_provider_call_longer_than_the_lease_keeps_it_with_two_replicas(rig_factory: Callable[..., Rig]) -> None:
     port = free_port()
-    env = {"PGM_INBOX_LEASE_SECONDS": "1.5", "PGM_PROVIDER_TIMEOUT_SECONDS": "10", "PGM_RECONCILE_AFTER_SECONDS": "60"}
+    # A lease short enough for the test, long enough that a loaded machine still renews it in time.
+    env = {"PGM_INBOX_LEASE_SECONDS": "3", "PGM_PROVIDER_TIMEOUT_SECONDS": "10", "PGM_RECONCILE_AFTER_SECONDS": "60"}
     rig = rig_factory(flow_manager_port=port, **env)
     rig_factory(flow_manager_port=port, start_receiver=False, **env)  # a second replica, claiming what it can
     saga_id, data = rig.new_saga()
-    data["payRequestData"]["providerData"] = {"sandboxOutcome": "OK", "sandboxDelayMs": 4500}
+    data["payRequestData"]["providerData"] = {"sandboxOutcome": "OK", "sandboxDelayMs": 7000}
     rig.sagas.put_saga(saga_id, "PAYMENT_SCHEDULE_REQUESTED", data)
     assert rig.command("pay", saga_id, data) == 202
-    assert rig.wait_events(saga_id, 1, timeout=20)[0]["value"]["messageLabel"] == "paymentExecuted"
-    # Three leases long, the provider call kept its lease: no process ran the command a second time.
+    assert rig.wait_events(saga_id, 1, timeout=25)[0]["value"]["messageLabel"] == "paymentExecuted"
+    # Over two leases long, the provider call kept its lease: no process ran the command a second time.
     commands = rig.pgm.get(f"/-/sagas/{saga_id}").json()["commands"]
     assert [(c["status"], c["attempts"]) for c in commands] == [("DONE", 1)]
     assert len(rig.events(saga_id)) == 1
