@@ -14,7 +14,7 @@ import pytest
 
 from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers import braintree as braintree_provider
-from pgm.providers.base import Operation, PayRequest, PayResultCode
+from pgm.providers.base import Operation, PayRequest, PayResultCode, RefundRequest
 from tests.fakes.braintree import PLAN_ID, PRIVATE_KEY, PUBLIC_KEY, Fake, running_braintree_fake, webhook_form
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
@@ -237,9 +237,9 @@ def test_partial_then_total_refund_after_settlement_and_over_refund_refused(
     assert all(c["orderId"].startswith("pgm-") for c in credits)
 
 
-def test_braintree_refuses_a_refund_above_what_it_holds(fake: Fake, shop_id: str) -> None:
-    # The PGM never asks (it checks first), so ask Braintree through the adapter as a stale replica would.
-    adapter = braintree_provider.BraintreeAdapter(
+def another_pgm(fake: Fake) -> braintree_provider.BraintreeAdapter:
+    """An adapter of its own on the same Braintree account: the old PGM, or a stale replica."""
+    return braintree_provider.BraintreeAdapter(
         environment=braintree_provider.environment_from(fake.env()),
         merchant_id=fake.merchant_id,
         merchant_account_id=fake.merchant_account_id,
@@ -247,8 +247,12 @@ def test_braintree_refuses_a_refund_above_what_it_holds(fake: Fake, shop_id: str
         private_key=PRIVATE_KEY,
         timeout_seconds=5,
     )
+
+
+def test_braintree_refuses_a_refund_above_what_it_holds(fake: Fake, shop_id: str) -> None:
+    # The PGM never asks (it checks first), so ask Braintree through the adapter as a stale replica would.
+    adapter = another_pgm(fake)
     request = PayRequest(1000, "EUR", shop_id, "pay-pal", "pgm-key", provider_data={"nonce": PAYPAL_NONCE})
-    from pgm.providers.base import RefundRequest
 
     async def run() -> str:
         sale = await adapter.pay(request)
@@ -257,6 +261,29 @@ def test_braintree_refuses_a_refund_above_what_it_holds(fake: Fake, shop_id: str
         return (await adapter.refund(RefundRequest(sale.payment_id, 1001, "EUR", "pgm-refund"))).description
 
     assert asyncio.run(run()) == "Braintree refused the refund: Refund amount is too large."
+
+
+def test_a_payment_made_before_the_switch_is_adopted_with_what_braintree_already_refunded(
+    pgm: PgmProcess, fake: Fake, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    old_pgm = another_pgm(fake)
+    request = PayRequest(1000, "EUR", shop_id, "pay-pal", "old-pgm-key", provider_data={"nonce": PAYPAL_NONCE})
+
+    async def paid_and_refunded_by_the_old_pgm() -> str:
+        sale = await old_pgm.pay(request)
+        assert sale.payment_id
+        fake.settle(sale.payment_id)
+        await old_pgm.refund(RefundRequest(sale.payment_id, 300, "EUR", "old-pgm-refund"))
+        return sale.payment_id
+
+    payment_id = asyncio.run(paid_and_refunded_by_the_old_pgm())
+    over = refund(pgm, payment_id, 701)
+    assert over["result"] == "KO"
+    assert "refundable amount 700 (paid 1000, refunded 300" in over["resultDescription"]
+    assert refund(pgm, payment_id, 700)["result"] == "OK"
+    status = pgm.get("/v3/braintree/status", params={"paymentId": payment_id}).json()
+    assert (status["status"], status["shopTransactionId"], status["paymentMethod"]) == ("ACCEPTED", shop_id, "pay-pal")
+    assert [c["amount"] for c in fake.payments(shop_id)[0]["refunds"]] == [300, 700]
 
 
 # -------------------------------------------------------------------------------- subscriptions
@@ -493,7 +520,6 @@ REAL = {name: os.environ.get(f"{name}_REAL", "") for name in braintree_provider.
 )
 def test_real_braintree_sandbox_pays_settles_and_refunds(shop_id: str) -> None:
     from pgm.config import Settings
-    from pgm.providers.base import RefundRequest
 
     adapter = braintree_provider.build(
         Settings(provider_env={**REAL, "BRAINTREE_IS_SANDBOX": "true"}, provider_timeout_seconds=30)

@@ -22,7 +22,17 @@ def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     with (
         running_braintree_fake() as fake,
         fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS="sandbox,braintree", **fake.env()) as stack,
+        saga_stack(
+            url,
+            directory,
+            ENABLED_PROVIDERS="sandbox,braintree",
+            # Braintree has no idempotency keys: "no such sale" is only true once a sale sent before can no
+            # longer land. A loaded machine can hold a request past a one-second time-out, so these sagas
+            # wait longer for an answer and reconcile later than the test default.
+            PGM_PROVIDER_TIMEOUT_SECONDS="3",
+            PGM_RECONCILE_AFTER_SECONDS="4",
+            **fake.env(),
+        ) as stack,
     ):
         fake.webhook_url = f"{stack.pgm.url}/v3/braintree/callback"
         yield stack, fake

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -131,6 +132,8 @@ REFUND_STATUS: dict[str, Status] = {
     "voided": Status.FAILED,
     "settlement_declined": Status.FAILED,
 }
+# Transaction.payment_instrument_type → our payment method path segment.
+PAYMENT_METHODS = {"paypal_account": "pay-pal", "credit_card": "credit-cards"}
 # Before these a sale can only be voided (whole); from these on it can be refunded (Braintree "Refunds").
 VOIDABLE = frozenset({"authorized", "submitted_for_settlement", "settlement_pending"})
 REFUNDABLE = frozenset({"settling", "settled", "settlement_confirmed"})
@@ -390,6 +393,21 @@ class BraintreeAdapter(ProviderAdapter):
         """Look a sale up (a subscription's payment id is its first sale)."""
         return _sale_lookup(await self._call(lambda: self._gateway.transaction.find(_path_id(payment_id))))
 
+    async def payment_details(self, payment_id: str) -> PaymentLookup:
+        """The lookup, with the refunds Braintree already executed (a payment made before the switch is
+        adopted with them, so what is left to refund is checked here)."""
+        sale = await self._call(lambda: self._gateway.transaction.find(_path_id(payment_id)))
+        lookup = _sale_lookup(sale)
+        if lookup.status is not Status.ACCEPTED:
+            return lookup
+        succeeded: list[tuple[str, int]] = []
+        for credit_id in list(getattr(sale, "refund_ids", None) or []):
+            credit = await self._call(functools.partial(self._gateway.transaction.find, _path_id(str(credit_id))))
+            amount = minor_units(getattr(credit, "amount", None))
+            if REFUND_STATUS.get(str(getattr(credit, "status", ""))) is Status.ACCEPTED and amount is not None:
+                succeeded.append((str(credit.id), amount))
+        return replace(lookup, refunded_amount=sum(amount for _, amount in succeeded), refunds=tuple(succeeded))
+
     async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
         """Find the sale a lost answer created: Braintree has no idempotency keys, so by its order id."""
         since = self._now() - LOOKBACK
@@ -597,9 +615,13 @@ def _sale_lookup(transaction: Any) -> PaymentLookup:
     refunded = list(getattr(transaction, "refund_ids", None) or [])
     if refunded:
         metadata["refundIds"] = ",".join(str(r) for r in refunded)
+    instrument = str(getattr(transaction, "payment_instrument_type", "") or "")
+    currency = getattr(transaction, "currency_iso_code", None)
     return PaymentLookup(
         status=status,
         payment_id=str(transaction.id),
+        currency=str(currency).upper() if currency else None,
+        payment_method=PAYMENT_METHODS.get(instrument),
         shop_transaction_id=getattr(transaction, "order_id", None) or None,
         amount=minor_units(getattr(transaction, "amount", None)),
         subscription_token=getattr(transaction, "subscription_id", None) or None,
