@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +14,11 @@ import pytest
 from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
 from tests.http.test_refunds import refund
 from tests.http.test_v3_sandbox_flows import pay_body
+from tests.saga.test_saga_flows import metadata
+from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH
 from tests.support.pgm_process import PgmProcess
+from tests.support.saga_stack import saga_stack
 
 
 def pgm_command(pgm: PgmProcess, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -104,3 +108,27 @@ def test_an_operator_looks_at_payments_resends_dead_letters_and_reconciles(
     missing = pgm_command(pgm, "payments", "show", "no-such-payment")
     assert missing.returncode == 1
     assert missing.stderr == "pgm: no payment has the paymentId, shopTransactionId or saga id 'no-such-payment'\n"
+
+
+@pytest.mark.timeout(300)
+def test_a_saga_id_shows_its_payment_with_the_events_sent_to_the_flow_manager(tmp_path: Path) -> None:
+    with fresh_database("sqlite", tmp_path) as url, saga_stack(url, tmp_path) as stack:
+        saga_id = stack.create_saga(metadata("OK", amount=2100))
+        stack.send_event(saga_id, "scheduleRequested")
+        stack.wait_state(saga_id, "PAYMENT_EXECUTED")
+        wait_for(
+            lambda: (
+                [e["delivery"]["status"] for e in stack.pgm.get(f"/-/sagas/{saga_id}").json()["events"]]
+                == ["DELIVERED"]
+            ),
+            timeout=20,
+            what="paymentExecuted delivered",
+        )
+        (shown,) = as_json(stack.pgm, "payments", "show", saga_id)
+        assert (shown["sagaId"], shown["status"], shown["amount"]) == (saga_id, "ACCEPTED", 2100)
+        assert [(e["kind"], e["what"], e["status"]) for e in shown["events"] if e["kind"] == "flow-manager"] == [
+            ("flow-manager", "paymentExecuted", "DELIVERED")
+        ]
+        assert [row["paymentId"] for row in as_json(stack.pgm, "payments", "list", "--saga", saga_id)] == [
+            shown["paymentId"]
+        ]
