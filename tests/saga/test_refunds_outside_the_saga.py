@@ -257,7 +257,7 @@ def test_an_outcome_found_by_reconciliation_reaches_the_waiting_saga(stack: Saga
         }
     )
     stack.send_event(saga_id, "scheduleRequested")
-    saga = wait_settled(stack, saga_id, 1000, lambda metadata: "never created" in str(metadata.get("error")))
+    wait_settled(stack, saga_id, 1000, lambda metadata: "never created" in str(metadata.get("error")))
     # The Flow Manager moves the saga before the PGM records the delivery: wait for the record.
     seen = inspection_when(
         stack, saga_id, lambda view: bool(view["events"]) and view["events"][-1]["delivery"]["status"] == "DELIVERED"
