@@ -319,6 +319,50 @@ def test_crash_during_the_provider_call_completes_the_saga_with_one_payment(rig_
     assert len(rig.pgm.sandbox_payments(data["shopTransactionId"])) == 1
 
 
+def test_crash_during_the_refund_call_completes_the_refund_within_seconds(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(PGM_PROVIDER_TIMEOUT_SECONDS="10", PGM_RECONCILE_AFTER_SECONDS="60")
+    saga_id, data = rig.new_saga(outcome="OK")
+    assert rig.command("pay", saga_id, data) == 202
+    paid = rig.wait_events(saga_id, 1)[0]["value"]["messagePayload"]["paymentId"]
+    refund_data = {"amount": 300, "providerData": {"sandboxOutcome": "OK", "sandboxDelayMs": 900}}
+    refund = {**data, "paymentId": paid, "refundRequestData": refund_data}
+    assert rig.command("refund", saga_id, refund, label="refundRequested") == 202
+    # The sandbox has the refund and is still waiting before it answers: kill the PGM now.
+    wait_for(lambda: bool(rig.pgm.sandbox_payments(data["shopTransactionId"])[0]["refunds"]), what="the refund")
+    rig.pgm.kill()
+    rig.pgm.start()
+    restarted = time.monotonic()  # measured from the restarted process being ready (start-up time varies with load)
+    event = rig.wait_events(saga_id, 2, timeout=30)[1]
+    assert time.monotonic() - restarted < 10
+    assert event["value"]["messageLabel"] == "partialRefundExecuted"
+    assert event["value"]["messagePayload"]["refundDetails"]["totalRefundedAmount"] == 300
+    assert len(rig.pgm.sandbox_payments(data["shopTransactionId"])[0]["refunds"]) == 1
+
+
+def test_a_delivery_interrupted_by_a_crash_goes_out_within_seconds_of_the_restart(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    release = threading.Event()
+    rig = rig_factory()
+    rig.flow_manager.respond(200, hold=release, times=1)
+    saga_id, data = rig.new_saga(outcome="OK")
+    try:
+        assert rig.command("pay", saga_id, data) == 202
+        # The event is being delivered (the Flow Manager holds the request) when the PGM dies.
+        rig.flow_manager.wait_for_requests(1, path=EVENT_PATH, timeout=15)
+        rig.pgm.kill()
+    finally:
+        release.set()
+    rig.pgm.start()
+    restarted = time.monotonic()  # measured from the restarted process being ready (start-up time varies with load)
+    # The dead process's lease on the message runs out within seconds and the message goes out again.
+    rig.flow_manager.wait_for_requests(2, path=EVENT_PATH, timeout=30)
+    assert time.monotonic() - restarted < 10
+    first, again = (r for r in rig.flow_manager.requests if r.path == EVENT_PATH)
+    assert again.json == first.json
+    assert again.headers["x-pgm-message-id"] == first.headers["x-pgm-message-id"]
+
+
 def test_a_provider_call_longer_than_the_lease_keeps_it_with_two_replicas(rig_factory: Callable[..., Rig]) -> None:
     port = free_port()
     # A lease short enough for the test, long enough that a loaded machine still renews it in time.

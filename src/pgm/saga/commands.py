@@ -447,8 +447,13 @@ class SagaCommands:
                 # A payment made before the switch the provider could not be asked about yet.
                 raise RetryLater(outcome.description)
             raise CannotSucceed(outcome.description)
-        if outcome.replayed:
-            await self._replay(saga.saga_id, key, Status(outcome.refund.status))
+        refund = outcome.refund
+        if outcome.replayed and refund.status == Status.UNKNOWN and command.attempts > 1:
+            # As for a payment (_pay_like): the previous run died during the provider call; ask now.
+            assert outcome.payment is not None
+            outcome = await self.payments.resume_interrupted_refund(adapter, refund, outcome.payment)
+        elif outcome.replayed:
+            await self._replay(saga.saga_id, key, Status(refund.status))
         return key, f"{outcome.status.value}: {outcome.description}"
 
     async def _started_refund(self, saga: SagaData, refund_id: str) -> tuple[str, str]:

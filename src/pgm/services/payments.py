@@ -242,6 +242,31 @@ class PaymentService:
             adapter, payment, "the process calling the provider stopped before recording the answer"
         )
 
+    async def resume_interrupted_refund(
+        self, adapter: ProviderAdapter, refund: Refund, payment: Payment
+    ) -> RefundOutcome:
+        """A saga refund taken over from a process that stopped during the provider call: ask the provider
+        now (by our idempotency key); what it cannot say yet, reconciliation settles later."""
+        if not payment.provider_payment_id:
+            return RefundOutcome(Status(refund.status), refund.description or "", payment, refund, replayed=True)
+        try:
+            found = await observed(
+                self.metrics,
+                adapter.name,
+                "refund status",
+                adapter.refund_status(
+                    payment.provider_payment_id,
+                    refund.provider_refund_id,
+                    provider_idempotency_key(refund.idempotency_key),
+                ),
+            )
+        except (OutcomeUnknown, ProviderRejected, NotSupported):
+            found = None
+        if found is None:
+            return RefundOutcome(Status(refund.status), refund.description or "", payment, refund, replayed=True)
+        refund, payment = await self.apply_refund_result(refund.id, found, Source.STATUS_CHECK)
+        return RefundOutcome(Status(refund.status), refund.description or found.description, payment, refund)
+
     async def _after_lost_answer(self, adapter: ProviderAdapter, payment: Payment, reason: str) -> PayOutcome:
         """A lost answer is not a failure: ask the provider once now, else leave it to reconciliation."""
         log.warning("provider answer lost", extra={"provider": adapter.name, "paymentId": payment.id, "reason": reason})
