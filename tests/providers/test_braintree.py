@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers import braintree as braintree_provider
@@ -505,6 +506,14 @@ def test_submit_for_settlement_utility(pgm: PgmProcess, fake: Fake, shop_id: str
     assert again.status_code == 422
     assert "Cannot submit for settlement unless status is authorized" in again.json()["message"]
     assert pgm.client.post("/v3/braintree/utility/payment/submit", params={"transaction_id": "a/b"}).status_code == 400
+
+
+def test_the_utilities_are_in_the_published_api_document(pgm: PgmProcess) -> None:
+    document = pgm.get("/documentation/openapi.json").json()
+    assert {"/v3/braintree/utility/customer/token", "/v3/braintree/utility/customer/create"} <= set(document["paths"])
+    assert "post" in document["paths"]["/v3/braintree/utility/payment/submit"]
+    OpenAPIV31SpecValidator(document).validate()
+    assert PRIVATE_KEY not in pgm.get("/documentation/openapi.json").text
 
 
 # -------------------------------------------------------------------------------- real sandbox

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -79,6 +80,8 @@ LOOKBACK = timedelta(days=7)
 ORDER_ID_MAX = 255
 ID_MAX = 36
 NONCE_MAX = 4096
+# Braintree calls in flight at once per process (each holds a thread while the SDK waits for the gateway).
+SDK_THREADS = 16
 DEVICE_DATA_MAX = 4096
 
 CAPABILITIES = Capabilities(
@@ -237,6 +240,13 @@ class BraintreeAdapter(ProviderAdapter):
         self._merchant_account_id = merchant_account_id
         self._public_key = public_key
         self._now = now
+        # The SDK blocks (requests): its calls get threads of their own, so a slow Braintree never takes
+        # the event loop's default executor from everything else that needs it.
+        self._threads = ThreadPoolExecutor(max_workers=SDK_THREADS, thread_name_prefix="braintree")
+
+    async def aclose(self) -> None:
+        """Let the SDK's worker threads finish and end."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     # ----- validation -----
 
@@ -531,7 +541,7 @@ class BraintreeAdapter(ProviderAdapter):
     async def _call(self, call: Callable[[], T]) -> T:
         """Run an SDK call in a worker thread; its failures as our three outcomes."""
         try:
-            return await asyncio.to_thread(call)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
         except (AuthenticationError, AuthorizationError) as exc:
             raise ProviderRejected(
                 "Braintree refused the API keys: check BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY and "
