@@ -177,6 +177,11 @@ class NexiFake:
         """The payer fails the 3-D Secure challenge."""
         self._payer_result(order_id, "THREEDS_FAILED")
 
+    def security_token(self, order_id: str) -> str:
+        """The securityToken Nexi gave the merchant for this order (its notifications carry it)."""
+        with self._lock:
+            return str(self._orders[order_id]["_securityToken"])
+
     def decline_next_mit(self) -> None:
         """The next merchant-initiated charge is declined by the issuer."""
         with self._lock:

@@ -247,7 +247,11 @@ class NexiAdapter(ProviderAdapter):
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         """Refund the order's paid operation; cancel an authorization that was never captured."""
-        order = await self._order(request.payment_id)
+        try:
+            order = await self._order(request.payment_id)
+        except OutcomeUnknown as exc:
+            # Nothing was sent yet: the refund surely does not exist, and a retry may ask again.
+            raise ProviderRejected(f"Nexi could not be asked for the order, so nothing was refunded ({exc})") from exc
         paid = _payment_operation(order)
         if paid is None or _operation_status(paid, PAYMENT_STATUS) is not Status.ACCEPTED:
             raise ProviderRejected(f"Nexi order {request.payment_id} has no paid operation to refund")
