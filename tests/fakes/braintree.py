@@ -472,6 +472,13 @@ class Fake:
             raise _Refusal("91508", "Cannot determine payment method.", "base")
         if customer and customer not in self._customers:
             raise _Refusal("91510", "Customer ID is invalid.", "customer_id")
+        new_customer = (params.get("customer") or {}).get("id")
+        if new_customer:
+            if customer:
+                raise _Refusal("91576", "Cannot provide both customer_id and customer details.", "customer")
+            if new_customer in self._customers:
+                raise _Refusal("91609", "Customer ID has already been taken.", "id")
+            customer = new_customer
         transaction = FakeTransaction(
             id=_id(),
             type="sale",
@@ -495,6 +502,9 @@ class Fake:
         if nonce == FAILED_3DS_NONCE and (options.get("three_d_secure") or {}).get("required"):
             transaction.status, transaction.gateway_rejection_reason = "gateway_rejected", "three_d_secure"
             raise _Refusal("three_d_secure", "Gateway Rejected: three_d_secure", transaction=transaction)
+        if new_customer:
+            # The customer comes to exist with the sale, vaulted or not.
+            self._customers.setdefault(new_customer, [])
         if nonce and options.get("store_in_vault_on_success"):
             customer = customer or f"cust{_id()}"
             transaction.customer_id = customer

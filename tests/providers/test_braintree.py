@@ -169,6 +169,12 @@ def test_vaulted_customer_pays_with_the_default_method_or_a_token(
     stored = pay(pgm, f"{shop_id}-v", "credit-cards", nonce=CARD_NONCE, customerId=customer, storeInVault=True)
     assert stored["result"] == "OK"
     assert len(fake.customer_methods(customer)) == 2
+    # A first-time payer: the sale creates the customer with the given id and vaults the method on it.
+    newcomer = f"cust-{uuid.uuid4().hex[:12]}"
+    first = pay(pgm, f"{shop_id}-n", nonce=BILLING_AGREEMENT_NONCE, customerId=newcomer, storeInVault=True)
+    assert first["result"] == "OK", first
+    assert [kind for _, kind in fake.customer_methods(newcomer)] == ["paypal"]
+    assert pay(pgm, f"{shop_id}-n2", vaulted=True, customerId=newcomer)["result"] == "OK"
 
 
 def test_provider_data_is_checked_before_braintree_is_called(pgm: PgmProcess, fake: Fake, shop_id: str) -> None:

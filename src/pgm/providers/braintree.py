@@ -312,7 +312,12 @@ class BraintreeAdapter(ProviderAdapter):
         elif data.get("paymentToken"):
             params["payment_method_token"] = data["paymentToken"]
         if data.get("customerId"):
-            params["customer_id"] = data["customerId"]
+            customer_id = str(data["customerId"])
+            if data.get("nonce") and data.get("storeInVault") and not await self._customer_exists(customer_id):
+                # A first-time payer vaulted with this sale: Braintree creates the customer with our id.
+                params["customer"] = {"id": customer_id}
+            else:
+                params["customer_id"] = customer_id
         if data.get("deviceData"):
             params["device_data"] = data["deviceData"]
         if data.get("threeDSecureRequired"):
@@ -528,6 +533,13 @@ class BraintreeAdapter(ProviderAdapter):
         return _sale_lookup(getattr(result, "transaction", None))
 
     # ----- plumbing -----
+
+    async def _customer_exists(self, customer_id: str) -> bool:
+        try:
+            await self._call(lambda: self._gateway.customer.find(_path_id(customer_id)))
+        except ProviderRejected:
+            return False
+        return True
 
     async def _vault(self, customer_id: str, nonce: str) -> str:
         """A payment method token for the nonce, stored on the customer (a subscription needs one)."""
