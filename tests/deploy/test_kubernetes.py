@@ -4,15 +4,19 @@ with the image and the service, and a working configuration for several replicas
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from sqlalchemy import create_engine, text
 
-from pgm.config import load_settings
+from pgm.config import load_settings, normalise_database_url
 from pgm.providers.registry import validate as validate_providers
+from pgm.store.database import sync_url
 from tests.deploy.dockerfile import parse
 from tests.deploy.kustomize import render
 from tests.support.databases import POSTGRES_URL, fresh_database
@@ -24,6 +28,9 @@ MANIFESTS = ROOT / "deploy/kubernetes"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 # Created by the operator, never committed (docs/deploying.md says how).
 OPERATOR_SECRETS = {"pgm-secrets"}
+FIRST_REVISION = re.findall(
+    r'^revision = "(\w+)"', (ROOT / "src/pgm/store/migrations/versions/0001_initial_schema.py").read_text(), re.M
+)[0]
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +150,21 @@ def test_replicas_start_together_on_one_postgresql_and_pass_their_probes(
         finally:
             for replica in replicas:
                 replica.stop()
+
+
+def test_a_replica_stays_ready_when_a_newer_release_has_migrated_the_database(
+    start_pgm: Callable[..., PgmProcess],
+) -> None:
+    # A rolling update: the new release's first pod migrates at start; the old pods must keep serving
+    # (the readiness probe used to ask for exactly this release's newest migration, taking them all out).
+    pgm = start_pgm()
+    assert pgm.get("/-/ready").json()["checks"]["migrations"] == "OK"
+    engine = create_engine(sync_url(normalise_database_url(pgm.env["PGM_DATABASE_URL"])))
+    try:
+        for revision, status, state in (("9f9f9f9f9f9f", 200, "ahead"), (FIRST_REVISION, 503, "pending")):
+            with engine.begin() as connection:
+                connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+            answer = pgm.get("/-/ready")
+            assert (answer.status_code, answer.json()["checks"]["migrations"]) == (status, state)
+    finally:
+        engine.dispose()

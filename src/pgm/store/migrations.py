@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect, text
 
-from pgm.store.database import sync_url
+from pgm.store.database import Database, sync_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -26,6 +27,35 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str) -> None:
     """Bring the database to the newest schema (safe to run from several replicas at once on PostgreSQL)."""
     command.upgrade(alembic_config(database_url), "head")
+
+
+@functools.cache
+def _revisions() -> tuple[str | None, frozenset[str]]:
+    # The migrations this release ships: read once, not at every readiness probe.
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return script.get_current_head(), frozenset(revision.revision for revision in script.walk_revisions())
+
+
+def schema_state(current: str | None) -> str:
+    """How the database's schema revision stands for this release: `OK` at our newest migration;
+    `ahead` at one we do not ship, applied by a newer release during a rolling update (its migrations keep
+    the previous release working, docs/deploying.md), so this replica keeps serving; `pending` behind."""
+    head, known = _revisions()
+    if current == head:
+        return "OK"
+    if current is not None and current not in known:
+        return "ahead"
+    return "pending"
+
+
+async def current_revision(database: Database) -> str | None:
+    """The revision recorded in the database, None before the first migration (one pooled connection)."""
+    async with database.read() as session:
+        tables = await session.run_sync(lambda sync: inspect(sync.connection()).get_table_names())
+        if "alembic_version" not in tables:
+            return None
+        revision = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+    return str(revision) if revision is not None else None
 
 
 def is_up_to_date(database_url: str) -> bool:
