@@ -1,5 +1,5 @@
-"""The old PGM's Prometheus series (Micrometer's `http_server_requests_seconds` and its `_max`) are exported at /-/metrics
-beside ours, fed by the same requests, so dashboards and alerts built on them keep working."""
+"""The old PGM's Prometheus series (Micrometer's `http_server_requests_seconds` and its `_max`) are exported at
+/-/metrics beside ours, fed by the same requests, so dashboards and alerts built on them keep working."""
 
 from __future__ import annotations
 
