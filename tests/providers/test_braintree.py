@@ -477,6 +477,19 @@ def test_a_lost_refund_answer_is_found_by_its_order_id_and_not_refunded_twice(
     assert [r["amount"] for r in fake.payments(shop_id)[0]["refunds"]] == [400]
 
 
+def test_a_lost_void_answer_is_found_as_the_voided_sale(
+    pgm: PgmProcess, fake: Fake, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    payment_id = pay(pgm, shop_id)["paymentId"]
+    fake.delay_next(0)  # the refund first looks the sale up: that answer arrives
+    fake.lose_next()  # the void is made, its answer lost
+    answer = refund(pgm, payment_id, 1000)
+    assert answer["result"] in ("OK", "PENDING")
+    wait_for(lambda: len(refunds_notified(notifications, shop_id)) == 1, what="the void, found again")
+    assert fake.payments(shop_id)[0]["status"] == "voided"
+    assert refunds_notified(notifications, shop_id)[0]["metadata"]["totalRefundedAmount"] == 1000
+
+
 def test_wrong_keys_are_refused_by_braintree_and_reveal_no_secret(
     start_pgm: Callable[..., PgmProcess], fake: Fake, shop_id: str
 ) -> None:
