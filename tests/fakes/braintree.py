@@ -61,6 +61,7 @@ MERCHANT_ACCOUNT_ID = "pgmtestEUR"
 PUBLIC_KEY = "fakepublickey123"
 PRIVATE_KEY = "fakeprivatekey0123456789abcdef"
 PLAN_ID = "monthly-plan"
+QUARTERLY_PLAN_ID = "quarterly-plan"
 WEBHOOK_ATTEMPTS = 20
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -242,7 +243,8 @@ class Fake:
         self.private_key = PRIVATE_KEY
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.deliveries: list[tuple[dict[str, str], int]] = []
-        self.plans: dict[str, int] = {PLAN_ID: 1}
+        # Plans of the Control Panel: id → billing frequency in months.
+        self.plans: dict[str, int] = {PLAN_ID: 1, QUARTERLY_PLAN_ID: 3}
         self._lock = threading.Lock()
         self._transactions: dict[str, FakeTransaction] = {}
         self._customers: dict[str, list[tuple[str, str]]] = {}
@@ -266,6 +268,7 @@ class Fake:
             ("GET", "/customers/{id}", self._find_customer),
             ("POST", "/payment_methods", self._create_method),
             ("POST", "/client_token", self._client_token),
+            ("GET", "/plans/{id}", self._find_plan),
             ("POST", "/subscriptions", self._create_subscription),
             ("GET", "/subscriptions/{id}", self._find_subscription),
             ("PUT", "/subscriptions/{id}", self._update_subscription),
@@ -674,6 +677,10 @@ class Fake:
         self._transactions[sale.id] = sale
         subscription.transaction_ids.append(sale.id)
         subscription.current_billing_cycle += 1
+
+    def _find_plan(self, path: dict[str, str], body: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
+        frequency = self.plans[path["id"]]
+        return "plan", {"id": path["id"], "billing_frequency": frequency, "currency_iso_code": "EUR"}, 200
 
     def _create_subscription(self, path: dict[str, str], body: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
         if body.get("plan_id") not in self.plans:

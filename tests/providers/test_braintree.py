@@ -16,7 +16,15 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers import braintree as braintree_provider
 from pgm.providers.base import Operation, PayRequest, PayResultCode, RefundRequest
-from tests.fakes.braintree import PLAN_ID, PRIVATE_KEY, PUBLIC_KEY, Fake, running_braintree_fake, webhook_form
+from tests.fakes.braintree import (
+    PLAN_ID,
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    QUARTERLY_PLAN_ID,
+    Fake,
+    running_braintree_fake,
+    webhook_form,
+)
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
@@ -359,7 +367,17 @@ def test_a_subscription_needs_a_plan_and_a_vaulted_method(pgm: PgmProcess, fake:
         },
     ).json()
     assert unknown_plan["result"] == "KO"
-    assert "Plan ID is invalid" in unknown_plan["resultDescription"]
+    assert "Braintree has no plan 'no-such-plan'" in unknown_plan["resultDescription"]
+    quarterly = pgm.post(
+        "/v3/braintree/pay-pal/subscription/schedule",
+        {
+            **pay_body(f"{shop_id}-q", planId=QUARTERLY_PLAN_ID, paymentToken=fake.add_customer(f"q{shop_id[-8:]}")),
+            "subscriptionInfo": info,
+        },
+    ).json()
+    assert quarterly["result"] == "KO"
+    assert "bills every 3 month(s), not every 1" in quarterly["resultDescription"]
+    assert fake.payments(f"{shop_id}-q") == []
 
 
 # ------------------------------------------------------------------------------ status and webhooks

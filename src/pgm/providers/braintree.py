@@ -330,11 +330,28 @@ class BraintreeAdapter(ProviderAdapter):
         """A subscription on the plan providerData.planId at our amount; Braintree bills it by itself."""
         self.check(Operation.SUBSCRIPTION_SCHEDULE, request)
         data = request.provider_data
+        plan_id = str(data["planId"])
+        try:
+            plan = await self._call(lambda: self._gateway.plan.find(_path_id(plan_id)))  # type: ignore[no-untyped-call]  # untyped in the stubs
+        except ProviderRejected:
+            return PayResult(
+                PayResultCode.KO, f"Braintree has no plan {plan_id!r} (create it in the Control Panel)", None
+            )
+        frequency = getattr(plan, "billing_frequency", None)
+        count = request.subscription.interval_count if request.subscription else None
+        if count is not None and frequency is not None and int(frequency) != count:
+            # The plan decides how often Braintree bills; a different intervalCount would be silently ignored.
+            return PayResult(
+                PayResultCode.KO,
+                f"Braintree plan {plan_id!r} bills every {frequency} month(s), not every {count} as "
+                "subscriptionInfo.intervalCount asks",
+                None,
+            )
         token = data.get("paymentToken")
         if not token:
             token = await self._vault(str(data["customerId"]), str(data["nonce"]))
         params: dict[str, Any] = {
-            "plan_id": data["planId"],
+            "plan_id": plan_id,
             "payment_method_token": token,
             "price": amount_text(request.amount),
             "merchant_account_id": self._merchant_account_id,
