@@ -22,6 +22,7 @@ SHIPPED: dict[str, str] = {
     "satispay": "pgm.providers.satispay",
     "nexi": "pgm.providers.nexi",
     "braintree": "pgm.providers.braintree",
+    "soisy": "pgm.providers.soisy",
 }
 
 
