@@ -264,10 +264,8 @@ WITHOUT_MEANING = {
 }
 # Providers the old PGM had and this one does not ship: their variables are read by nobody.
 NOT_SHIPPED = (
-    "AXERVE",
     "FLOWPAY",
     "FNMPAY",
-    "GESTPAY",
     "SAFECHARGE",
     "SCALAPAY",
     "SOISY",
@@ -385,5 +383,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
 
 PROVIDER_PREFIXES = frozenset(
-    {"STRIPE", "ADYEN", "SATISPAY", "BRAINTREE", "AXERVE", "SCALAPAY", "SOISY", "NEXI", "FLOWPAY", "SANDBOX"}
+    {"STRIPE", "ADYEN", "SATISPAY", "BRAINTREE", "AXERVE", "GESTPAY", "SCALAPAY", "SOISY", "NEXI", "FLOWPAY", "SANDBOX"}
 )

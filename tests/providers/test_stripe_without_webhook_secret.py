@@ -38,8 +38,8 @@ def stripe_pgm(
         HTTP_LOG_LEVEL="body",
         SUBSCRIPTION_HANDLER_URL="http://subscription-handler",
         ADAPTIVE_CHECKOUT_CRUD_URL="http://crud-service/adaptive-checkout",
-        AXERVE_API_KEY="axerve-key-never-used",
-        AXERVE_SHOP_LOGIN="GESPAY0001",
+        FLOWPAY_CLIENT_ID="flowpay-client-never-used",
+        FLOWPAY_CLIENT_SECRET="flowpay-secret-never-used",
     )
     with fresh_database(backend, directory) as url:
         process = PgmProcess(
@@ -91,7 +91,8 @@ def test_the_old_pgms_variables_are_accepted_and_what_means_nothing_here_is_name
     )
     assert any(w.startswith("ADAPTIVE_CHECKOUT_CRUD_URL is ignored") for w in warnings)
     assert any(
-        w.startswith("AXERVE_API_KEY, AXERVE_SHOP_LOGIN are ignored: provider axerve is not shipped") for w in warnings
+        w.startswith("FLOWPAY_CLIENT_ID, FLOWPAY_CLIENT_SECRET are ignored: provider flowpay is not shipped")
+        for w in warnings
     )
     assert any(w.startswith("HTTP_LOG_LEVEL=body logs outgoing requests as `basic` does") for w in warnings)
 

@@ -106,6 +106,10 @@ def create_app(settings: Settings, clock: Clock | None = None, background: bool 
         from pgm.http.routes import braintree as braintree_routes
 
         app.include_router(braintree_routes.build_router())
+    if "axerve" in settings.enabled_providers:
+        from pgm.http.routes import axerve as axerve_routes
+
+        app.include_router(axerve_routes.build_router())
     app.include_router(v3.build_router())
     if settings.saga_enabled:
         app.include_router(saga_routes.build_router())

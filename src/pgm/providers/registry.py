@@ -23,6 +23,7 @@ SHIPPED: dict[str, str] = {
     "nexi": "pgm.providers.nexi",
     "braintree": "pgm.providers.braintree",
     "soisy": "pgm.providers.soisy",
+    "axerve": "pgm.providers.axerve",
 }
 
 
@@ -71,8 +72,15 @@ def validate(settings: Settings) -> None:
     for name in settings.enabled_providers:
         if name == "sandbox" or name in external:
             continue
-        required: tuple[str, ...] = getattr(_module(name), "REQUIRED_VARIABLES", ())
-        missing = [variable for variable in required if not settings.provider_env.get(variable)]
+        module = _module(name)
+        required: tuple[str, ...] = getattr(module, "REQUIRED_VARIABLES", ())
+        # A provider may accept older names for a variable (Axerve's GESTPAY_*): any of them will do.
+        aliases: dict[str, tuple[str, ...]] = getattr(module, "ALIASES", {})
+        missing = [
+            variable
+            for variable in required
+            if not any(settings.provider_env.get(name) for name in (variable, *aliases.get(variable, ())))
+        ]
         if missing:
             problems.append(
                 f"provider {name} is enabled but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
