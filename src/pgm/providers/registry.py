@@ -24,6 +24,7 @@ SHIPPED: dict[str, str] = {
     "braintree": "pgm.providers.braintree",
     "soisy": "pgm.providers.soisy",
     "axerve": "pgm.providers.axerve",
+    "flowpay": "pgm.providers.flowpay",
 }
 
 
