@@ -268,7 +268,6 @@ NOT_SHIPPED = (
     "FNMPAY",
     "SAFECHARGE",
     "SCALAPAY",
-    "SOISY",
     "UNICREDIT",
 )
 

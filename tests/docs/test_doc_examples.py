@@ -17,6 +17,7 @@ from tests.fakes.adyen import running_adyen_fake
 from tests.fakes.braintree import running_braintree_fake
 from tests.fakes.nexi import running_nexi_fake
 from tests.fakes.satispay import running_satispay_fake
+from tests.fakes.soisy import running_soisy_fake
 from tests.fakes.stripe import running_stripe_fake
 from tests.support.databases import fresh_database
 from tests.support.doc_examples import Runner, parse, wait_saga
@@ -29,6 +30,7 @@ FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "satispay": running_satispay_fake,
     "nexi": running_nexi_fake,
     "braintree": running_braintree_fake,
+    "soisy": running_soisy_fake,
 }
 DOCUMENTS = sorted(
     path.relative_to(ROOT).as_posix()
@@ -82,6 +84,8 @@ def stack_for(backend: str, tmp_path: Path) -> Iterator[Callable[[str], Runner]]
                     if hasattr(fake, "complete_refund")
                     else None,
                     "settle": getattr(fake, "settle", None),
+                    # Soisy grants a loan in two steps: approved by its credit check, then verified.
+                    "verify": getattr(fake, "verify", None),
                 }
                 runner.directives.update({name: action for name, action in actions.items() if action is not None})
             return runner
