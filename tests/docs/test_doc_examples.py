@@ -15,6 +15,7 @@ import pytest
 from pgm.devstack.testing import wait_for
 from tests.fakes.adyen import running_adyen_fake
 from tests.fakes.braintree import running_braintree_fake
+from tests.fakes.flowpay import running_flowpay_fake
 from tests.fakes.nexi import running_nexi_fake
 from tests.fakes.satispay import running_satispay_fake
 from tests.fakes.soisy import running_soisy_fake
@@ -31,6 +32,7 @@ FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "nexi": running_nexi_fake,
     "braintree": running_braintree_fake,
     "soisy": running_soisy_fake,
+    "flowpay": running_flowpay_fake,
 }
 DOCUMENTS = sorted(
     path.relative_to(ROOT).as_posix()
