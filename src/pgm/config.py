@@ -265,7 +265,6 @@ WITHOUT_MEANING = {
 # Providers the old PGM had and this one does not ship: their variables are read by nobody.
 NOT_SHIPPED = (
     "FLOWPAY",
-    "FNMPAY",
     "SAFECHARGE",
     "SCALAPAY",
     "UNICREDIT",
@@ -382,5 +381,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
 
 PROVIDER_PREFIXES = frozenset(
-    {"STRIPE", "ADYEN", "SATISPAY", "BRAINTREE", "AXERVE", "GESTPAY", "SCALAPAY", "SOISY", "NEXI", "FLOWPAY", "SANDBOX"}
+    {
+        "STRIPE",
+        "ADYEN",
+        "SATISPAY",
+        "BRAINTREE",
+        "AXERVE",
+        "GESTPAY",
+        "SCALAPAY",
+        "SOISY",
+        "NEXI",
+        "FLOWPAY",
+        "FNMPAY",
+        "SANDBOX",
+    }
 )

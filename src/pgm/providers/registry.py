@@ -25,6 +25,7 @@ SHIPPED: dict[str, str] = {
     "soisy": "pgm.providers.soisy",
     "axerve": "pgm.providers.axerve",
     "flowpay": "pgm.providers.flowpay",
+    "fnmpay": "pgm.providers.fnmpay",
 }
 
 
