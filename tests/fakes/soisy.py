@@ -15,8 +15,9 @@
 Test API (the shape of the other provider fakes): `running_soisy_fake()`, `env()`, `webhook_url`,
 `complete` (the payer sends the loan request), `approve`, `verify`, `disburse`, `reject`, `abandon` (the
 payer leaves the page; Soisy cancels the quote later, without a callback), `create_paid_order`,
-`order(token)`, `payments(reference)`, `requests`, `notifications`, `resend(notification)` and the fault
-switches `fail_next`, `delay_next`, `malformed_next`.
+`set_status`, `callback_url`, `error_url`, `order(token)`, `payments(reference)`, `requests`,
+`notifications`, `resend(notification)` and the fault switches `fail_next`, `delay_next`,
+`malformed_next`.
 """
 
 from __future__ import annotations
@@ -156,6 +157,23 @@ class SoisyFake:
                 raise ValueError(f"order {token} is {order['status']}, not a quote")
             order["status"] = "cancelled"
 
+    def set_status(self, token: str, status: str) -> None:
+        """Put an order in any status Soisy's back office could show (no callback)."""
+        with self._lock:
+            self._orders[token]["status"] = status
+
+    def callback_url(self, token: str) -> str | None:
+        """The callbackUrl the merchant gave with the order."""
+        with self._lock:
+            url: str | None = self._orders[token]["_callbackUrl"]
+            return url
+
+    def error_url(self, token: str) -> str | None:
+        """The errorUrl the merchant gave with the order."""
+        with self._lock:
+            url: str | None = self._orders[token].get("_errorUrl")
+            return url
+
     def order(self, token: str) -> dict[str, Any]:
         """One order as `GET /orders/{token}` shows it."""
         with self._lock:
@@ -283,6 +301,7 @@ class SoisyFake:
                 },
                 "_callbackUrl": document["callbackUrl"],
                 "_successUrl": document["successUrl"],
+                "_errorUrl": document["errorUrl"],
             }
         return await self._finish(JSONResponse({"token": token}), delay, malformed)
 

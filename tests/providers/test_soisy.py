@@ -373,3 +373,20 @@ def test_real_sandbox_accepts_the_demo_shop_and_creates_a_loan_request(shop_id: 
             await adapter.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_callback_for_a_loan_requested_before_the_switch_adopts_it(
+    soisy_pgm: PgmProcess, fake: SoisyFake, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    token = fake.create_paid_order(shop_id, 150_000)  # requested through the old PGM, now disbursed
+    body = {
+        "eventId": "LoanWasDisbursed",
+        "eventMessage": "disbursed",
+        "eventDate": "2026-12-03T10:00:00Z",
+        "orderToken": token,
+        "orderReference": shop_id,
+        "amount": "150000",
+    }
+    assert soisy_pgm.client.post("/v3/soisy/callback", data=body).status_code == 200
+    status = wait_for_status(notifications, shop_id, "ACCEPTED")
+    assert (status["paymentId"], status["providerName"]) == (token, "soisy")
