@@ -26,6 +26,7 @@ SHIPPED: dict[str, str] = {
     "axerve": "pgm.providers.axerve",
     "flowpay": "pgm.providers.flowpay",
     "fnmpay": "pgm.providers.fnmpay",
+    "scalapay": "pgm.providers.scalapay",
 }
 
 
