@@ -14,6 +14,7 @@ import pytest
 
 from pgm.devstack.testing import wait_for
 from tests.fakes.adyen import running_adyen_fake
+from tests.fakes.axerve import running_axerve_fake
 from tests.fakes.braintree import running_braintree_fake
 from tests.fakes.flowpay import running_flowpay_fake
 from tests.fakes.nexi import running_nexi_fake
@@ -33,6 +34,7 @@ FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "braintree": running_braintree_fake,
     "soisy": running_soisy_fake,
     "flowpay": running_flowpay_fake,
+    "axerve": running_axerve_fake,
 }
 DOCUMENTS = sorted(
     path.relative_to(ROOT).as_posix()

@@ -160,6 +160,18 @@ class AxerveFake:
         """The payer gives up on Axerve's page (its cancel button, or the page expires)."""
         self._settle(payment_id, "KO", expected="")
 
+    def approve(self, payment_id: str) -> None:
+        """The payer completes whatever the payment waits for: 3-D Secure, or paying on Axerve's page."""
+        with self._lock:
+            waiting = self._payments[payment_id]["transactionResult"]
+        self._settle(payment_id, "OK", expected=waiting)
+
+    def decline(self, payment_id: str) -> None:
+        """The payer fails 3-D Secure, or gives up on Axerve's page."""
+        with self._lock:
+            waiting = self._payments[payment_id]["transactionResult"]
+        self._settle(payment_id, "KO", expected=waiting)
+
     def decline_next_submit(self) -> None:
         """The next submitted payment is declined by the issuer, whatever the card."""
         with self._lock:
