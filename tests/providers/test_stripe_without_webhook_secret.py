@@ -38,8 +38,8 @@ def stripe_pgm(
         HTTP_LOG_LEVEL="body",
         SUBSCRIPTION_HANDLER_URL="http://subscription-handler",
         ADAPTIVE_CHECKOUT_CRUD_URL="http://crud-service/adaptive-checkout",
-        FLOWPAY_CLIENT_ID="flowpay-client-never-used",
-        FLOWPAY_CLIENT_SECRET="flowpay-secret-never-used",
+        UNICREDIT_API_KEY="unicredit-key-never-used",
+        UNICREDIT_MERCHANT_ID="unicredit-merchant-never-used",
     )
     with fresh_database(backend, directory) as url:
         process = PgmProcess(
@@ -91,7 +91,7 @@ def test_the_old_pgms_variables_are_accepted_and_what_means_nothing_here_is_name
     )
     assert any(w.startswith("ADAPTIVE_CHECKOUT_CRUD_URL is ignored") for w in warnings)
     assert any(
-        w.startswith("FLOWPAY_CLIENT_ID, FLOWPAY_CLIENT_SECRET are ignored: provider flowpay is not shipped")
+        w.startswith("UNICREDIT_API_KEY, UNICREDIT_MERCHANT_ID are ignored: provider unicredit is not shipped")
         for w in warnings
     )
     assert any(w.startswith("HTTP_LOG_LEVEL=body logs outgoing requests as `basic` does") for w in warnings)
