@@ -1,7 +1,8 @@
 """Adapter for FlowPay (Italian payment initiation service: account-to-account transfers), with httpx.
 
-FlowPay has two API generations (docs/providers/flowpay.md). This adapter speaks the current one, the
-public v2 API (`https://api.sandbox.flowpay.it/v2`), with Mia's variables:
+FlowPay has two API generations (docs/providers/flowpay.md). FLOWPAY_CORE_BASE_URL selects the older
+OAuth one (flowpay_legacy.py); otherwise this adapter speaks the current one, the public v2 API
+(`https://api.sandbox.flowpay.it/v2`), with Mia's variables:
 * authentication: `X-API-Key`, whose value is FLOWPAY_CLIENT_SECRET (the secret FlowPay issues to the
   merchant; v2 has no separate client id);
 * pay: `POST /payment-requests` with an `Idempotency-Key`, a PIS payment request answered with the
@@ -131,6 +132,45 @@ def _b64decode(text: str) -> bytes:
         raise ValueError("not base64") from exc
 
 
+def check_request(request: PayRequest | RefundRequest) -> None:
+    """Refuse what FlowPay (either generation) would refuse, before anything is stored."""
+    if isinstance(request, RefundRequest):
+        return
+    if not request.success_redirect_url:
+        raise InvalidProviderData(
+            "successRedirectUrl is required: FlowPay's checkout sends the payer back to it",
+            field="successRedirectUrl",
+        )
+    data = request.provider_data
+    for name in ("debtorFiscalCode", "creditorFiscalCode"):
+        value = data.get(name)
+        if not isinstance(value, str) or not _FISCAL_CODE.match(value):
+            raise InvalidProviderData(
+                f"providerData.{name} is required: an Italian fiscal code (16 chars) or VAT number (11 digits)",
+                field=f"providerData.{name}",
+            )
+    iban = data.get("creditorIban")
+    if not isinstance(iban, str) or not _IBAN.match(iban):
+        raise InvalidProviderData(
+            "providerData.creditorIban is required: the IBAN the transfer is credited to, upper case, no spaces",
+            field="providerData.creditorIban",
+        )
+    remittance = data.get("remittanceDescription")
+    if remittance is not None and (
+        not isinstance(remittance, str) or not remittance.strip() or len(remittance) > REMITTANCE_MAX_LENGTH
+    ):
+        raise InvalidProviderData(
+            f"providerData.remittanceDescription must be text of at most {REMITTANCE_MAX_LENGTH} characters",
+            field="providerData.remittanceDescription",
+        )
+    date = data.get("transferDate")
+    if date is not None and (not isinstance(date, str) or not _DATE_TIME.match(date)):
+        raise InvalidProviderData(
+            "providerData.transferDate must be an ISO-8601 date or date-time without milliseconds",
+            field="providerData.transferDate",
+        )
+
+
 class FlowPayAdapter(ProviderAdapter):
     """FlowPay (v2 API) behind the common adapter interface."""
 
@@ -151,41 +191,7 @@ class FlowPayAdapter(ProviderAdapter):
 
     def check(self, operation: Operation, request: PayRequest | RefundRequest) -> None:
         """Refuse what FlowPay would refuse, before anything is stored."""
-        if isinstance(request, RefundRequest):
-            return
-        if not request.success_redirect_url:
-            raise InvalidProviderData(
-                "successRedirectUrl is required: FlowPay's checkout sends the payer back to it",
-                field="successRedirectUrl",
-            )
-        data = request.provider_data
-        for name in ("debtorFiscalCode", "creditorFiscalCode"):
-            value = data.get(name)
-            if not isinstance(value, str) or not _FISCAL_CODE.match(value):
-                raise InvalidProviderData(
-                    f"providerData.{name} is required: an Italian fiscal code (16 chars) or VAT number (11 digits)",
-                    field=f"providerData.{name}",
-                )
-        iban = data.get("creditorIban")
-        if not isinstance(iban, str) or not _IBAN.match(iban):
-            raise InvalidProviderData(
-                "providerData.creditorIban is required: the IBAN the transfer is credited to, upper case, no spaces",
-                field="providerData.creditorIban",
-            )
-        remittance = data.get("remittanceDescription")
-        if remittance is not None and (
-            not isinstance(remittance, str) or not remittance.strip() or len(remittance) > REMITTANCE_MAX_LENGTH
-        ):
-            raise InvalidProviderData(
-                f"providerData.remittanceDescription must be text of at most {REMITTANCE_MAX_LENGTH} characters",
-                field="providerData.remittanceDescription",
-            )
-        date = data.get("transferDate")
-        if date is not None and (not isinstance(date, str) or not _DATE_TIME.match(date)):
-            raise InvalidProviderData(
-                "providerData.transferDate must be an ISO-8601 date or date-time without milliseconds",
-                field="providerData.transferDate",
-            )
+        check_request(request)
 
     async def pay(self, request: PayRequest) -> PayResult:
         """A PIS payment request; the payer authorises the transfer on FlowPay's checkout."""
@@ -345,6 +351,8 @@ def build(settings: Settings) -> ProviderAdapter:
     api_key = env.get("FLOWPAY_CLIENT_SECRET", "").strip()
     if not api_key:
         raise ConfigurationError("FLOWPAY_CLIENT_SECRET is empty")
+    if env.get("FLOWPAY_CORE_BASE_URL", "").strip():
+        return _build_legacy(env, base_url, api_key, callback_url, settings.provider_timeout_seconds)
     try:
         public_key = parse_public_key(env.get("FLOWPAY_PUBLIC_KEY", ""))
     except ValueError as exc:
@@ -358,5 +366,34 @@ def build(settings: Settings) -> ProviderAdapter:
             public_key=public_key,
             callback_url=callback_url,
             timeout_seconds=settings.provider_timeout_seconds,
+        )
+    )
+
+
+def _build_legacy(
+    env: Mapping[str, str], api_base_url: str, client_secret: str, callback_url: str, timeout_seconds: float
+) -> ProviderAdapter:
+    """The older generation, which Mia's FLOWPAY_CORE_BASE_URL names: it also needs the OAuth client id
+    and the checkout host (docs/providers/flowpay.md)."""
+    from pgm.providers.flowpay_legacy import FlowPayLegacyAdapter, FlowPayLegacyConfig
+
+    missing = [name for name in ("FLOWPAY_CLIENT_ID", "FLOWPAY_CHECKOUT_BASE_URL") if not env.get(name, "").strip()]
+    if missing:
+        raise ConfigurationError(
+            f"FLOWPAY_CORE_BASE_URL selects FlowPay's OAuth API, which also needs {', '.join(missing)}"
+        )
+    urls = {name: env[name].strip().rstrip("/") for name in ("FLOWPAY_CORE_BASE_URL", "FLOWPAY_CHECKOUT_BASE_URL")}
+    for name, url in urls.items():
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{name} must be an http(s) URL")
+    return FlowPayLegacyAdapter(
+        FlowPayLegacyConfig(
+            api_base_url=api_base_url,
+            core_base_url=urls["FLOWPAY_CORE_BASE_URL"],
+            checkout_base_url=urls["FLOWPAY_CHECKOUT_BASE_URL"],
+            client_id=env["FLOWPAY_CLIENT_ID"].strip(),
+            client_secret=client_secret,
+            callback_url=callback_url,
+            timeout_seconds=timeout_seconds,
         )
     )
