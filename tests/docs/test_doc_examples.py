@@ -17,6 +17,7 @@ from tests.fakes.adyen import running_adyen_fake
 from tests.fakes.axerve import running_axerve_fake
 from tests.fakes.braintree import running_braintree_fake
 from tests.fakes.flowpay import running_flowpay_fake
+from tests.fakes.fnmpay import running_fnmpay_fake
 from tests.fakes.nexi import running_nexi_fake
 from tests.fakes.satispay import running_satispay_fake
 from tests.fakes.soisy import running_soisy_fake
@@ -35,6 +36,7 @@ FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "soisy": running_soisy_fake,
     "flowpay": running_flowpay_fake,
     "axerve": running_axerve_fake,
+    "fnmpay": running_fnmpay_fake,
 }
 DOCUMENTS = sorted(
     path.relative_to(ROOT).as_posix()

@@ -12,7 +12,7 @@ adapter documents (docs/providers/fnmpay.md: Mia's Fnmpay page for the fields an
   signed in `X-Fnmpay-Signature` (hex HMAC-SHA256 of the body under the API key), retried while the
   answer is not 2xx.
 
-Test API: `running_fnmpay_fake()`, `env()`, `webhook_url`, `pay` (the payer pays, 3-D Secure passed),
+Test API: `running_fnmpay_fake()`, `env()`, `webhook_url`, `pay` / `approve` (the payer pays, 3-D Secure passed),
 `decline`, `abandon`, `create_paid_payment`, `payment(id)`, `payments(orderId)`, `requests`,
 `notifications`, `resend(notification)`, `deliveries` and the fault switches `fail_next`, `delay_next`.
 """
@@ -122,6 +122,10 @@ class FnmpayFake:
     def pay(self, payment_id: str) -> None:
         """The payer pays on the hosted page (3-D Secure passed)."""
         self._finish_payment(payment_id, "00")
+
+    def approve(self, payment_id: str) -> None:
+        """The name the docs' examples use for the payer paying (`doc-test: approve`)."""
+        self.pay(payment_id)
 
     def decline(self, payment_id: str) -> None:
         """The card is declined (or 3-D Secure fails): ISO 8583 "do not honour"."""
