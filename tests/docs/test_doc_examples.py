@@ -20,6 +20,7 @@ from tests.fakes.flowpay import running_flowpay_fake
 from tests.fakes.fnmpay import running_fnmpay_fake
 from tests.fakes.nexi import running_nexi_fake
 from tests.fakes.satispay import running_satispay_fake
+from tests.fakes.scalapay import running_scalapay_fake
 from tests.fakes.soisy import running_soisy_fake
 from tests.fakes.stripe import running_stripe_fake
 from tests.support.databases import fresh_database
@@ -37,6 +38,7 @@ FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "flowpay": running_flowpay_fake,
     "axerve": running_axerve_fake,
     "fnmpay": running_fnmpay_fake,
+    "scalapay": running_scalapay_fake,
 }
 DOCUMENTS = sorted(
     path.relative_to(ROOT).as_posix()
