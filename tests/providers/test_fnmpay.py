@@ -17,7 +17,7 @@ import pytest
 from pgm.config import Settings
 from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.base import PayRequest, PayResultCode
-from pgm.providers.fnmpay import FnmpayAdapter, build, status_of
+from pgm.providers.fnmpay import FnmpayAdapter, build, signature, status_of
 from tests.fakes.fnmpay import FnmpayFake, running_fnmpay_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
@@ -184,10 +184,10 @@ def test_a_forged_callback_is_refused_and_a_signed_claim_is_read_back(
     wait_for_status(notifications, shop_id, "PENDING")
     claim = json.dumps({"eventId": "evt_forged", "paymentId": payment_id, "transactionCode": "00"}).encode()
     headers = {"Content-Type": "application/json"}
-    # No signature, a wrong one, one made with another key: refused.
-    for signature in ("", "0" * 64, fake.sign(claim + b" ")):
+    # No signature, a wrong one, the signature of another body: refused.
+    for given in ("", "0" * 64, fake.sign(claim + b" ")):
         response = fnmpay_pgm.client.post(
-            "/v3/fnmpay/callback", content=claim, headers={**headers, "X-Fnmpay-Signature": signature}
+            "/v3/fnmpay/callback", content=claim, headers={**headers, "X-Fnmpay-Signature": given}
         )
         assert response.status_code == 401, response.text
     assert fnmpay_pgm.client.get("/v3/fnmpay/callback", params={"paymentId": payment_id}).status_code == 401
@@ -221,6 +221,23 @@ def test_a_payment_made_before_the_switch_is_adopted_by_its_id(
     payment_id = fake.create_paid_payment(shop_id, 9_900)
     status = fnmpay_pgm.get("/v3/fnmpay/status", params={"paymentId": payment_id}).json()
     assert (status["status"], status["shopTransactionId"]) == ("ACCEPTED", shop_id)
+
+
+def test_a_signed_callback_for_a_payment_made_before_the_switch_adopts_and_notifies_it(
+    fnmpay_pgm: PgmProcess, fake: FnmpayFake, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    payment_id = fake.create_paid_payment(shop_id, 4_200)
+    body = json.dumps({"eventId": f"evt_{payment_id}", "paymentId": payment_id, "transactionCode": "00"}).encode()
+    headers = {"Content-Type": "application/json", "X-Fnmpay-Signature": fake.sign(body)}
+    assert fnmpay_pgm.client.post("/v3/fnmpay/callback", content=body, headers=headers).status_code == 200
+    status = wait_for_status(notifications, shop_id, "ACCEPTED")
+    assert status["paymentId"] == payment_id
+
+
+def test_the_callback_signature_is_hex_hmac_sha256_of_the_body() -> None:
+    # Known answer computed independently: `openssl dgst -sha256 -hmac fnmpay-test-key` of the body.
+    body = b'{"eventId":"evt_1","paymentId":"p1"}'
+    assert signature("fnmpay-test-key", body) == "aadfef304e6c01337e5fac801c0a40d192be1fe36eba5162d1f1adfc0d261751"
 
 
 def test_status_of_a_payment_fnmpay_does_not_know_is_404(fnmpay_pgm: PgmProcess) -> None:
