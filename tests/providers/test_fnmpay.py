@@ -282,6 +282,8 @@ def test_what_fnmpay_does_not_offer_answers_501_naming_it(fnmpay_pgm: PgmProcess
         ({"providerData": {"transactionType": "CAPTURE"}}, "providerData.transactionType"),
         ({"providerData": {"transactionType": "SALE", "shopId": 7}}, "providerData.shopId"),
         ({"providerData": {"transactionType": "SALE", "callbackUrl": "ftp://x"}}, "providerData.callbackUrl"),
+        ({"providerData": {"transactionType": "SALE", "callbackUrl": "http://[::1"}}, "providerData.callbackUrl"),
+        ({"providerData": {"transactionType": "SALE", "cancelUrl": "http://a b"}}, "providerData.cancelUrl"),
         ({"providerData": {"transactionType": "SALE", "customer": "Mario"}}, "providerData.customer"),
         ({"providerData": {"transactionType": "SALE", "customer": {"age": "40"}}}, "providerData.customer"),
         (

@@ -308,7 +308,15 @@ def _text(data: Mapping[str, Any], name: str, prefix: str = "providerData") -> s
 
 def _url(data: Mapping[str, Any], name: str) -> str | None:
     value = _text(data, name)
-    if value is not None and httpx.URL(value).scheme not in ("http", "https"):
+    if value is None:
+        return None
+    # httpx refuses some malformed URLs with an exception: a client's bad URL is a 400, never a 500.
+    try:
+        url = httpx.URL(value)
+        scheme, host = url.scheme, url.host
+    except httpx.InvalidURL:
+        scheme, host = "", ""
+    if scheme not in ("http", "https") or not host or " " in value:
         raise InvalidProviderData(f"providerData.{name} must be an http(s) URL", field=f"providerData.{name}")
     return value
 
