@@ -125,18 +125,20 @@ def test_variables_that_mean_nothing_here_are_accepted_with_a_warning_naming_the
             "SUBSCRIPTION_HANDLER_URL": "http://subscription-handler",
             "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN": "5",
             "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH": "/config/methods.json",
-            "FLOWPAY_CLIENT_ID": "m",
             "SCALAPAY_API_KEY": "k",
+            "UNICREDIT_API_KEY": "u",
         }
     )
     assert [w.split(" is ignored", 1)[0].split(" are ignored", 1)[0] for w in settings.warnings] == [
         "SUBSCRIPTION_HANDLER_URL",
         "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN",
         "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH",
-        "FLOWPAY_CLIENT_ID",
         "SCALAPAY_API_KEY",
+        "UNICREDIT_API_KEY",
     ]
     assert load_settings({}).warnings == ()
+    # FlowPay is shipped (docs/providers/flowpay.md): its variables are read, not warned about.
+    assert load_settings({"FLOWPAY_CLIENT_ID": "m", "FLOWPAY_CORE_BASE_URL": "https://core.flowpay.it"}).warnings == ()
 
 
 @pytest.mark.parametrize(

@@ -264,7 +264,6 @@ WITHOUT_MEANING = {
 }
 # Providers the old PGM had and this one does not ship: their variables are read by nobody.
 NOT_SHIPPED = (
-    "FLOWPAY",
     "SAFECHARGE",
     "SCALAPAY",
     "UNICREDIT",
