@@ -125,7 +125,7 @@ def test_variables_that_mean_nothing_here_are_accepted_with_a_warning_naming_the
             "SUBSCRIPTION_HANDLER_URL": "http://subscription-handler",
             "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN": "5",
             "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH": "/config/methods.json",
-            "SCALAPAY_API_KEY": "k",
+            "SAFECHARGE_MERCHANT_ID": "m",
             "UNICREDIT_API_KEY": "u",
         }
     )
@@ -133,7 +133,7 @@ def test_variables_that_mean_nothing_here_are_accepted_with_a_warning_naming_the
         "SUBSCRIPTION_HANDLER_URL",
         "ADAPTIVE_CHECKOUT_CACHE_EXPIRE_MIN",
         "DYNAMIC_PAYMENT_METHOD_CONFIG_PATH",
-        "SCALAPAY_API_KEY",
+        "SAFECHARGE_MERCHANT_ID",
         "UNICREDIT_API_KEY",
     ]
     assert load_settings({}).warnings == ()

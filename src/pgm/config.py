@@ -265,7 +265,6 @@ WITHOUT_MEANING = {
 # Providers the old PGM had and this one does not ship: their variables are read by nobody.
 NOT_SHIPPED = (
     "SAFECHARGE",
-    "SCALAPAY",
     "UNICREDIT",
 )
 
