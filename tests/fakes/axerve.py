@@ -9,9 +9,14 @@ documentation (api.axerve.com) and the existing PGM's Axerve page:
   buyerEmail?, customInfo?, paymentTypes?, recurrent?, paymentChannel?, responseURLs{buyerOK, buyerKO,
   serverNotificationURL}}` → `{paymentToken, paymentID, userRedirect{href}}` (Axerve's page).
 * `POST /payment/submit {shopLogin, paymentTypeDetails{creditcard{token} | applePay{PKPaymentToken} |
-  googlePay{paymentToken}}, buyer?}` → `{transactionResult OK | KO | PENDING, transactionErrorCode,
-  bankTransactionID, paymentID, userRedirect?}`: a card needing 3-D Secure answers PENDING, code 8006 and
-  the authentication page; a declined card answers the error envelope with the KO payload.
+  googlePay{paymentToken} | payPal{recurrenceToken, payPalDescription}}, buyer?}` → `{transactionResult
+  OK | KO | PENDING, transactionErrorCode, bankTransactionID, paymentID, userRedirect?}`: a card needing
+  3-D Secure answers PENDING, code 8006 and the authentication page; a declined card answers the error
+  envelope with the KO payload.
+* Recurrent PayPal: a `recurrent` payment created with `paymentTypes: [PAYPAL]` that the payer pays on
+  the page gets a `methodToken` (in its detail); a later recurrent PAYPAL payment is submitted with
+  `payPal.recurrenceToken` = that token (and a `payPalDescription`), without the payer. Any other token,
+  or a payment that is not a recurrent PAYPAL one, is refused (1132).
 * `POST /shop/token {shopLogin, creditcard{number, expMonth, expYear, CVV}}` → `{token}`.
 * `POST /payment/detail {shopLogin, paymentID | shopTransactionID}` → the payment (1142 when unknown).
 * `POST /payment/refund {shopLogin, amount, currency, paymentID}`: partial allowed up to what is left.
@@ -113,6 +118,7 @@ class AxerveFake:
         self._payments: dict[str, dict[str, Any]] = {}
         self._cards: dict[str, str] = {}
         self._recurring_cards: set[str] = set()
+        self._paypal_tokens: set[str] = set()
         self._decline_next_submit = False
         self._faults = _Faults()
         self._lock = threading.RLock()
@@ -270,6 +276,7 @@ class AxerveFake:
             "currency": payment["currency"],
             "customInfo": dict(payment["customInfo"]),
             "paymentMethod": payment["paymentMethod"],
+            **({"methodToken": payment["_method_token"]} if payment.get("_method_token") else {}),
         }
 
     def _settle(self, payment_id: str, result: str, expected: str) -> None:
@@ -283,6 +290,10 @@ class AxerveFake:
                 payment["bankTransactionID"] = self._bank_id()
                 if payment["recurrent"] and payment.get("_card"):
                     self._recurring_cards.add(payment["_card"])
+                if payment["recurrent"] and payment["paymentTypes"] == ["PAYPAL"]:
+                    # The payer approved recurring PayPal charges on the page: Axerve gives the method token.
+                    payment["_method_token"] = "PP" + secrets.token_hex(12).upper()
+                    self._paypal_tokens.add(payment["_method_token"])
             if not payment["paymentMethod"]:
                 payment["paymentMethod"] = "PAYPAL"
         self._notify(payment_id)
@@ -411,6 +422,8 @@ class AxerveFake:
             if payment["transactionResult"]:
                 return _answer(None, "1131", "the payment was already submitted", 400)
             kind, detail = next(iter(details.items()))
+            if kind == "payPal" and not (payment["recurrent"] and payment["paymentTypes"] == ["PAYPAL"]):
+                return _answer(None, "1132", "payPal.recurrenceToken needs a recurrent PAYPAL payment", 400)
             method, number = self._method(kind, detail)
             if method is None:
                 return _answer(None, "1132", f"paymentTypeDetails.{kind} is not valid", 400)
@@ -466,6 +479,10 @@ class AxerveFake:
             token = detail.get("paymentToken")
             keys = ("signature", "protocolVersion", "signedMessage")
             return ("GOOGLEPAY", None) if isinstance(token, dict) and all(k in token for k in keys) else (None, None)
+        if kind == "payPal":
+            described = isinstance(detail.get("payPalDescription"), str) and bool(detail["payPalDescription"])
+            known = detail.get("recurrenceToken") in self._paypal_tokens
+            return ("PAYPAL", None) if described and known else (None, None)
         return None, None
 
     async def _token(self, request: Request) -> Response:

@@ -1,10 +1,10 @@
 """Axerve (ex GestPay) through a real PGM process and the stateful Axerve fake, over real HTTP: card
 payments with a token (approved, declined, 3-D Secure passed, failed), Apple Pay and Google Pay tokens,
 PayPal and Satispay on Axerve's page (paid, abandoned), pay-by-link, partial and total refunds and the
-over-refund refused, merchant-managed subscriptions (start, pay with the card token), the payment-token
-utility, status and check, notifications trusted only after reading the payment back (duplicate and
-forged ones), lost answers found again, and start-up checks. A last test talks to Axerve's real sandbox
-when credentials are given."""
+over-refund refused, merchant-managed subscriptions (start, pay with the card token or the PayPal
+token), the payment-token utility, status and check, notifications trusted only after reading the
+payment back (duplicate and forged ones), lost answers found again, and start-up checks. A last test
+talks to Axerve's real sandbox when credentials are given."""
 
 from __future__ import annotations
 
@@ -302,6 +302,47 @@ def test_subscription_start_then_pay_with_the_card_token(
         {**pay_body(f"{shop_id}-3", 999), "subscriptionInfo": {"token": card}},
     ).json()
     assert declined["result"] == "KO"
+
+
+def test_paypal_subscription_starts_on_axerves_page_then_pays_with_the_token_axerve_returned(
+    axerve_pgm: PgmProcess, fake: AxerveFake, notifications: RecordingReceiver, shop_id: str
+) -> None:
+    start = axerve_pgm.post(
+        "/v3/axerve/pay-pal/subscription/start",
+        {
+            **pay_body(shop_id, 999, authenticationAmount=2000),
+            "subscriptionInfo": {"interval": "DAY", "intervalCount": 30},
+        },
+    ).json()
+    assert start["result"] == "REDIRECT_TO_URL", start
+    assert httpx.URL(start["redirectToUrl"]).path == f"/pagam/{start['paymentId']}"
+    assert "subscriptionToken" not in start  # Axerve gives it only once the payer approved
+    (first,) = fake.payments(shop_id)
+    assert (first["recurrent"], first["paymentTypes"]) == (True, ["PAYPAL"])
+    fake.payer_pays(start["paymentId"])
+    wait_for_status(notifications, shop_id, "ACCEPTED")
+    token = fake.payment(start["paymentId"])["_method_token"]
+    status = axerve_pgm.get("/v3/axerve/status", params={"paymentId": start["paymentId"]}).json()
+    assert status["metadata"]["subscriptionToken"] == token, status
+
+    charge = axerve_pgm.post(
+        "/v3/axerve/pay-pal/subscription/pay",
+        {**pay_body(f"{shop_id}-2", 999), "subscriptionInfo": {"token": token}},
+    ).json()
+    assert charge["result"] == "OK", charge
+    assert charge["subscriptionToken"] == token
+    (renewal,) = fake.payments(f"{shop_id}-2")
+    assert (renewal["recurrent"], renewal["paymentMethod"]) == (True, "PAYPAL")
+    submits = [call for call in fake.requests if call.path.endswith("/payment/submit")]
+    assert json.loads(submits[-1].body)["paymentTypeDetails"]["payPal"]["recurrenceToken"] == token
+
+    fake.decline_next_submit()
+    declined = axerve_pgm.post(
+        "/v3/axerve/pay-pal/subscription/pay",
+        {**pay_body(f"{shop_id}-3", 999), "subscriptionInfo": {"token": token}},
+    ).json()
+    assert declined["result"] == "KO", declined
+    wait_for_status(notifications, f"{shop_id}-3", "FAILED")
 
 
 def test_subscription_start_needs_the_authentication_amount_and_a_day_interval(

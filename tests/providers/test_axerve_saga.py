@@ -124,6 +124,24 @@ def test_subscription_start_then_pay_with_the_card_token(rig: tuple[SagaStack, A
     assert fake.payment(saga["metadata"]["paymentId"])["recurrent"] is True
 
 
+def test_paypal_subscription_start_on_axerves_page_then_pay_with_the_returned_token(
+    rig: tuple[SagaStack, AxerveFake],
+) -> None:
+    stack, fake = rig
+    data = metadata("pay-pal", authenticationAmount=1000) | {"type": "SUBSCRIPTION"}
+    data["payRequestData"]["subscriptionInfo"] = {"interval": "DAY", "intervalCount": 30}
+    first = started(stack, data, "subscriptionStart")
+    payment_id = str(stack.wait_state(first, "PAYMENT_PENDING")["metadata"]["paymentId"])
+    fake.payer_pays(payment_id)
+    token = stack.wait_state(first, "PAYMENT_EXECUTED")["metadata"]["payRequestData"]["subscriptionInfo"]["token"]
+    assert token == fake.payment(payment_id)["_method_token"]
+    renewal = metadata("pay-pal") | {"type": "SUBSCRIPTION"}
+    renewal["payRequestData"]["subscriptionInfo"] = {"token": token}
+    second = started(stack, renewal, "subscriptionPaymentRequested")
+    saga = stack.wait_state(second, "PAYMENT_EXECUTED")
+    assert fake.payment(saga["metadata"]["paymentId"])["recurrent"] is True
+
+
 def test_a_lost_answer_is_reconciled_by_looking_the_payment_up(rig: tuple[SagaStack, AxerveFake]) -> None:
     stack, fake = rig
     fake.delay_next(2.5)  # longer than the PGM's provider time-out: Axerve pays, the answer is lost

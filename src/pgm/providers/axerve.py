@@ -9,9 +9,11 @@ What Axerve offers and how it maps here (docs/providers/axerve.md):
   - pay-pal and satispay: the payer pays on Axerve's page (REDIRECT_TO_URL to the `userRedirect`);
 * pay-by-link: a payment created for the email channel; its `userRedirect` is the link;
 * refunds: `POST /payment/refund`, partial or total, several, settled in the answer;
-* merchant-managed subscriptions (credit-cards): `subscription/start` pays with the card token and marks
-  the payment recurrent; the card token is the subscription token, and `subscription/pay` charges it
-  again (merchant-initiated) with no payer present;
+* merchant-managed subscriptions: `subscription/start` opens a recurrent payment and `subscription/pay`
+  charges its token again (merchant-initiated) with no payer present. credit-cards: the card token is
+  the subscription token. pay-pal: the payer approves on Axerve's page like a PayPal payment, and
+  Axerve gives the PayPal method's token (`methodToken`) in the payment's detail once it is paid; it is
+  submitted as `paymentTypeDetails.payPal.recurrenceToken`;
 * status: `POST /payment/detail` by paymentID;
 * server-to-server notifications are not signed by Axerve: they are hints. The PGM checks its own
   signature in the notification URL it gave for the payment, reads the payment back from Axerve and
@@ -125,8 +127,11 @@ REDIRECT_METHODS: dict[str, str] = {"pay-pal": "PAYPAL", "satispay": "SATISPAY"}
 TOKEN_METHODS = ("credit-cards", "applepay", "googlepay")
 APPLE_PAY_KEYS = ("paymentData", "transactionIdentifier", "paymentMethod")
 GOOGLE_PAY_KEYS = ("signature", "protocolVersion", "signedMessage")
-# Mia's subscriptions on Axerve: credit-cards only here (the card token is what is charged again).
-SUBSCRIPTION_METHODS = frozenset({"credit-cards"})
+# Mia's subscriptions on Axerve: the card token, or the PayPal method token Axerve gives once the payer
+# approved the first payment on its page, is what is charged again.
+SUBSCRIPTION_METHODS = frozenset({"credit-cards", "pay-pal"})
+# Axerve wants a description of the charge shown to the PayPal payer (at most 127 characters).
+PAYPAL_DESCRIPTION_MAX = 127
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,7 @@ class AxerveAdapter(ProviderAdapter):
         subscription = operation in (Operation.SUBSCRIPTION_START, Operation.SUBSCRIPTION_PAY)
         if subscription and request.payment_method not in SUBSCRIPTION_METHODS:
             raise InvalidProviderData(
-                f"Axerve subscriptions take credit-cards only here (the card token is charged again), "
+                f"Axerve subscriptions take credit-cards or pay-pal (their token is charged again), "
                 f"not {request.payment_method}",
                 field="paymentMethod",
             )
@@ -225,7 +230,8 @@ class AxerveAdapter(ProviderAdapter):
             token = request.subscription.token if request.subscription else None
             if not token or not _CARD_TOKEN.match(token):
                 raise InvalidProviderData(
-                    "subscriptionInfo.token must be the Axerve card token returned by subscription/start",
+                    "subscriptionInfo.token must be the Axerve token of the subscription's first payment "
+                    "(the card token, or the PayPal token given in its status)",
                     field="subscriptionInfo.token",
                 )
             return
@@ -251,9 +257,10 @@ class AxerveAdapter(ProviderAdapter):
         return await self._pay(request, recurrent=False)
 
     async def start_subscription(self, request: PayRequest) -> PayResult:
-        """The first payment of a merchant-managed subscription: a recurrent card payment."""
+        """The first payment of a merchant-managed subscription: a recurrent card payment, or a recurrent
+        PayPal payment on Axerve's page (its token comes with the notification, once the payer approved)."""
         result = await self._pay(request, recurrent=True)
-        token = str(request.provider_data["token"])
+        token = str(request.provider_data["token"]) if request.payment_method == "credit-cards" else None
         return PayResult(
             result=result.result,
             description=result.description,
@@ -265,11 +272,21 @@ class AxerveAdapter(ProviderAdapter):
         )
 
     async def pay_subscription(self, request: PayRequest) -> PayResult:
-        """Charge the stored card token once more, merchant-initiated."""
+        """Charge the stored card or PayPal token once more, merchant-initiated."""
         token = request.subscription.token if request.subscription else None
         if not token:
             raise InvalidProviderData("subscriptionInfo.token is required", field="subscriptionInfo.token")
         data = {**request.provider_data, "token": token}
+        if request.payment_method == "pay-pal":
+            paid = await self._pay(request, recurrent=True, paypal_token=token)
+            return PayResult(
+                result=paid.result,
+                description=paid.description,
+                payment_id=paid.payment_id,
+                redirect_url=paid.redirect_url,
+                subscription_token=token,
+                metadata=paid.metadata,
+            )
         charged = PayRequest(
             amount=request.amount,
             currency=request.currency,
@@ -367,19 +384,23 @@ class AxerveAdapter(ProviderAdapter):
         if payload is None:
             raise InvalidCallback("Axerve has no payment for this notification")
         payment_id = _payment_id(payload)
+        # A recurrent PayPal payment's token is known only from Axerve's answer, read back here.
+        token = _method_token(payload)
         # Each delivery is its own hint (Axerve notifies again on every change); a replay only costs one
         # more lookup, and the status read back decides.
         event_id = f"payment:{payment_id}:{callback.received_at:.6f}"
-        return [Notification(event_id, Subject.PAYMENT, payment_id=payment_id, status=None)]
+        return [Notification(event_id, Subject.PAYMENT, payment_id=payment_id, status=None, token=token)]
 
     def callback_answer(self) -> CallbackAnswer:
         """Axerve expects a 200 with an HTML body to stop retrying."""
         return CallbackAnswer(status_code=200, body=b"<html><body>OK</body></html>", media_type="text/html")
 
-    async def _pay(self, request: PayRequest, recurrent: bool) -> PayResult:
+    async def _pay(self, request: PayRequest, recurrent: bool, paypal_token: str | None = None) -> PayResult:
+        """Create, then submit with the token, or send the payer to Axerve's page; a `paypal_token` charges
+        an approved PayPal subscription without the payer."""
         created = await self._create(request, recurrent=recurrent, channel=False)
         payment_id = _payment_id(created)
-        if request.payment_method in REDIRECT_METHODS:
+        if request.payment_method in REDIRECT_METHODS and paypal_token is None:
             href = _redirect(created)
             if href is None:
                 raise OutcomeUnknown("Axerve answered payment/create without the page the payer pays on")
@@ -393,9 +414,14 @@ class AxerveAdapter(ProviderAdapter):
         token = created.get("paymentToken")
         if not isinstance(token, str) or not token:
             raise OutcomeUnknown("Axerve answered payment/create without a paymentToken")
+        if paypal_token is not None:
+            description = f"Subscription payment {request.shop_transaction_id}"[:PAYPAL_DESCRIPTION_MAX]
+            details = {"payPal": {"recurrenceToken": paypal_token, "payPalDescription": description}}
+        else:
+            details = _payment_type_details(request.payment_method, request.provider_data)
         body: dict[str, Any] = {
             "shopLogin": self._config.shop_login,
-            "paymentTypeDetails": _payment_type_details(request.payment_method, request.provider_data),
+            "paymentTypeDetails": details,
             "responseURLs": self._response_urls(request, reference_for(request.idempotency_key)),
         }
         buyer = _buyer(request.provider_data)
@@ -603,6 +629,12 @@ def _redirect(payload: Mapping[str, Any]) -> str | None:
     return href if isinstance(href, str) and href.startswith(("http://", "https://")) else None
 
 
+def _method_token(payload: Mapping[str, Any]) -> str | None:
+    """The PayPal method token Axerve gives for a paid recurrent PayPal payment; None otherwise."""
+    token = payload.get("methodToken")
+    return token if isinstance(token, str) and _CARD_TOKEN.match(token) else None
+
+
 def _error_of(payload: Mapping[str, Any]) -> str:
     code, description = payload.get("transactionErrorCode"), payload.get("transactionErrorDescription")
     return f"{str(code or '')[:20]} {str(description or '')[:300]}".strip()
@@ -656,6 +688,7 @@ def _lookup(payload: Mapping[str, Any]) -> PaymentLookup:
         payment_id=_payment_id(payload),
         shop_transaction_id=reference if isinstance(reference, str) and reference else None,
         amount=from_decimal(payload.get("authorizedAmount") or payload.get("amount")),
+        subscription_token=_method_token(payload),
         redirect_url=_redirect(payload),
         metadata={
             key: payload[key]
