@@ -30,7 +30,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -42,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pgm.devstack.testing import run_server_in_thread
+from tests.fakes.recording import MethodFaults, RecordedCall
 
 API = "/v2"
 
@@ -49,32 +49,6 @@ API = "/v2"
 def b64url(raw: bytes) -> str:
     """base64url without padding, FlowPay's encoding of signatures and keys."""
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-@dataclass(frozen=True)
-class RecordedCall:
-    """One API request the fake received (after the authentication check)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class _Faults:
-    # Each fault waits for the next request of its HTTP method (POST by default): the PGM's background
-    # lookups (GET) must not consume a fault meant for the payment a test is making.
-    fail: list[tuple[str, int]] = field(default_factory=list)
-    delay: list[tuple[str, float]] = field(default_factory=list)
-    malformed: list[tuple[str, bool]] = field(default_factory=list)
-
-    def take(self, queue: list[Any], method: str) -> Any:
-        for index, (wanted, value) in enumerate(queue):
-            if wanted == method:
-                del queue[index]
-                return value
-        return None
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -97,7 +71,7 @@ class FlowPayFake:
         self.deliveries: list[dict[str, Any]] = []
         self._payments: dict[str, dict[str, Any]] = {}
         self._idempotent: dict[str, tuple[int, bytes]] = {}
-        self._faults = _Faults()
+        self._faults = MethodFaults()
         self._lock = threading.RLock()
         self.app = Starlette(
             routes=[

@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -38,31 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pgm.devstack.testing import run_server_in_thread
-
-
-@dataclass(frozen=True)
-class RecordedCall:
-    """One API request the fake received (after the authentication check)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class _Faults:
-    # Each fault waits for the next request of its HTTP method: the PGM's background lookups (GET) must
-    # not consume a fault meant for the payment a test is creating.
-    fail: list[tuple[str, int]] = field(default_factory=list)
-    delay: list[tuple[str, float]] = field(default_factory=list)
-
-    def take(self, queue: list[Any], method: str) -> Any:
-        for index, (wanted, value) in enumerate(queue):
-            if wanted == method:
-                del queue[index]
-                return value
-        return None
+from tests.fakes.recording import MethodFaults, RecordedCall
 
 
 class FnmpayFake:
@@ -80,7 +55,7 @@ class FnmpayFake:
         self.notifications: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
         self._payments: dict[str, dict[str, Any]] = {}
-        self._faults = _Faults()
+        self._faults = MethodFaults()
         self._lock = threading.RLock()
         prefix = "/merchants/{merchant_id}"
         self.app = Starlette(

@@ -36,7 +36,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,36 +46,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pgm.devstack.testing import run_server_in_thread
+from tests.fakes.recording import MethodFaults, RecordedCall
 
 API = "/api/phoenix-0.0/psp/api/v1"
 _ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,27}$")
 _LANGUAGE = re.compile(r"^[a-z]{3}$")
-
-
-@dataclass(frozen=True)
-class RecordedCall:
-    """One API request the fake received (after the authentication check)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class _Faults:
-    # Each fault waits for the next request of its HTTP method (POST by default): the PGM's background
-    # lookups (GET) must not consume a fault meant for the payment or refund a test is making.
-    fail: list[tuple[str, int]] = field(default_factory=list)
-    delay: list[tuple[str, float]] = field(default_factory=list)
-    malformed: list[tuple[str, bool]] = field(default_factory=list)
-
-    def take(self, queue: list[Any], method: str) -> Any:
-        for index, (wanted, value) in enumerate(queue):
-            if wanted == method:
-                del queue[index]
-                return value
-        return None
 
 
 def _error(status: int, code: str, description: str) -> JSONResponse:
@@ -109,7 +83,7 @@ class NexiFake:
         self._orders: dict[str, dict[str, Any]] = {}
         self._idempotent: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._decline_next_mit = False
-        self._faults = _Faults()
+        self._faults = MethodFaults()
         self._lock = threading.RLock()
         self.app = Starlette(
             routes=[

@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pgm.devstack.testing import run_server_in_thread
+from tests.fakes.recording import MethodFaults, RecordedCall
 
 _PAYER_FIELDS = (
     "email",
@@ -55,32 +55,6 @@ _PAYER_FIELDS = (
     "civicNumber",
     "postalCode",
 )
-
-
-@dataclass(frozen=True)
-class RecordedCall:
-    """One API request the fake received (after the authentication check)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class _Faults:
-    # Each fault waits for the next request of its HTTP method (POST by default): the PGM's background
-    # lookups (GET) must not consume a fault meant for the loan request a test is making.
-    fail: list[tuple[str, int]] = field(default_factory=list)
-    delay: list[tuple[str, float]] = field(default_factory=list)
-    malformed: list[tuple[str, bool]] = field(default_factory=list)
-
-    def take(self, queue: list[Any], method: str) -> Any:
-        for index, (wanted, value) in enumerate(queue):
-            if wanted == method:
-                del queue[index]
-                return value
-        return None
 
 
 def _now() -> str:
@@ -100,7 +74,7 @@ class SoisyFake:
         self.notifications: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
         self._orders: dict[str, dict[str, Any]] = {}
-        self._faults = _Faults()
+        self._faults = MethodFaults()
         self._lock = threading.RLock()
         self.app = Starlette(
             routes=[
