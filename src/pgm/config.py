@@ -1,4 +1,4 @@
-"""Configuration from the environment, with the existing PGM's variable names (spec 02)."""
+"""Configuration from the environment, with the existing PGM's variable names (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ class Settings:
 
     @property
     def saga_enabled(self) -> bool:
-        """The saga API is on when a Flow Manager is configured (spec 01)."""
+        """The saga API is on when a Flow Manager is configured (docs/flow-manager.md)."""
         return bool(self.flow_manager_url)
 
 

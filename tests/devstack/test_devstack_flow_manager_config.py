@@ -1,4 +1,5 @@
-"""Flow Manager configurations are checked like the real service does, and the packaged one is spec 01's machine."""
+"""Flow Manager configurations are checked like the real service does, and the packaged one is the machine of
+docs/flow-manager.md."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ PAY_OUTCOMES = {
     "paymentFailedBySystem": "PAYMENT_FAILED",
 }
 
-# Spec 01, "The machine definition": state -> (command path on entry, {event: next state}, business state).
+# The machine of docs/flow-manager.md: state -> (command path on entry, {event: next state}, business state).
 SPEC_MACHINE: dict[str, tuple[str | None, dict[str, str], int]] = {
     "PAYMENT_CREATED": (
         None,

@@ -1,4 +1,4 @@
-"""Provider callbacks (spec 03, spec 04): verified, de-duplicated, never lost when early."""
+"""Provider callbacks (docs/sandbox.md, docs/reliability.md): verified, de-duplicated, never lost when early."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input gets a clear answer (spec 02, spec 04): one error shape, the field at fault, never a 5xx,
+"""Bad input gets a clear answer (docs/api.md, docs/reliability.md): one error shape, the field at fault, never a 5xx,
 never a secret."""
 
 from __future__ import annotations

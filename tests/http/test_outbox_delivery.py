@@ -1,4 +1,4 @@
-"""PaymentStatus notifications through the durable outbox (spec 04): a receiver that is down or
+"""PaymentStatus notifications through the durable outbox (docs/reliability.md): a receiver that is down or
 failing delays them, never loses them; order holds per payment; dead letters can be re-sent."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reconciliation (spec 04): payments left pending are looked up at the provider on a schedule and
+"""Reconciliation (docs/reliability.md): payments left pending are looked up at the provider on a schedule and
 resolved; after the final attempt they fail with a clear reason."""
 
 from __future__ import annotations

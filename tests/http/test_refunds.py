@@ -1,4 +1,4 @@
-"""Refunds through /v3 (spec 04): checked under the payment's lock against paid - refunded - pending,
+"""Refunds through /v3 (docs/reliability.md): checked under the payment's lock against paid - refunded - pending,
 before the provider is called."""
 
 from __future__ import annotations

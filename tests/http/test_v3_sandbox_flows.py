@@ -1,5 +1,5 @@
 """Every sandbox outcome of every pay-like operation, over real HTTP, through to the final
-PaymentStatus at PAYMENT_CALLBACK_URL (spec 02, spec 03)."""
+PaymentStatus at PAYMENT_CALLBACK_URL (docs/api.md, docs/sandbox.md)."""
 
 from __future__ import annotations
 

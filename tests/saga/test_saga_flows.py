@@ -1,4 +1,4 @@
-"""Every path of the spec 01 machine to its end state, driven by the Flow Manager stand-in running
+"""Every path of the machine of docs/flow-manager.md to its end state, driven by the Flow Manager stand-in running
 the repository's own configuration against a real PGM on the sandbox provider."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The saga rules of spec 04 that need their own PGM: duplicate deliveries, a Flow Manager that is
+"""The saga rules of docs/reliability.md that need their own PGM: duplicate deliveries, a Flow Manager that is
 down, a crash in the middle of a provider call, and commands that cannot succeed. The Flow Manager
 here is a recording receiver, so every event the PGM sends is counted."""
 

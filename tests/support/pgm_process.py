@@ -105,7 +105,7 @@ class PgmProcess:
         return self.client.get(path, **kwargs)
 
     def sandbox_payments(self, shop_transaction_id: str) -> list[dict[str, Any]]:
-        """The sandbox's own books for a merchant reference (spec 03 introspection)."""
+        """The sandbox's own books for a merchant reference (docs/sandbox.md introspection)."""
         response = self.get("/sandbox/payments", params={"shopTransactionId": shop_transaction_id})
         response.raise_for_status()
         result: list[dict[str, Any]] = response.json()

@@ -1,7 +1,7 @@
 """The `t=<unix seconds>,v1=<hex>` webhook signature: HMAC-SHA256 over "<t>.<raw body>".
 
 Stripe signs its webhooks this way (`Stripe-Signature`), and so does the sandbox (`Sandbox-Signature`,
-spec 03). A signature older than the tolerance is refused, which stops replays of captured callbacks.
+docs/sandbox.md). A signature older than the tolerance is refused, which stops replays of captured callbacks.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The saga contract's pure rules (spec 01): reading saga data, and the outcome -> event table.
+"""The saga contract's pure rules (docs/flow-manager.md): reading saga data, and the outcome -> event table.
 
 Event payloads give the right saga metadata under both of the Flow Manager's merges: an event that
 writes inside a nested object (payRequestData) sends the whole object, updated; refundDetails is

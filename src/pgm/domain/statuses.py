@@ -27,7 +27,7 @@ class Status(enum.StrEnum):
 
     @property
     def public(self) -> str:
-        """The PaymentStatus value (spec 02) has no UNKNOWN: the caller sees PENDING until it is settled."""
+        """The PaymentStatus value (docs/api.md) has no UNKNOWN: the caller sees PENDING until it is settled."""
         return Status.PENDING.value if self is Status.UNKNOWN else self.value
 
 

@@ -1,4 +1,4 @@
-"""One JSON error shape for every error the service answers (spec 02)."""
+"""One JSON error shape for every error the service answers (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request and response bodies of the /v3 API (spec 02), validated at the edge, with examples.
+"""Request and response bodies of the /v3 API (docs/api.md), validated at the edge, with examples.
 
 Unknown fields are ignored, never executed. Wire names follow the existing PGM (camelCase).
 """
@@ -205,7 +205,7 @@ class ExpireResponse(BaseModel):
 
 
 class PaymentStatusBody(BaseModel):
-    """PaymentStatus (spec 02): answered by /status and /check, and pushed to PAYMENT_CALLBACK_URL."""
+    """PaymentStatus (docs/api.md): answered by /status and /check, and pushed to PAYMENT_CALLBACK_URL."""
 
     status: Literal["ACCEPTED", "FAILED", "PENDING"] = Field(examples=["ACCEPTED"])
     paymentId: str | None = Field(examples=["sbx_pay_0123456789abcdef"])  # noqa: N815

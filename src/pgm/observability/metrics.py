@@ -1,5 +1,5 @@
-"""Prometheus metrics (spec 02): requests, provider calls, outbox, saga traffic. One registry per app,
-so several apps in one process (tests) never collide."""
+"""Prometheus metrics (docs/configuration.md#operations-endpoints): requests, provider calls, outbox, saga traffic.
+One registry per app, so several apps in one process (tests) never collide."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pgm.domain.statuses import Status
 
 
 class Operation(enum.StrEnum):
-    """The provider-agnostic operations of the /v3 API (spec 02)."""
+    """The provider-agnostic operations of the /v3 API (docs/api.md)."""
 
     PAY = "pay"
     REFUND = "refund"
@@ -55,7 +55,7 @@ class Capabilities:
 
 
 class PayResultCode(enum.StrEnum):
-    """The `result` of a pay-like operation (spec 02)."""
+    """The `result` of a pay-like operation (docs/api.md)."""
 
     OK = "OK"
     KO = "KO"
@@ -158,7 +158,7 @@ class PaymentLookup:
 
 
 class SubscriptionState(enum.StrEnum):
-    """Subscription status values (spec 02)."""
+    """Subscription status values (docs/api.md)."""
 
     PENDING = "PENDING"
     ACTIVE = "ACTIVE"

@@ -1,4 +1,4 @@
-"""Adapter for the built-in sandbox provider (spec 03). It talks to the sandbox over HTTP with an API
+"""Adapter for the built-in sandbox provider (docs/sandbox.md). It talks to the sandbox over HTTP with an API
 key, exactly as it would to a remote provider, and verifies the sandbox's signed callbacks."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ CAPABILITIES = Capabilities(
     currencies=frozenset({"EUR", "USD", "GBP", "CHF"}),
 )
 
-# Sandbox payment and token statuses → ours (spec 03 pins PENDING, ACCEPTED, FAILED).
+# Sandbox payment and token statuses → ours (docs/sandbox.md pins PENDING, ACCEPTED, FAILED).
 PAYMENT_STATUS = {"PENDING": Status.PENDING, "ACCEPTED": Status.ACCEPTED, "FAILED": Status.FAILED}
 TOKEN_STATUS = {
     "PENDING": Status.PENDING,

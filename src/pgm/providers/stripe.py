@@ -6,7 +6,7 @@ It uses the official SDK's async client (`StripeClient` with `stripe.HTTPXClient
 the event loop; every result is turned into a plain dict at once, so a malformed answer is a missing
 key we detect, never an attribute error. Every POST carries an `Idempotency-Key`, every call the pinned
 `Stripe-Version` and the provider time-out, and the SDK's own retries are off: a lost answer is left
-UNKNOWN and settled by a lookup (spec 04), never by a blind retry.
+UNKNOWN and settled by a lookup (docs/reliability.md), never by a blind retry.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The Flow Manager integration (spec 01): saga commands in, events out."""
+"""The Flow Manager integration (docs/flow-manager.md): saga commands in, events out."""

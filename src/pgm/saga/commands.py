@@ -1,5 +1,5 @@
-"""Saga commands in (spec 01, spec 04): each delivery is stored before the 202, then executed by a
-worker that survives restarts. Well-formed commands that cannot succeed end in a failure event, so a
+"""Saga commands in (docs/flow-manager.md, docs/reliability.md): each delivery is stored before the 202, then
+executed by a worker that survives restarts. Well-formed commands that cannot succeed end in a failure event, so a
 saga never stalls.
 
 Money moves at most once: a command resolves to a deterministic operation key,

@@ -1,4 +1,4 @@
-"""Saga events out: the outcome -> event table of spec 01, applied to recorded outcomes.
+"""Saga events out: the outcome -> event table of docs/flow-manager.md, applied to recorded outcomes.
 
 Every event goes through the outbox in the transaction of the change it reports, in order per saga,
 and is also kept in saga_events so a repeated command can re-send the same outcome.

@@ -19,7 +19,7 @@ Keyed = TypeVar("Keyed", SandboxPayment, SandboxRefund, SandboxToken)
 
 
 class Outcome(enum.StrEnum):
-    """`providerData.sandboxOutcome` (spec 03)."""
+    """`providerData.sandboxOutcome` (docs/sandbox.md)."""
 
     OK = "OK"
     KO = "KO"

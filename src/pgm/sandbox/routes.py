@@ -1,5 +1,5 @@
 """The sandbox's HTTP surface: its provider API (Bearer key), the pinned introspection endpoint, and
-the hosted pages a payer clicks (spec 03)."""
+the hosted pages a payer clicks (docs/sandbox.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PaymentStatus notifications to PAYMENT_CALLBACK_URL (spec 02), written to the outbox in the
+"""PaymentStatus notifications to PAYMENT_CALLBACK_URL (docs/api.md), written to the outbox in the
 transaction of the change they report. Sent on every status change of a payment or refund, and on
 every /check."""
 

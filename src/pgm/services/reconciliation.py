@@ -1,4 +1,4 @@
-"""Reconciliation (spec 04): payments and refunds left PENDING or UNKNOWN are looked up at the
+"""Reconciliation (docs/reliability.md): payments and refunds left PENDING or UNKNOWN are looked up at the
 provider on a back-off schedule and resolved; after the final attempt they fail with a clear reason.
 It also retries callbacks that were waiting for their payment to become known.
 

@@ -1,4 +1,4 @@
-"""The saga command routes (spec 01): one per command, routed on the path, never on the label."""
+"""The saga command routes (docs/flow-manager.md): one per command, routed on the path, never on the label."""
 
 from typing import Any
 

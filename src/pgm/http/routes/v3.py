@@ -1,4 +1,4 @@
-"""The provider-agnostic /v3 API (spec 02), dispatched to adapters through one interface."""
+"""The provider-agnostic /v3 API (docs/api.md), dispatched to adapters through one interface."""
 
 import uuid
 from typing import Annotated, Any, Literal
