@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 SANDBOX_SECRET = "whsec_bench_sandbox_secret"
+SANDBOX_CALLBACK_PATH = "/v3/sandbox/callback"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -40,6 +41,38 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """Sample a process with py-spy into collapsed stacks (`PGM_BENCH_PROFILE_RATE` samples per second,
+    default 100), without pausing it at each sample (`--nonblocking`: the profile must not slow what it
+    measures)."""
+    rate = os.environ.get("PGM_BENCH_PROFILE_RATE", "100")
+    installed = Path(sys.executable).with_name("py-spy")  # the virtualenv's, when PATH does not have it
+    program = str(installed) if installed.exists() else "py-spy"
+    argv = [program, "record", "--pid", str(pid), "--rate", rate, "--nonblocking", "--format", "raw"]
+    return subprocess.Popen([*argv, "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_py_spy(profiler: subprocess.Popen[bytes]) -> None:
+    """Stop sampling; py-spy writes its file on SIGINT."""
+    if profiler.poll() is None:
+        profiler.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler.wait(20)
+
+
+@contextlib.contextmanager
+def profiled(services: list[Service], directory: Path, name: str) -> Iterator[list[Path]]:
+    """py-spy on every process of `services` for the duration of the block: the files it wrote."""
+    outputs = [directory / f"{name}-{i}.folded" for i in range(len(services))]
+    profilers = [py_spy(service.pid, output) for service, output in zip(services, outputs, strict=True)]
+    time.sleep(0.5)  # py-spy attaches before the load starts
+    try:
+        yield outputs
+    finally:
+        for profiler in profilers:
+            stop_py_spy(profiler)
 
 
 @dataclass
@@ -66,9 +99,18 @@ class Service:
 
     def start(self, ready_path: str, timeout: float = 60.0) -> Service:
         """Start it and wait until `ready_path` answers 200."""
+        self.launch()
+        return self.wait_ready(ready_path, timeout)
+
+    def launch(self) -> None:
+        """Start the process, without waiting for it."""
         env = {**self.env, "HTTP_PORT": str(self.port), "HTTP_HOST": "127.0.0.1", "PGM_PUBLIC_URL": self.url}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(self.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, ready_path: str, timeout: float = 60.0) -> Service:
+        """Wait until `ready_path` answers 200 (the process must have been launched)."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=2) as client:
             while time.monotonic() < deadline:
@@ -85,22 +127,13 @@ class Service:
     def _profile(self) -> None:
         """With PGM_BENCH_PROFILE=<dir>, sample the process with py-spy (collapsed stacks, for flame graphs)."""
         directory = os.environ.get("PGM_BENCH_PROFILE")
-        if not directory:
-            return
-        output = Path(directory) / f"{self.log_path.stem}.folded"
-        rate = os.environ.get("PGM_BENCH_PROFILE_RATE", "100")  # samples per second
-        self.profiler = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(self.pid), "--rate", rate, "--format", "raw", "--output", str(output)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        if directory:
+            self.profiler = py_spy(self.pid, Path(directory) / f"{self.log_path.stem}.folded")
 
     def stop(self) -> None:
         """Graceful stop, SIGKILL if it hangs."""
-        if self.profiler is not None and self.profiler.poll() is None:
-            self.profiler.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.profiler.wait(20)
+        if self.profiler is not None:
+            stop_py_spy(self.profiler)
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -134,14 +167,25 @@ def pgm(database_url: str, log_path: Path, log_level: str, **env: str) -> Servic
     )
 
 
-def ceiling(log_path: Path, flow_manager_url: str) -> Service:
-    """The transport ceiling: bench/ceiling.py on the same uvicorn stack."""
+def ceiling(log_path: Path, flow_manager_url: str, provider_url: str | None = None) -> Service:
+    """The ceilings' app (bench/ceiling.py) on the same uvicorn stack; with `provider_url`, the provider
+    of its remote saga shape. The same app, alone, is the provider stand-in of the remote modes."""
     root = str(Path(__file__).resolve().parent.parent)
-    return Service(
-        [sys.executable, "-m", "bench.ceiling"],
-        {**os.environ, "FLOW_MANAGER_URL": flow_manager_url, "PYTHONPATH": root},
-        log_path,
-    )
+    env = {
+        **os.environ,
+        "FLOW_MANAGER_URL": flow_manager_url,
+        "PYTHONPATH": root,
+        "SANDBOX_WEBHOOK_SECRET": SANDBOX_SECRET,
+    }
+    if provider_url is not None:
+        env["PROVIDER_URL"] = provider_url
+    return Service([sys.executable, "-m", "bench.ceiling"], env, log_path)
+
+
+def send_webhooks_to(provider: Service, urls: list[str]) -> None:
+    """Configure the provider stand-in: its signed webhooks go to these callback URLs, round-robin."""
+    response = httpx.post(f"{provider.url}/-/webhook-targets", json=urls, timeout=5)
+    response.raise_for_status()
 
 
 @contextlib.contextmanager

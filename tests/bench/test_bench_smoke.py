@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED = {"ceiling", "saga", "duplicates x3", "v3 pay", "callback"}
+EXPECTED = {
+    "ceiling pair",
+    "ceiling saga",
+    "ceiling saga remote",
+    "saga",
+    "saga profiled",
+    "saga remote",
+    "duplicates x3",
+    "v3 pay",
+    "callback",
+}
 
 
 @pytest.mark.timeout(300)
@@ -43,8 +53,18 @@ def test_quick_run_writes_a_well_formed_table(tmp_path: Path) -> None:
     assert "payments per saga {1: " in duplicates["checks"]
     assert "DOUBLE" not in duplicates["checks"]
     assert "named different events" not in duplicates["checks"]
-    table = (tmp_path / "latest.md").read_text()
-    header = next(line for line in table.splitlines() if line.startswith("| store"))
-    body = [line for line in table.splitlines() if line.startswith("| ") and line != header]
-    assert len(body) == len(rows)
-    assert all(line.count("|") == header.count("|") for line in body)
+    profiled = next(row for row in rows if row["scenario"] == "saga profiled")
+    assert profiled["profile"], "py-spy took no sample of the PGM"
+    assert abs(sum(profiled["profile"].values()) - 1) < 0.01
+    lines = (tmp_path / "latest.md").read_text().splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("| store")))
+    body = [line for line in lines[header + 2 :] if line.startswith("| ")][: len(rows)]
+    assert [line.split(" | ")[2] for line in body] == [row["scenario"] for row in rows]
+    assert all(line.count("|") == lines[header].count("|") for line in body)
+    # Each PGM step with a ceiling (saga, saga remote, v3 pay) is printed with its ratio to it.
+    ratios = {line.split(" | ")[2]: line.split(" | ")[13] for line in body}
+    for scenario in ("saga remote", "v3 pay"):
+        assert float(ratios[scenario]) > 0, (scenario, ratios)
+    targets = lines[lines.index("| target | measured | ratio | |") + 2 : header - 1]
+    assert len(targets) == 9, targets
+    assert all(line.endswith(("**met** |", "**missed** |", "not measured |")) for line in targets), targets
