@@ -1,8 +1,9 @@
 """The ceilings: what the server stack alone allows for each shape of work the PGM is measured on.
 
-One bare ASGI app on the same uvicorn settings as `pgm serve` (uvloop + httptools, log_config=None) and
-the same outbound client (`pgm.outbound.http_client`), doing the HTTP work of the PGM's scenarios with no
-validation, no store and no business logic. The load generator picks the shape by path:
+One bare ASGI app on the same uvicorn settings as `pgm serve` (uvloop, httptools with the PGM's header
+deadline, log_config=None) and the same outbound client (`pgm.outbound.http_client`), doing the HTTP
+work of the PGM's scenarios with no validation, no store and no business logic. The load generator
+picks the shape by path:
 
 * `POST /pair` — one request in, one out: answered 202, one event posted to the Flow Manager stand-in.
   The ceiling of `/v3` pay, which is one exchange for its caller (the one-pair ceiling).
@@ -35,6 +36,7 @@ from typing import Any
 import uvicorn
 
 from pgm.crypto import timestamped_hmac
+from pgm.http.server import protocol_with_header_timeout
 from pgm.outbound import http_client
 
 Scope = dict[str, Any]
@@ -193,4 +195,10 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host=os.environ.get("HTTP_HOST", "127.0.0.1"), port=PORT, log_config=None)
+    uvicorn.run(
+        app,
+        host=os.environ.get("HTTP_HOST", "127.0.0.1"),
+        port=PORT,
+        log_config=None,
+        http=protocol_with_header_timeout(10.0),  # as `pgm serve` (src/pgm/cli.py)
+    )

@@ -18,9 +18,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("SQLAlchemy", ("/sqlalchemy/", "/alembic/")),
     ("database driver (sqlite3, asyncpg, aiosqlite, psycopg)", ("/sqlite3/", "/asyncpg/", "/aiosqlite/", "/psycopg")),
     ("the PGM's store layer", ("/pgm/store/",)),
+    # uvicorn serves: every aiohttp frame in the PGM is its outgoing client's.
     (
-        "HTTP client (pgm.outbound, httpx, aiohttp client)",
-        ("/httpx", "/aiohttp/client", "/pgm/outbound", "/pgm/providers/http", "/yarl/"),
+        "HTTP client (pgm.outbound, aiohttp, httpx)",
+        ("/httpx", "/aiohttp/", "/multidict/", "/yarl/", "/pgm/outbound", "/pgm/providers/http"),
     ),
     ("validation (pydantic)", ("/pydantic",)),
     ("JSON", ("/json/", "/orjson", "/msgspec")),
@@ -30,7 +31,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ("/uvicorn/", "/starlette/", "/fastapi/", "/h11/", "/httptools/", "/pgm/http/middleware", "/pgm/http/server"),
     ),
     ("metrics", ("/prometheus_client/", "/pgm/observability/")),
-    ("aiohttp (other)", ("/aiohttp/", "/multidict/")),
     ("event loop (asyncio, uvloop)", ("/asyncio/", "/uvloop/")),
     ("the PGM's own code (services, saga, outbox, adapters...)", ("/pgm/",)),
 ]
