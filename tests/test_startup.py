@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pgm.config import load_settings
-from pgm.http.app import pool_settings
 from pgm.store.database import Database
+from pgm.wiring import pool_settings
 from tests.support.pgm_process import PgmProcess, free_port
 
 

@@ -36,8 +36,9 @@ def serve(_arguments: argparse.Namespace) -> int:
         logging.getLogger("pgm.configuration").warning(warning)
     from pgm.http.app import create_app
     from pgm.http.server import protocol_with_header_timeout
+    from pgm.wiring import Wiring
 
-    app = create_app(settings)
+    app = create_app(Wiring(settings))
     config = uvicorn.Config(
         app,
         log_config=None,

@@ -208,9 +208,10 @@ class DevStack:
         self.settings = settings
         # Imported here: the PGM app pulls in every provider, which the stand-ins' own commands do not need.
         from pgm.http.app import create_app
+        from pgm.wiring import Wiring
 
         return {
-            "pgm": create_app(settings),
+            "pgm": create_app(Wiring(settings)),
             "flow_manager": flow_manager,
             "crud": create_crud_app(self.options.crud_database),
             "inspector": create_inspector_app(urls.flow_manager, urls.pgm, settings.api_token),

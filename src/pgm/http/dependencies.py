@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the container, the API token, and the provider that serves an operation."""
+"""FastAPI dependencies: the service's parts, the API token, and the provider that serves an operation."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from pgm.container import Container
 from pgm.http.errors import ApiError
 from pgm.providers.base import Operation, ProviderAdapter
+from pgm.wiring import Service
 
 # The dependencies are `async def` although they never await: FastAPI runs a plain `def` dependency in
 # its thread pool, a thread hop (and two loop wake-ups) per dependency per request, measured at several
 # percent of the CPU of a saga command (docs/performance.md).
 
 
-async def container(request: Request) -> Container:
+async def service(request: Request) -> Service:
     """The running service's parts."""
-    parts: Container = request.app.state.container
+    parts: Service = request.app.state.service
     return parts
 
 
-Parts = Annotated[Container, Depends(container)]
+Parts = Annotated[Service, Depends(service)]
 
 
 async def require_token(request: Request, parts: Parts) -> None:
@@ -44,7 +44,7 @@ ProviderName = Annotated[
 ]
 
 
-def provider_for(operation: Operation) -> Callable[[Request, Container, str], Awaitable[ProviderAdapter]]:
+def provider_for(operation: Operation) -> Callable[[Request, Service, str], Awaitable[ProviderAdapter]]:
     """A dependency resolving `{provider}` (404 if not enabled) and checking it supports the operation
     and the `{paymentMethod}` in the path (501 naming both otherwise), before the body is validated."""
 

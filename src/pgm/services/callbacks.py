@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pgm.background import repeat
 from pgm.clock import Clock
 from pgm.domain.statuses import Status, transition
 from pgm.observability.metrics import Metrics
@@ -48,6 +49,7 @@ DEFERRED_RETRY_SECONDS = 1.0
 DEFERRED_MAX_ATTEMPTS = 40
 # Raw callbacks (and their events) pruned per statement: bounded transactions on a large backlog.
 PRUNE_BATCH = 500
+PRUNE_INTERVAL_MAX_SECONDS = 300.0
 
 
 class EventStatus(enum.StrEnum):
@@ -482,6 +484,17 @@ class CallbackService:
             removed += len(ids)
             if len(ids) < PRUNE_BATCH:
                 return removed
+
+    async def prune_forever(self, retention_seconds: float) -> None:
+        """Prune for as long as the service runs: raw callbacks are kept for PGM_CALLBACK_RETENTION_SECONDS
+        after they arrive (docs/reliability.md), checked at least every PRUNE_INTERVAL_MAX_SECONDS."""
+
+        async def prune_once() -> None:
+            removed = await self.prune(retention_seconds)
+            if removed:
+                log.info("raw callbacks pruned", extra={"removed": removed})
+
+        await repeat(prune_once, min(retention_seconds, PRUNE_INTERVAL_MAX_SECONDS), "pruning raw callbacks")
 
     def _defer(self, event: ProviderEvent, reason: str) -> None:
         event.attempts += 1

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.domain.statuses import Status
+from pgm.outbox.dispatcher import Sender
+from pgm.outbox.senders import post_json
 from pgm.outbox.writer import Destination, enqueue
 from pgm.providers.base import PayResult
 from pgm.services.settlement import PaymentChange, RefundChange
@@ -79,3 +82,8 @@ class PaymentStatusNotifier:
 def _reversed_from(change: PaymentChange | RefundChange) -> str | None:
     """The final status a confirmed reversal replaced (a chargeback, a late capture), else None."""
     return change.previous.value if change.transition.reversal else None
+
+
+def payment_callback_sender(client: httpx.AsyncClient, payment_callback_url: str) -> Sender:
+    """Delivers the PaymentStatus documents this module queues to PAYMENT_CALLBACK_URL."""
+    return post_json(client, payment_callback_url)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import select, update
 
+from pgm.background import repeat
 from pgm.clock import Clock
 from pgm.domain.idempotency import provider_idempotency_key
 from pgm.domain.statuses import Status
@@ -76,6 +77,10 @@ class Reconciler:
                 await self.callbacks.apply(adapter, event_id)
                 handled += 1
         return handled
+
+    async def run_forever(self, poll_seconds: float) -> None:
+        """A pass every `poll_seconds` for as long as the service runs."""
+        await repeat(self.run_once, poll_seconds, "reconciliation pass")
 
     async def _due(self, model: type[Payment] | type[Refund]) -> list[tuple[str, float]]:
         now = self.clock.now()

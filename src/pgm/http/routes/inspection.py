@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
 
-from pgm.container import Container
 from pgm.domain.saga import taken_by_the_machine
 from pgm.http.dependencies import Parts, require_token
 from pgm.saga.crud import CrudUnavailable
 from pgm.store.models import InboxCommand, OutboxMessage, Payment, Refund, SagaEvent
+from pgm.wiring import Service
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ _WARNED: dict[tuple[str, int], None] = {}
 _WARNED_LIMIT = 10_000
 
 
-async def _flow_manager_view(parts: Container, saga_id: str, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+async def _flow_manager_view(parts: Service, saga_id: str, events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The saga as the Flow Manager keeps it (its state), and each delivered event marked
     `takenByFlowManager`: an outcome reached outside the saga's command (a link paid before
     `notificationSent`) may arrive in a state that ignores it. Those are listed and logged."""

@@ -92,7 +92,7 @@ def build_router() -> APIRouter:
 
 def _handler(route: Route) -> Any:
     async def accept(command: CommandEnvelope, request: Request) -> Accepted:
-        commands: SagaCommands = request.app.state.container.saga_commands
+        commands: SagaCommands = request.app.state.service.saga_commands
         delivery = await commands.accept(route, command.key, command.value.messageLabel, command.value.messagePayload)
         return Accepted(sagaId=command.key, deliveryId=delivery)
 

@@ -1,0 +1,28 @@
+"""Delivering the sandbox's webhooks: the sandbox writes them to the outbox (books.py) and this sender
+signs each one as it goes out, as a provider does (docs/sandbox.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+
+from pgm.clock import Clock
+from pgm.crypto import timestamped_hmac
+from pgm.outbox.dispatcher import Sender
+from pgm.store.models import OutboxMessage
+
+
+def webhook_sender(client: httpx.AsyncClient, target: str, secret: Callable[[], str], clock: Clock) -> Sender:
+    """A sender that POSTs each webhook to `target` with its `Sandbox-Signature`."""
+
+    async def send(message: OutboxMessage) -> httpx.Response:
+        # Signed at send time, as a provider does: a retried webhook carries a fresh timestamp.
+        body = json.dumps(message.payload, separators=(",", ":")).encode()
+        signature = timestamped_hmac.header(secret(), int(clock.now()), body)
+        return await client.post(
+            target, content=body, headers={"Content-Type": "application/json", "Sandbox-Signature": signature}
+        )
+
+    return send

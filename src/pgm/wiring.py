@@ -1,0 +1,206 @@
+"""The composition root: builds every part of the service from its Settings, once, and owns their start
+and stop. Nothing below imports this module except to name the parts it hands out (docs/architecture.md).
+
+The parts are built inside the running event loop (the lifespan of the web app): the store's pool and
+the outgoing HTTP client belong to the loop that uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from pgm.clock import Clock, SystemClock
+from pgm.config import Settings
+from pgm.observability.metrics import Metrics
+from pgm.observability.outcomes import OutcomeMetrics
+from pgm.outbound import http_client
+from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
+from pgm.outbox.writer import Destination
+from pgm.providers.registry import ProviderRegistry, build_registry
+from pgm.saga.commands import SagaCommands
+from pgm.saga.crud import SagaCrud
+from pgm.saga.events import SagaEvents, flow_manager_senders
+from pgm.sandbox.books import Books
+from pgm.sandbox.routes import SandboxContext
+from pgm.sandbox.secret import webhook_secret
+from pgm.sandbox.webhooks import webhook_sender
+from pgm.services.adoption import Adoption
+from pgm.services.callbacks import CallbackService
+from pgm.services.notifications import PaymentStatusNotifier, payment_callback_sender
+from pgm.services.payments import PaymentService
+from pgm.services.reconciliation import Reconciler
+from pgm.services.settlement import OutcomeListener, ReconcilePolicy, Settlement
+from pgm.store import migrations
+from pgm.store.database import Database, PoolSettings
+
+log = logging.getLogger(__name__)
+
+DELIVERY_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass
+class Service:
+    """The parts of a running service, built once and shared by the routes and the background loops."""
+
+    settings: Settings
+    clock: Clock
+    metrics: Metrics
+    database: Database
+    registry: ProviderRegistry
+    payments: PaymentService
+    callbacks: CallbackService
+    reconciler: Reconciler
+    dispatcher: OutboxDispatcher
+    notifier: PaymentStatusNotifier
+    outbound: httpx.AsyncClient
+    saga_commands: SagaCommands | None
+    sandbox: SandboxContext | None
+
+    def start_background(self) -> list[asyncio.Task[None]]:
+        """Start the loops that work without a request: the outbox, reconciliation, raw-callback pruning
+        and, with a Flow Manager, the saga commands."""
+        settings = self.settings
+        tasks = [
+            asyncio.create_task(self.dispatcher.run(), name="outbox"),
+            asyncio.create_task(self.reconciler.run_forever(settings.reconcile_poll_seconds), name="reconciliation"),
+            asyncio.create_task(
+                self.callbacks.prune_forever(settings.callback_retention_seconds), name="callback-pruning"
+            ),
+        ]
+        if self.saga_commands is not None:
+            tasks.append(asyncio.create_task(self.saga_commands.run(), name="saga-commands"))
+        return tasks
+
+    async def aclose(self) -> None:
+        """Release what the parts hold: connections to providers, to receivers and to the store."""
+        if self.saga_commands is not None:
+            await self.saga_commands.aclose()
+        await self.registry.aclose()
+        await self.outbound.aclose()
+        await self.database.dispose()
+
+
+def pool_settings(settings: Settings) -> PoolSettings:
+    """The store's connection pool from the PGM_DATABASE_* settings."""
+    return PoolSettings(
+        size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        timeout_seconds=settings.database_pool_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the service is built from, known before its event loop runs: the settings, the clock (a test
+    may pass one it controls) and the metrics registry (the web app's middleware records into it too)."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Service]:
+        """The service from start to stop: migrate the store, build the parts, run the background loops
+        while the caller serves, then stop the loops and release the parts."""
+        await asyncio.to_thread(migrations.upgrade, self.settings.database_url)
+        service = await compose(self.settings, self.clock, self.metrics)
+        tasks = service.start_background()
+        log.info("PGM started", extra={"providers": service.registry.names, "port": self.settings.http_port})
+        try:
+            yield service
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await service.aclose()
+
+
+async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service:
+    """Build every part, in dependency order, on a migrated store; nothing runs yet."""
+    database = Database(settings.database_url, pool_settings(settings))
+    secret = await webhook_secret(database, settings.sandbox_webhook_secret)
+    registry = build_registry(settings, lambda: secret)
+    outbound = http_client(DELIVERY_TIMEOUT_SECONDS)
+    notifier = PaymentStatusNotifier(enabled=settings.payment_callback_url is not None, now=clock.now)
+    listeners: list[OutcomeListener] = [notifier, OutcomeMetrics(metrics)]
+    saga_events = SagaEvents(clock, metrics) if settings.saga_enabled else None
+    if saga_events is not None:
+        listeners.append(saga_events)
+    policy = ReconcilePolicy(
+        first_after_seconds=settings.reconcile_after_seconds,
+        max_interval_seconds=settings.reconcile_max_interval_seconds,
+        max_attempts=settings.reconcile_max_attempts,
+    )
+    settlement = Settlement(clock, policy, listeners)
+    adoption = Adoption(database, settlement, clock, metrics)
+    callbacks = CallbackService(database, settlement, clock, metrics, adoption)
+    payments = PaymentService(database, settlement, callbacks, clock, metrics, adoption)
+    crud = SagaCrud(settings.saga_crud_url, outbound) if settings.saga_crud_url else None
+    # The wiring only registers senders: each producer of outbox messages owns the one for its messages.
+    senders: dict[str, Sender] = {}
+    if settings.payment_callback_url:
+        senders[Destination.PAYMENT_CALLBACK.value] = payment_callback_sender(outbound, settings.payment_callback_url)
+    if settings.flow_manager_url and crud is not None:
+        senders.update(flow_manager_senders(outbound, settings.flow_manager_url, crud))
+    if "sandbox" in settings.enabled_providers:
+        target = f"{settings.internal_url}/v3/sandbox/callback"
+        senders[Destination.SANDBOX_WEBHOOK.value] = webhook_sender(outbound, target, lambda: secret, clock)
+    dispatcher = OutboxDispatcher(
+        database,
+        senders,
+        RetryPolicy(
+            settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds, settings.outbox_max_attempts
+        ),
+        clock,
+        metrics,
+        settings.outbox_poll_seconds,
+    )
+    saga_commands = None
+    if saga_events is not None and crud is not None:
+        saga_commands = SagaCommands(
+            database,
+            registry,
+            payments,
+            saga_events,
+            crud,
+            clock,
+            metrics,
+            lease_seconds=settings.inbox_lease_seconds,
+            max_attempts=settings.inbox_max_attempts,
+            retry_base_seconds=settings.outbox_backoff_base_seconds,
+            wake_dispatcher=dispatcher.wake,
+        )
+    reconciler = Reconciler(database, registry, payments, callbacks, clock, metrics)
+    sandbox = None
+    if "sandbox" in settings.enabled_providers:
+        sandbox = SandboxContext(
+            database=database,
+            books=Books(settings.public_url),
+            clock=clock,
+            api_key=settings.sandbox_api_key,
+            provider_timeout_seconds=settings.provider_timeout_seconds,
+            wake_dispatcher=dispatcher.wake,
+            listing_needs_key=settings.production,
+        )
+    return Service(
+        settings=settings,
+        clock=clock,
+        metrics=metrics,
+        database=database,
+        registry=registry,
+        payments=payments,
+        callbacks=callbacks,
+        reconciler=reconciler,
+        dispatcher=dispatcher,
+        notifier=notifier,
+        outbound=outbound,
+        saga_commands=saga_commands,
+        sandbox=sandbox,
+    )
