@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
-from tests.http.test_refunds import refund
 from tests.http.test_v3_sandbox_flows import pay_body
+from tests.services.test_refunds import refund
 from tests.support.notifications import STATUS_PATH
 from tests.support.pgm_process import PgmProcess, free_port
 
