@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, recording_receiver
 from tests.support.databases import backends, fresh_database
 from tests.support.pgm_process import PgmProcess
+from tests.support.servers import RecordingReceiver, recording_receiver
 
 
 @pytest.fixture(scope="module", params=backends())

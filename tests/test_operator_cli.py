@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
-from tests.http.test_v3_sandbox_flows import pay_body
-from tests.saga.test_saga_flows import metadata
-from tests.services.test_refunds import refund
 from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH
 from tests.support.pgm_process import PgmProcess
 from tests.support.saga_stack import saga_stack
+from tests.support.sandbox_requests import metadata, pay_body, refund
+from tests.support.servers import RecordingReceiver, run_server_in_thread, wait_for
 
 
 def pgm_command(pgm: PgmProcess, *arguments: str) -> subprocess.CompletedProcess[str]:

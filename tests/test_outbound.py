@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from pgm.devstack.testing import recording_receiver
 from pgm.outbound import http_client
+from tests.support.servers import recording_receiver
 
 
 def test_credentials_in_a_url_are_sent_as_basic_authorization() -> None:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.browser import ARTIFACTS
+
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 INSTALL_TIMEOUT_SECONDS = 900
 # Flags known to work in containers as root: no sandbox, no GPU, nothing that calls home.
 LAUNCH_FLAGS = [

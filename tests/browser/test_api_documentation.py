@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS
+from tests.support.browser import ARTIFACTS
 from tests.support.pgm_process import PgmProcess
 
 pytestmark = pytest.mark.browser

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS
-from tests.devstack.dev_process import pgm_dev, sandbox_metadata
+from tests.support.browser import ARTIFACTS
+from tests.support.dev_process import pgm_dev, sandbox_metadata
 
 pytestmark = pytest.mark.browser
 

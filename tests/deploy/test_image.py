@@ -13,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.deploy.dockerfile import ScratchImage, exec_form, parse
+from tests.support.dockerfile import ScratchImage, exec_form, parse
 from tests.support.pgm_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

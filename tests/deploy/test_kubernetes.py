@@ -17,9 +17,9 @@ from sqlalchemy import create_engine, text
 from pgm.config import load_settings, normalise_database_url
 from pgm.providers.registry import validate as validate_providers
 from pgm.store.database import sync_url
-from tests.deploy.dockerfile import parse
-from tests.deploy.kustomize import render
 from tests.support.databases import POSTGRES_URL, fresh_database
+from tests.support.dockerfile import parse
+from tests.support.kustomize import render
 from tests.support.pgm_process import PgmProcess
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from pgm.observability.metrics import Metrics
-from tests.http.test_v3_sandbox_flows import pay_body
 from tests.support.pgm_process import PgmProcess
+from tests.support.sandbox_requests import pay_body
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/monitoring/grafana-dashboard.json"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -10,9 +10,7 @@ import pytest
 
 from pgm.devstack.crud import create_crud_app
 from pgm.devstack.flow_manager import create_flow_manager_app
-from pgm.devstack.testing import RecordingReceiver, recording_receiver, run_server_in_thread
-
-StartFlowManager = Callable[..., str]
+from tests.support.servers import RecordingReceiver, StartFlowManager, recording_receiver, run_server_in_thread
 
 
 @pytest.fixture(scope="session")

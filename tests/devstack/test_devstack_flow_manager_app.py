@@ -10,9 +10,7 @@ import httpx
 import pytest
 
 from pgm.devstack.flow_manager import packaged_config, pgm_saga_config, point_channels_at
-from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
-
-StartFlowManager = Callable[..., str]
+from tests.support.servers import RecordingReceiver, StartFlowManager, run_server_in_thread, wait_for
 
 METADATA: dict[str, Any] = {
     "amount": 1299,

@@ -12,7 +12,7 @@ import pytest
 from pgm.devstack.demo import DemoFailure, SagaWatcher
 from pgm.devstack.flow_manager import packaged_config
 from pgm.devstack.inspector.diagram import assign_layers, layout
-from tests.devstack.conftest import StartFlowManager
+from tests.support.servers import StartFlowManager
 
 
 def test_states_are_in_columns_by_distance_from_the_initial_state() -> None:

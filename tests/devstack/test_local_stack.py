@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.devstack.dev_process import DevProcess, pgm_dev, sandbox_metadata
+from tests.support.dev_process import DevProcess, pgm_dev, sandbox_metadata
 from tests.support.doc_examples import Runner, wait_saga
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "local-stack.md"

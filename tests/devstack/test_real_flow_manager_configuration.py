@@ -8,7 +8,6 @@ import copy
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ from pgm.devstack.flow_manager import (
     point_channels_at,
     validate_config,
 )
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from tests.support.pgm_process import free_port
+from tests.support.servers import RecordingReceiver, StartFlowManager, wait_for
 
-StartFlowManager = Callable[..., str]
 HOOK = {"type": "file", "encoding": "plain", "content": "export default ({ saga }) => ({ payload: saga.metadata })"}
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from pgm.devstack.testing import wait_for
 from tests.fakes.adyen import running_adyen_fake
 from tests.fakes.axerve import running_axerve_fake
 from tests.fakes.braintree import running_braintree_fake
@@ -26,6 +25,7 @@ from tests.fakes.stripe import running_stripe_fake
 from tests.support.databases import fresh_database
 from tests.support.doc_examples import Runner, parse, wait_saga
 from tests.support.saga_stack import saga_stack
+from tests.support.servers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {

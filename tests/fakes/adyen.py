@@ -49,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pgm.devstack.testing import run_server_in_thread
+from tests.support.servers import run_server_in_thread
 
 API_KEY = "AQE_fake_adyen_api_key_for_tests"
 MERCHANT_ACCOUNT = "PgmTestMerchantECOM"

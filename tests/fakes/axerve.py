@@ -50,10 +50,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pgm.devstack.testing import run_server_in_thread
+from tests.support.servers import run_server_in_thread
 
 API = "/api/v1"
 APPROVED_CARD = "4111111111111111"
+
+# Apple Pay and Google Pay tokens in the shape a payer's device hands them over, for the wallet tests.
+APPLE_PAY_TOKEN = json.dumps(
+    {
+        "paymentData": {
+            "data": "ZmFrZQ==",
+            "signature": "c2ln",
+            "version": "EC_v1",
+            "header": {"ephemeralPublicKey": "a2V5", "publicKeyHash": "aGFzaA==", "transactionId": "abc123"},
+        },
+        "transactionIdentifier": "ABC123",
+        "paymentMethod": {"network": "Visa", "type": "debit", "displayName": "Visa 0121"},
+    }
+)
+GOOGLE_PAY_TOKEN = json.dumps({"signature": "MEUCIQ==", "protocolVersion": "ECv2", "signedMessage": "{}"})
+
 DECLINED_CARD = "4000000000000002"
 THREE_DS_CARD = "4000000000003220"
 _DECIMAL = re.compile(r"^\d{1,9}\.\d{2}$")

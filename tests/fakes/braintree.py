@@ -54,7 +54,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pgm.devstack.testing import run_server_in_thread
+from tests.support.servers import run_server_in_thread
 
 MERCHANT_ID = "pgmtestmerchant"
 MERCHANT_ACCOUNT_ID = "pgmtestEUR"

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from pgm.devstack.testing import run_server_in_thread
+from tests.support.servers import run_server_in_thread
 
 CALLBACK_TOKEN = "acme-callback-token"
 PAY_OUTCOMES = {"OK": "ACCEPTED", "KO": "FAILED"}

@@ -36,8 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pgm.devstack.testing import run_server_in_thread
 from tests.fakes.recording import MethodFaults, RecordedCall
+from tests.support.servers import run_server_in_thread
 
 
 class FnmpayFake:

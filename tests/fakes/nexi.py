@@ -45,8 +45,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pgm.devstack.testing import run_server_in_thread
 from tests.fakes.recording import MethodFaults, RecordedCall
+from tests.support.servers import run_server_in_thread
 
 API = "/api/phoenix-0.0/psp/api/v1"
 _ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,27}$")

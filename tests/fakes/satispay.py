@@ -54,7 +54,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pgm.devstack.testing import run_server_in_thread
+from tests.support.servers import run_server_in_thread
 
 API = "/g_business/v1"
 DATE_SKEW_SECONDS = 300

@@ -52,7 +52,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pgm.devstack.testing import run_server_in_thread
+from tests.support.servers import run_server_in_thread
 
 API_VERSION = "2026-10-28.endive"
 SECRET_KEY = "sk_test_fake_" + "4eC39HqLyjWDarjtT1zdp7dc"

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from pgm.devstack.testing import wait_for
-from tests.http.test_v3_sandbox_flows import pay_body
 from tests.support.pgm_process import SANDBOX_SECRET, PgmProcess
+from tests.support.sandbox_requests import pay_body
+from tests.support.servers import wait_for
 
 ERROR_KEYS = {"statusCode", "error", "code", "message", "requestId"}
 

@@ -15,9 +15,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from pgm.devstack.crud import create_crud_app
-from pgm.devstack.testing import RecordingReceiver, run_server_in_thread
 from tests.support.databases import fresh_database
 from tests.support.pgm_process import PgmProcess
+from tests.support.servers import RecordingReceiver, run_server_in_thread
 
 EXAMPLES_PER_OPERATION = 25
 

@@ -3,29 +3,14 @@ PaymentStatus at PAYMENT_CALLBACK_URL (docs/api.md, docs/sandbox.md)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.sandbox_requests import pay_body
+from tests.support.servers import RecordingReceiver
 
 FINAL = {"OK": "ACCEPTED", "KO": "FAILED"}
-
-
-def pay_body(shop_id: str, outcome: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A valid pay request for the sandbox."""
-    body: dict[str, Any] = {
-        "amount": 1299,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-        "providerData": {"sandboxOutcome": outcome} if outcome else {},
-    }
-    body.update(extra)
-    return body
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
-from tests.http.test_v3_sandbox_flows import pay_body
-from tests.services.test_refunds import refund
 from tests.support.notifications import STATUS_PATH
 from tests.support.pgm_process import PgmProcess, free_port
+from tests.support.sandbox_requests import pay_body, refund
+from tests.support.servers import RecordingReceiver, run_server_in_thread, wait_for
 
 
 def test_receiver_refusing_then_failing_gets_every_notification_in_order(

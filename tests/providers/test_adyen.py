@@ -14,12 +14,10 @@ import httpx
 import pytest
 
 from pgm.config import Settings
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers import adyen
 from pgm.providers.base import Operation, PayRequest, PayResultCode
 from tests.fakes.adyen import (
     API_PREFIX,
-    AUTHORISED_CARD,
     MERCHANT_ACCOUNT,
     REFUSED_CARD,
     THREE_DS_CARD,
@@ -27,24 +25,11 @@ from tests.fakes.adyen import (
     notification_body,
     running_adyen_fake,
 )
+from tests.support.adyen_requests import card, pay, pay_body, refund
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
-
-
-def card(number: str = AUTHORISED_CARD) -> dict[str, str]:
-    """Adyen's unencrypted test form of the four client-side-encrypted card fields."""
-    return {
-        "encryptedCardNumber": number,
-        "encryptedExpiryMonth": "test_03",
-        "encryptedExpiryYear": "test_2030",
-        "encryptedSecurityCode": "test_737",
-    }
-
-
-def pay_body(shop_id: str, amount: int = 1000, **extra: Any) -> dict[str, Any]:
-    """A /pay body."""
-    return {"amount": amount, "currency": "EUR", "shopTransactionId": shop_id, **extra}
+from tests.support.servers import RecordingReceiver, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +55,6 @@ def pgm(
 def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
     """The PAYMENT_CALLBACK_URL receiver."""
     return receiver[0]
-
-
-def pay(pgm: PgmProcess, shop_id: str, number: str = AUTHORISED_CARD, amount: int = 1000) -> dict[str, Any]:
-    """POST /v3/adyen/credit-cards/pay with a test card."""
-    response = pgm.post("/v3/adyen/credit-cards/pay", pay_body(shop_id, amount, providerData=card(number)))
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def refund(pgm: PgmProcess, payment_id: str, amount: int, **extra: Any) -> dict[str, Any]:
-    """POST /v3/adyen/refund."""
-    response = pgm.post("/v3/adyen/refund", {"amount": amount, "currency": "EUR", "paymentId": payment_id, **extra})
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
 
 
 def accepted_deliveries(fake: Fake, event: str, psp: str) -> list[Any]:

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver
 from tests.fakes.adyen import MERCHANT_ACCOUNT, Fake, notification_body, running_adyen_fake
-from tests.providers.test_adyen import pay, refund
+from tests.support.adyen_requests import pay, refund
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver
 
 
 @pytest.fixture(scope="module")

@@ -18,27 +18,20 @@ import httpx
 import pytest
 
 from pgm.config import Settings
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.axerve import SANDBOX_BASE_URL, AxerveAdapter, build, notification_signature
 from pgm.providers.base import PayRequest, PayResultCode
-from tests.fakes.axerve import DECLINED_CARD, THREE_DS_CARD, AxerveFake, running_axerve_fake
+from tests.fakes.axerve import (
+    APPLE_PAY_TOKEN,
+    DECLINED_CARD,
+    GOOGLE_PAY_TOKEN,
+    THREE_DS_CARD,
+    AxerveFake,
+    running_axerve_fake,
+)
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
-
-APPLE_PAY_TOKEN = json.dumps(
-    {
-        "paymentData": {
-            "data": "ZmFrZQ==",
-            "signature": "c2ln",
-            "version": "EC_v1",
-            "header": {"ephemeralPublicKey": "a2V5", "publicKeyHash": "aGFzaA==", "transactionId": "abc123"},
-        },
-        "transactionIdentifier": "ABC123",
-        "paymentMethod": {"network": "Visa", "type": "debit", "displayName": "Visa 0121"},
-    }
-)
-GOOGLE_PAY_TOKEN = json.dumps({"signature": "MEUCIQ==", "protocolVersion": "ECv2", "signedMessage": "{}"})
+from tests.support.servers import RecordingReceiver, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.axerve import DECLINED_CARD, THREE_DS_CARD, AxerveFake, running_axerve_fake
+from tests.fakes.axerve import (
+    APPLE_PAY_TOKEN,
+    DECLINED_CARD,
+    GOOGLE_PAY_TOKEN,
+    THREE_DS_CARD,
+    AxerveFake,
+    running_axerve_fake,
+)
 from tests.support.databases import fresh_database
 from tests.support.saga_stack import SagaStack, saga_stack
 
@@ -102,8 +109,6 @@ def test_paypal_and_satispay_on_axerves_page(rig: tuple[SagaStack, AxerveFake], 
 
 @pytest.mark.parametrize("method", ["applepay", "googlepay"])
 def test_wallet_tokens_pay_through_the_saga(rig: tuple[SagaStack, AxerveFake], method: str) -> None:
-    from tests.providers.test_axerve import APPLE_PAY_TOKEN, GOOGLE_PAY_TOKEN
-
     stack, _fake = rig
     token = APPLE_PAY_TOKEN if method == "applepay" else GOOGLE_PAY_TOKEN
     stack.wait_state(started(stack, metadata(method, token=token)), "PAYMENT_EXECUTED")

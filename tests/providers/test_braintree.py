@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers import braintree as braintree_provider
 from pgm.providers.base import Operation, PayRequest, PayResultCode, RefundRequest
 from tests.fakes.braintree import (
@@ -28,6 +27,7 @@ from tests.fakes.braintree import (
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
 
 PAYPAL_NONCE = "fake-paypal-one-time-nonce"
 BILLING_AGREEMENT_NONCE = "fake-paypal-billing-agreement-nonce"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from pgm.devstack.testing import wait_for
 from tests.fakes.braintree import PLAN_ID, Fake, running_braintree_fake
 from tests.support.databases import fresh_database
 from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.servers import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
 from tests.fakes.external import CALLBACK_TOKEN, ExternalService, running_external_service
 from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH, statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.saga_stack import saga_stack
+from tests.support.servers import RecordingReceiver, run_server_in_thread, wait_for
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ import httpx
 import pytest
 
 from pgm.config import Settings
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.flowpay import SANDBOX_BASE_URL, FlowPayAdapter, build
 from tests.fakes.flowpay import FlowPayFake, running_flowpay_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
 
 PROVIDER_DATA = {
     "debtorFiscalCode": "RSSMRA80A01H501U",

@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver
 from tests.fakes.flowpay_legacy import FlowPayLegacyFake, running_flowpay_legacy_fake
 from tests.support.databases import fresh_database
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
 from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.servers import RecordingReceiver
 
 PROVIDER_DATA = {
     "debtorFiscalCode": "RSSMRA80A01H501U",

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from pgm.config import Settings
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.fnmpay import FnmpayAdapter, build, signature, status_of
 from tests.fakes.fnmpay import FnmpayFake, running_fnmpay_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
 
 PAY_PATH = "/v3/fnmpay/credit-cards/pay"
 

@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from pgm.config import Settings
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.nexi import SANDBOX_BASE_URL, NexiAdapter, build, notification_signature
 from tests.fakes.nexi import NexiFake, running_nexi_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
 
 
 @pytest.fixture(scope="module")

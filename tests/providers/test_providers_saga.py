@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from pgm.devstack.testing import wait_for
 from tests.fakes.adyen import running_adyen_fake
 from tests.fakes.satispay import running_satispay_fake
 from tests.fakes.stripe import running_stripe_fake
-from tests.providers.test_adyen import card
+from tests.support.adyen_requests import card
 from tests.support.databases import fresh_database
 from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.servers import wait_for
 
 FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "stripe": running_stripe_fake,

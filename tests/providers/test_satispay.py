@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from pgm.config import Settings
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.satispay import SatispayAdapter, build
 from tests.fakes.satispay import MOBILE_REDIRECT, WEB_REDIRECT, SatispayFake, running_satispay_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ import httpx
 import pytest
 
 from pgm.config import Settings
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.scalapay import SANDBOX_BASE_URL, ScalapayAdapter, build, to_decimal, to_minor
 from tests.fakes.scalapay import ScalapayFake, running_scalapay_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
 
 CONSUMER = {"givenNames": "Mario", "surname": "Rossi", "email": "mario@example.com"}
 

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from pgm.config import Settings
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.soisy import (
     SANDBOX_BASE_URL,
@@ -28,6 +27,7 @@ from tests.fakes.soisy import SoisyFake, running_soisy_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
 
 
 @pytest.fixture(scope="module")

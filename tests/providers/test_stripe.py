@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from tests.fakes.stripe import API_VERSION, StripeFake, running_stripe_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
+from tests.support.stripe_requests import SESSIONS, paid, pay, pay_body
 
-SESSIONS = "/v1/checkout/sessions"
 REFUNDS = "/v1/refunds"
 
 
@@ -49,36 +49,6 @@ def stripe_pgm(
 def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
     """The PAYMENT_CALLBACK_URL receiver."""
     return receiver[0]
-
-
-def pay_body(shop_id: str, amount: int = 1000, **extra: Any) -> dict[str, Any]:
-    """A /v3/stripe pay body."""
-    return {
-        "amount": amount,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-        **extra,
-    }
-
-
-def pay(pgm: PgmProcess, shop_id: str, method: str = "credit-cards", **extra: Any) -> dict[str, Any]:
-    """POST /v3/stripe/{method}/pay and return the answer."""
-    response = pgm.post(f"/v3/stripe/{method}/pay", pay_body(shop_id, **extra))
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def paid(
-    pgm: PgmProcess, fake: StripeFake, notifications: RecordingReceiver, shop_id: str, method: str = "credit-cards"
-) -> str:
-    """A payment the payer completed on Checkout and the PGM knows as ACCEPTED; returns its paymentId."""
-    payment_id = str(pay(pgm, shop_id, method)["paymentId"])
-    fake.approve(payment_id)
-    wait_for_status(notifications, shop_id, "ACCEPTED")
-    return payment_id
 
 
 def refund(pgm: PgmProcess, payment_id: str, amount: int) -> dict[str, Any]:

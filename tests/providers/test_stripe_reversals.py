@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, wait_for
 from tests.fakes.stripe import StripeFake, running_stripe_fake
-from tests.providers.test_stripe import SESSIONS, paid
 from tests.support.notifications import statuses_for
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
+from tests.support.servers import RecordingReceiver, wait_for
+from tests.support.stripe_requests import SESSIONS, paid
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver
 from tests.fakes.stripe import StripeFake, running_stripe_fake
 from tests.support.databases import fresh_database
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.servers import RecordingReceiver
 
 
 @pytest.fixture(scope="module")

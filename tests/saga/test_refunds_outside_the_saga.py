@@ -16,10 +16,10 @@ import pytest
 
 from pgm.devstack.flow_manager import pgm_saga_config
 from pgm.devstack.inspector import create_inspector_app
-from pgm.devstack.testing import run_server_in_thread, wait_for
 from tests.support.contract_machine import contract_saga_config
 from tests.support.databases import fresh_database
 from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.servers import run_server_in_thread, wait_for
 
 MACHINES: dict[str, Callable[[str], dict[str, Any]]] = {"shipped": pgm_saga_config, "contract": contract_saga_config}
 PAID, PARTIALLY_REFUNDED, TOTALLY_REFUNDED = 1, 2, 3

@@ -3,40 +3,13 @@ the repository's own configuration against a real PGM on the sandbox provider.""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
-from pgm.devstack.testing import wait_for
-from tests.support.saga_stack import SagaStack
-
-
-def metadata(outcome: str | None = None, amount: int = 1000, **extra: Any) -> dict[str, Any]:
-    """Saga metadata for a sandbox payment."""
-    provider_data = {"sandboxOutcome": outcome} if outcome else {}
-    data: dict[str, Any] = {
-        "amount": amount,
-        "currency": "EUR",
-        "provider": "sandbox",
-        "paymentMethod": "credit-cards",
-        "shopTransactionId": f"order-{uuid.uuid4().hex[:10]}",
-        "type": "DIRECT",
-        "payRequestData": {
-            "successRedirect": "https://shop.example/ok",
-            "failureRedirect": "https://shop.example/ko",
-            "providerData": provider_data,
-        },
-    }
-    data.update(extra)
-    return data
-
-
-def paid_saga(stack: SagaStack, amount: int = 1000) -> tuple[str, dict[str, Any]]:
-    """A saga whose payment was executed at once."""
-    saga_id = stack.create_saga(metadata("OK", amount=amount))
-    stack.send_event(saga_id, "scheduleRequested")
-    return saga_id, stack.wait_state(saga_id, "PAYMENT_EXECUTED")
+from tests.support.saga_stack import SagaStack, paid_saga
+from tests.support.sandbox_requests import metadata
+from tests.support.servers import wait_for
 
 
 def test_direct_payment_accepted_at_once(stack: SagaStack) -> None:

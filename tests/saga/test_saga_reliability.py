@@ -18,14 +18,14 @@ from sqlalchemy import create_engine, insert
 
 from pgm.config import normalise_database_url
 from pgm.devstack.crud import create_crud_app
-from pgm.devstack.testing import RecordingReceiver, run_server_in_thread, wait_for
 from pgm.store.database import sync_url
 from pgm.store.models import InboxCommand, table_of
-from tests.saga.test_saga_flows import metadata
 from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH, statuses_for
 from tests.support.pgm_process import PgmProcess, free_port
 from tests.support.saga_stack import COLLECTION, SagaStack
+from tests.support.sandbox_requests import metadata
+from tests.support.servers import RecordingReceiver, run_server_in_thread, wait_for
 
 EVENT_PATH = "/event"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgm.devstack.testing import wait_for
-from tests.saga.test_saga_flows import paid_saga
-from tests.support.saga_stack import SagaStack
+from tests.support.saga_stack import SagaStack, paid_saga
+from tests.support.servers import wait_for
 from tests.support.signing import sandbox_event, send_callback
 from tests.support.store import execute
 

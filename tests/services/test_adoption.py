@@ -16,17 +16,17 @@ from typing import Any
 import httpx
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, recording_receiver, wait_for
 from tests.fakes.adyen import API_PREFIX, THREE_DS_CARD, running_adyen_fake
 from tests.fakes.external import ExternalService, running_external_service
 from tests.fakes.satispay import running_satispay_fake
 from tests.fakes.stripe import API_VERSION, running_stripe_fake
-from tests.providers.test_adyen import card
+from tests.support.adyen_requests import card
 from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
 from tests.support.saga_stack import saga_stack
+from tests.support.servers import RecordingReceiver, recording_receiver, wait_for
 
 SANDBOX_KEY = "Bearer sk_sandbox_local"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from pgm.devstack.testing import wait_for
 from tests.support.pgm_process import PgmProcess
+from tests.support.servers import wait_for
 from tests.support.signing import sandbox_event, send_callback
 from tests.support.store import count_rows
 

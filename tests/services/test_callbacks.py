@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, wait_for
-from tests.http.test_v3_sandbox_flows import pay_body
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.sandbox_requests import pay_body
+from tests.support.servers import RecordingReceiver, wait_for
 from tests.support.signing import sandbox_event, send_callback
 from tests.support.store import execute
 

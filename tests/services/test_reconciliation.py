@@ -12,11 +12,11 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pgm.devstack.testing import RecordingReceiver, run_server_in_thread
 from tests.fakes.external import ExternalService
-from tests.http.test_v3_sandbox_flows import pay_body
 from tests.support.notifications import STATUS_PATH, statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.sandbox_requests import pay_body
+from tests.support.servers import RecordingReceiver, run_server_in_thread
 
 
 def test_pending_payment_is_settled_by_reconciliation_when_its_callback_is_lost(

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pgm.devstack.testing import RecordingReceiver, wait_for
-from tests.http.test_v3_sandbox_flows import pay_body
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
+from tests.support.sandbox_requests import pay_body, refund
+from tests.support.servers import RecordingReceiver, wait_for
 
 
 def paid(pgm: PgmProcess, shop_id: str, amount: int = 1000) -> str:
@@ -19,17 +19,6 @@ def paid(pgm: PgmProcess, shop_id: str, amount: int = 1000) -> str:
     answer = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "OK", amount=amount)).json()
     assert answer["result"] == "OK"
     return str(answer["paymentId"])
-
-
-def refund(pgm: PgmProcess, payment_id: str, amount: int, outcome: str | None = None, **extra: Any) -> dict[str, Any]:
-    """POST /v3/sandbox/refund and return the answer."""
-    body: dict[str, Any] = {"amount": amount, "currency": "EUR", "paymentId": payment_id, **extra}
-    if outcome:
-        body["providerData"] = {"sandboxOutcome": outcome}
-    response = pgm.post("/v3/sandbox/refund", body)
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
 
 
 @pytest.fixture

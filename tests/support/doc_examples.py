@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from pgm.devstack.testing import wait_for
+from tests.support.servers import wait_for
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 DIRECTIVE = re.compile(r"<!--\s*doc-test:\s*(.*?)\s*-->")

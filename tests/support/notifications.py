@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgm.devstack.testing import RecordingReceiver, wait_for
+from tests.support.servers import RecordingReceiver, wait_for
 
 STATUS_PATH = "/payment-status"
 

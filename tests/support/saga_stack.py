@@ -14,8 +14,9 @@ import httpx
 
 from pgm.devstack.crud import create_crud_app
 from pgm.devstack.flow_manager import create_flow_manager_app, pgm_saga_config
-from pgm.devstack.testing import run_server_in_thread, wait_for
 from tests.support.pgm_process import PgmProcess, free_port
+from tests.support.sandbox_requests import metadata
+from tests.support.servers import run_server_in_thread, wait_for
 
 COLLECTION = "fm-transactions"
 
@@ -116,3 +117,10 @@ def saga_stack(
         flow_manager = create_flow_manager_app(config, crud_base_url=crud_url)
         flow_manager_url, _ = stack.enter_context(run_server_in_thread(flow_manager, port=flow_manager_port))
         yield SagaStack(pgm, flow_manager_url, crud_url)
+
+
+def paid_saga(stack: SagaStack, amount: int = 1000) -> tuple[str, dict[str, Any]]:
+    """A saga whose payment was executed at once."""
+    saga_id = stack.create_saga(metadata("OK", amount=amount))
+    stack.send_event(saga_id, "scheduleRequested")
+    return saga_id, stack.wait_state(saga_id, "PAYMENT_EXECUTED")

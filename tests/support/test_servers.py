@@ -1,16 +1,11 @@
-"""The reusable test helpers: threaded servers and the recording receiver."""
+"""The test helpers of tests/support/servers.py: threaded servers and the recording receiver."""
 
 from __future__ import annotations
-
-import argparse
-from pathlib import Path
 
 import httpx
 import pytest
 
-from pgm.devstack.cli import add_commands
-from pgm.devstack.flow_manager import PACKAGED_CONFIG_PATH
-from pgm.devstack.testing import RecordingReceiver, recording_receiver, run_server_in_thread
+from tests.support.servers import RecordingReceiver, recording_receiver, run_server_in_thread
 
 
 def test_receiver_records_json_bodies_in_order_and_scripts_statuses() -> None:
@@ -50,23 +45,3 @@ def test_stopped_server_no_longer_answers() -> None:
         stop()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base_url}/x")
-
-
-def test_cli_registers_both_stand_ins_with_their_defaults() -> None:
-    parser = argparse.ArgumentParser(prog="pgm")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    flow_manager = parser.parse_args(["flow-manager"])
-    assert (flow_manager.port, flow_manager.crud_url, flow_manager.pgm_url) == (3100, "http://127.0.0.1:3200", None)
-    assert flow_manager.config == str(PACKAGED_CONFIG_PATH)
-    assert callable(flow_manager.func)
-    crud = parser.parse_args(["crud", "--port", "4000"])
-    assert (crud.port, crud.database) == (4000, "crud.sqlite3")
-
-
-def test_cli_refuses_an_invalid_configuration_with_exit_status_2(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser(prog="pgm")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    broken = tmp_path / "saga.json"
-    broken.write_text('{"communicationProtocols": []}', encoding="utf-8")
-    args = parser.parse_args(["flow-manager", "--config", str(broken)])
-    assert args.func(args) == 2

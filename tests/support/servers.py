@@ -1,4 +1,4 @@
-"""Test helpers: real HTTP servers in background threads and a receiver that records what it is sent."""
+"""Real HTTP servers in background threads for tests, and a receiver that records what it is sent."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 _STARTUP_TIMEOUT = 10.0
+
+# The `start_flow_manager` fixture: starts a Flow Manager stand-in on a configuration, returns its base URL.
+StartFlowManager = Callable[..., str]
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.01, what: str = "") -> None:

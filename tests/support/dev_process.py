@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from pgm.devstack.testing import wait_for
 from tests.support.pgm_process import FAST
+from tests.support.servers import wait_for
 
 BANNER_LINE = re.compile(r"^\s{2}(PGM API|Flow Manager|CRUD|Inspector)\s+(http://\S+)", re.M)
 
