@@ -30,6 +30,9 @@ FAST = {
 }
 
 
+_PORT_ATTEMPTS = 3
+
+
 def free_port() -> int:
     """A port nothing listens on right now."""
     with socket.socket() as sock:
@@ -37,40 +40,81 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the socket listening on `port` (Linux's /proc; assumed elsewhere)."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not all(table.exists() for table in tables):
+        return True
+    listening = {
+        f"socket:[{fields[9]}]"
+        for table in tables
+        for fields in (line.split() for line in table.read_text().splitlines()[1:])
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+    }
+    try:
+        descriptors = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return not listening.isdisjoint(descriptors)
+
+
 class PgmProcess:
     """One PGM process; `url` is its base URL, `client` an HTTP client bound to it."""
 
     def __init__(self, database_url: str, log_path: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("PGM_", "PAYMENT_", "FLOW_", "SAGA_"))},
             **FAST,
-            "HTTP_PORT": str(self.port),
             "HTTP_HOST": "127.0.0.1",
-            "PGM_PUBLIC_URL": self.url,
             "PGM_DATABASE_URL": database_url,
-            **env,
         }
+        self._env_overrides = env
         self.process: subprocess.Popen[bytes] | None = None
+        # Once started, the PGM keeps its port across restarts: clients and callbacks were given its URL.
+        self._started = False
+        self._use_port(free_port())
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env.update({"HTTP_PORT": str(port), "PGM_PUBLIC_URL": self.url, **self._env_overrides})
         self.client = httpx.Client(base_url=self.url, timeout=15)
 
     def start(self, timeout: float = 30.0) -> PgmProcess:
-        """Start and wait until /-/ready answers 200."""
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pgm", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        """Start and wait until this process, and no other, answers 200 on /-/ready.
+
+        The port is free when picked but bound only later by the child: another test's process may take
+        it first. A 200 then comes from that process, so readiness also needs the listener to be our
+        child's; on a first start our child that lost the port is started again on another one."""
+        for _ in range(_PORT_ATTEMPTS):
+            log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            log = self.log_path.open("ab")
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pgm", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+            if self._wait_ready(self.process, timeout):
+                self._started = True
+                return self
+            lost_the_port = "HTTP_PORT: cannot listen" in self.log_path.read_text(errors="replace")[log_start:]
+            if self._started or not lost_the_port:
+                raise RuntimeError(f"the PGM exited with {self.process.returncode}:\n{self.log_tail()}")
+            self._use_port(free_port())
+        raise RuntimeError(f"the PGM lost its port {_PORT_ATTEMPTS} times:\n{self.log_tail()}")
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> bool:
+        """True once `process` answers ready on its port; False when it exited first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the PGM exited with {self.process.returncode}:\n{self.log_tail()}")
+            if process.poll() is not None:
+                return False
             try:
-                if self.client.get("/-/ready", timeout=1).status_code == 200:
-                    return self
+                ready = self.client.get("/-/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
+                ready = False
+            if ready and _listens_on(process.pid, self.port):
+                return True
+            # A child process gives no event to wait on before it answers: poll its port.
             time.sleep(0.05)
         raise TimeoutError(f"the PGM did not become ready in {timeout}s:\n{self.log_tail()}")
 
