@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from pgm.config import ConfigurationError, load_settings, normalise_database_url
+from pgm.config import NUMBERS, ConfigurationError, load_settings, normalise_database_url
 from pgm.providers.registry import validate
 
 
@@ -175,3 +176,17 @@ def test_production_enables_the_sandbox_only_with_a_key_of_its_own() -> None:
 def test_an_unknown_environment_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="PGM_ENVIRONMENT must be development or production"):
         load_settings({"PGM_ENVIRONMENT": "staging"})
+
+
+def test_every_number_setting_is_documented_with_its_default() -> None:
+    documented = dict(
+        re.findall(
+            r"^\| `([A-Z_]+)` \| `([0-9.]+)`",
+            (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(),
+            flags=re.MULTILINE,
+        )
+    )
+    for setting in NUMBERS.values():
+        variable = setting.metadata["variable"]
+        assert variable in documented, f"{variable} is not in docs/configuration.md"
+        assert float(documented[variable]) == setting.default, variable

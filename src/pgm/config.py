@@ -5,20 +5,18 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_HTTP_PORT = 3000
-DEFAULT_SQLITE_FILE = "pgm.sqlite3"
+DEFAULT_DATABASE_URL = "sqlite:///pgm.sqlite3"
 # The drivers this package ships (psycopg 3, the standard library's sqlite3 and aiosqlite).
 SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite", "postgresql+psycopg"})
-# A provider notification is a few kilobytes; a quarter of a megabyte leaves room for Adyen's batches.
-DEFAULT_CALLBACK_MAX_BYTES = 256 * 1024
-DEFAULT_CALLBACK_RETENTION_SECONDS = 30 * 24 * 3600.0
 # The sandbox API's documented key: fine on a laptop, never accepted in production (docs/sandbox.md).
 DEFAULT_SANDBOX_API_KEY = "sk_sandbox_local"
 MIN_SANDBOX_PRODUCTION_KEY_LENGTH = 16
@@ -38,11 +36,16 @@ class ExternalService:
     base_url: str
 
 
+def _variable(name: str, minimum: float = 0, maximum: int | None = None) -> dict[str, Any]:
+    """A number setting's environment variable and bounds, kept with its field (see `_number`)."""
+    return {"variable": name, "minimum": minimum, "maximum": maximum}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment, validated once at start-up."""
 
-    http_port: int = DEFAULT_HTTP_PORT
+    http_port: int = field(default=DEFAULT_HTTP_PORT, metadata=_variable("HTTP_PORT", minimum=1, maximum=65535))
     log_level: str = "INFO"
     # Mia's HTTP_LOG_LEVEL: `basic` logs each request to a provider, the Flow Manager and the notified services.
     http_log_level: str = "none"
@@ -51,35 +54,42 @@ class Settings:
     enabled_providers: tuple[str, ...] = ("sandbox",)
     payment_callback_url: str | None = None
     public_url: str = f"http://localhost:{DEFAULT_HTTP_PORT}"
-    database_url: str = f"sqlite:///{DEFAULT_SQLITE_FILE}"
+    database_url: str = DEFAULT_DATABASE_URL
     flow_manager_url: str | None = None
     saga_crud_url: str | None = None
     external_services: tuple[ExternalService, ...] = ()
     api_token: str | None = None
-    max_body_bytes: int = 1024 * 1024
-    callback_max_bytes: int = DEFAULT_CALLBACK_MAX_BYTES
-    callback_retention_seconds: float = DEFAULT_CALLBACK_RETENTION_SECONDS
-    max_in_flight: int = 128
-    provider_timeout_seconds: float = 10.0
+    max_body_bytes: int = field(default=1024 * 1024, metadata=_variable("PGM_MAX_BODY_BYTES", minimum=1024))
+    # A provider notification is a few kilobytes; a quarter of a megabyte leaves room for Adyen's batches.
+    callback_max_bytes: int = field(default=256 * 1024, metadata=_variable("PGM_MAX_CALLBACK_BYTES", minimum=1024))
+    callback_retention_seconds: float = field(
+        default=30 * 24 * 3600.0, metadata=_variable("PGM_CALLBACK_RETENTION_SECONDS", minimum=1)
+    )
+    max_in_flight: int = field(default=128, metadata=_variable("PGM_MAX_IN_FLIGHT", minimum=1))
+    provider_timeout_seconds: float = field(default=10.0, metadata=_variable("PGM_PROVIDER_TIMEOUT_SECONDS"))
     sandbox_api_key: str = DEFAULT_SANDBOX_API_KEY
     environment: str = DEVELOPMENT
     sandbox_webhook_secret: str | None = None
     sandbox_base_url: str | None = None
-    outbox_poll_seconds: float = 0.5
-    outbox_max_attempts: int = 10
-    outbox_backoff_base_seconds: float = 1.0
-    outbox_backoff_max_seconds: float = 300.0
-    reconcile_poll_seconds: float = 5.0
-    reconcile_after_seconds: float = 60.0
-    reconcile_max_interval_seconds: float = 3600.0
-    reconcile_max_attempts: int = 30
-    inbox_lease_seconds: float = 5.0
-    database_pool_size: int = 10
-    database_max_overflow: int = 20
-    database_pool_timeout_seconds: float = 30.0
-    database_connect_timeout_seconds: float = 10.0
-    inbox_max_attempts: int = 30
-    header_timeout_seconds: float = 10.0
+    outbox_poll_seconds: float = field(default=0.5, metadata=_variable("PGM_OUTBOX_POLL_SECONDS"))
+    outbox_max_attempts: int = field(default=10, metadata=_variable("PGM_OUTBOX_MAX_ATTEMPTS", minimum=1))
+    outbox_backoff_base_seconds: float = field(default=1.0, metadata=_variable("PGM_OUTBOX_BACKOFF_BASE_SECONDS"))
+    outbox_backoff_max_seconds: float = field(default=300.0, metadata=_variable("PGM_OUTBOX_BACKOFF_MAX_SECONDS"))
+    reconcile_poll_seconds: float = field(default=5.0, metadata=_variable("PGM_RECONCILE_POLL_SECONDS"))
+    reconcile_after_seconds: float = field(default=60.0, metadata=_variable("PGM_RECONCILE_AFTER_SECONDS"))
+    reconcile_max_interval_seconds: float = field(
+        default=3600.0, metadata=_variable("PGM_RECONCILE_MAX_INTERVAL_SECONDS")
+    )
+    reconcile_max_attempts: int = field(default=30, metadata=_variable("PGM_RECONCILE_MAX_ATTEMPTS", minimum=1))
+    inbox_lease_seconds: float = field(default=5.0, metadata=_variable("PGM_INBOX_LEASE_SECONDS"))
+    database_pool_size: int = field(default=10, metadata=_variable("PGM_DATABASE_POOL_SIZE", minimum=1))
+    database_max_overflow: int = field(default=20, metadata=_variable("PGM_DATABASE_MAX_OVERFLOW", minimum=0))
+    database_pool_timeout_seconds: float = field(default=30.0, metadata=_variable("PGM_DATABASE_POOL_TIMEOUT_SECONDS"))
+    database_connect_timeout_seconds: float = field(
+        default=10.0, metadata=_variable("PGM_DATABASE_CONNECT_TIMEOUT_SECONDS")
+    )
+    inbox_max_attempts: int = field(default=30, metadata=_variable("PGM_INBOX_MAX_ATTEMPTS", minimum=1))
+    header_timeout_seconds: float = field(default=10.0, metadata=_variable("PGM_HEADER_TIMEOUT_SECONDS"))
     provider_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -103,14 +113,26 @@ class Settings:
         return bool(self.flow_manager_url)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+def _number(env: Mapping[str, str], setting: Field[Any]) -> int | float:
+    """A number setting from its variable (its field's default when unset or empty), within its bounds."""
+    name, minimum, maximum = setting.metadata["variable"], setting.metadata["minimum"], setting.metadata["maximum"]
     raw = env.get(name)
     if raw is None or raw == "":
+        default: int | float = setting.default  # type: ignore[assignment]
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+    if setting.type == "int":
+        try:
+            value: int | float = int(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+    else:
+        try:
+            value = float(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+        if value < 0:
+            raise ConfigurationError(f"{name} must not be negative, got {value}")
+    # PGM_CALLBACK_RETENTION_SECONDS has a minimum of 1: the pruning loop runs as often as the retention.
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -118,25 +140,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maxi
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {value}")
-    return value
-
-
-def _retention(env: Mapping[str, str]) -> float:
-    retention = _float(env, "PGM_CALLBACK_RETENTION_SECONDS", DEFAULT_CALLBACK_RETENTION_SECONDS)
-    if retention < 1:
-        # The pruning loop runs as often as the retention: shorter would make it spin.
-        raise ConfigurationError(f"PGM_CALLBACK_RETENTION_SECONDS must be at least 1, got {retention}")
-    return retention
+NUMBERS = {setting.name: setting for setting in fields(Settings) if "variable" in setting.metadata}
 
 
 def is_loopback_url(url: str) -> bool:
@@ -214,7 +218,7 @@ def _external_services(path: str | None) -> tuple[ExternalService, ...]:
 
 def database_url_from(env: Mapping[str, str]) -> str:
     """PGM_DATABASE_URL, checked and normalised (the embedded SQLite file when unset)."""
-    raw = (env.get("PGM_DATABASE_URL") or "").strip() or f"sqlite:///{DEFAULT_SQLITE_FILE}"
+    raw = (env.get("PGM_DATABASE_URL") or "").strip() or DEFAULT_DATABASE_URL
     url = normalise_database_url(raw)
     try:
         driver = make_url(url).drivername
@@ -270,14 +274,14 @@ NOT_SHIPPED = (
 
 
 def _log_level(env: Mapping[str, str]) -> str:
-    raw = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    raw = (env.get("LOG_LEVEL") or Settings.log_level).strip().upper()
     if raw not in LOG_LEVELS:
         raise ConfigurationError(f"LOG_LEVEL {raw!r} is not a log level (one of {', '.join(LOG_LEVELS)})")
     return LOG_LEVELS[raw]
 
 
 def _http_log_level(env: Mapping[str, str]) -> tuple[str, list[str]]:
-    raw = (env.get("HTTP_LOG_LEVEL") or "none").strip().lower()
+    raw = (env.get("HTTP_LOG_LEVEL") or Settings.http_log_level).strip().lower()
     if raw not in HTTP_LOG_LEVELS:
         return "none", [
             f"HTTP_LOG_LEVEL {raw!r} is not one of {', '.join(HTTP_LOG_LEVELS)}: outgoing requests are not logged"
@@ -313,11 +317,11 @@ def normalise_database_url(url: str) -> str:
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read and validate the environment; raise ConfigurationError naming what is wrong."""
-    port = _int(env, "HTTP_PORT", DEFAULT_HTTP_PORT, minimum=1, maximum=65535)
+    port = int(_number(env, NUMBERS["http_port"]))
     public_url = (env.get("PGM_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/")
     environment = _environment(env, public_url)
     # The sandbox is the default only in development: in production nothing is enabled that was not listed.
-    default_providers = "sandbox" if environment == DEVELOPMENT else ""
+    default_providers = ",".join(Settings.enabled_providers) if environment == DEVELOPMENT else ""
     providers = tuple(
         name.strip().lower() for name in env.get("ENABLED_PROVIDERS", default_providers).split(",") if name.strip()
     )
@@ -332,13 +336,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     http_log_level, warnings = _http_log_level(env)
     warnings += _old_pgm_variables_without_meaning(env)
     external = _external_services(env.get("EXTERNAL_PROVIDERS_CONFIG"))
-    provider_timeout = _float(env, "PGM_PROVIDER_TIMEOUT_SECONDS", 10.0)
-    reconcile_after = _float(env, "PGM_RECONCILE_AFTER_SECONDS", 60.0)
-    if reconcile_after < provider_timeout:
+    numbers = {name: _number(env, setting) for name, setting in NUMBERS.items()}
+    if numbers["reconcile_after_seconds"] < numbers["provider_timeout_seconds"]:
         # Reconciliation must never look up a payment whose provider call may still be running.
         raise ConfigurationError("PGM_RECONCILE_AFTER_SECONDS must not be shorter than PGM_PROVIDER_TIMEOUT_SECONDS")
     return Settings(
-        http_port=port,
         log_level=log_level,
         http_log_level=http_log_level,
         warnings=tuple(warnings),
@@ -351,30 +353,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         saga_crud_url=saga_crud_url,
         external_services=external,
         api_token=env.get("PGM_API_TOKEN") or None,
-        max_body_bytes=_int(env, "PGM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-        callback_max_bytes=_int(env, "PGM_MAX_CALLBACK_BYTES", DEFAULT_CALLBACK_MAX_BYTES, minimum=1024),
-        callback_retention_seconds=_retention(env),
-        max_in_flight=_int(env, "PGM_MAX_IN_FLIGHT", 128, minimum=1),
-        provider_timeout_seconds=provider_timeout,
         sandbox_api_key=env.get("SANDBOX_API_KEY") or DEFAULT_SANDBOX_API_KEY,
         sandbox_webhook_secret=env.get("SANDBOX_WEBHOOK_SECRET") or None,
         sandbox_base_url=_url(env, "SANDBOX_BASE_URL"),
-        outbox_poll_seconds=_float(env, "PGM_OUTBOX_POLL_SECONDS", 0.5),
-        outbox_max_attempts=_int(env, "PGM_OUTBOX_MAX_ATTEMPTS", 10, minimum=1),
-        outbox_backoff_base_seconds=_float(env, "PGM_OUTBOX_BACKOFF_BASE_SECONDS", 1.0),
-        outbox_backoff_max_seconds=_float(env, "PGM_OUTBOX_BACKOFF_MAX_SECONDS", 300.0),
-        reconcile_poll_seconds=_float(env, "PGM_RECONCILE_POLL_SECONDS", 5.0),
-        reconcile_after_seconds=reconcile_after,
-        reconcile_max_interval_seconds=_float(env, "PGM_RECONCILE_MAX_INTERVAL_SECONDS", 3600.0),
-        reconcile_max_attempts=_int(env, "PGM_RECONCILE_MAX_ATTEMPTS", 30, minimum=1),
-        inbox_lease_seconds=_float(env, "PGM_INBOX_LEASE_SECONDS", 5.0),
-        database_pool_size=_int(env, "PGM_DATABASE_POOL_SIZE", 10, minimum=1),
-        database_max_overflow=_int(env, "PGM_DATABASE_MAX_OVERFLOW", 20, minimum=0),
-        database_pool_timeout_seconds=_float(env, "PGM_DATABASE_POOL_TIMEOUT_SECONDS", 30.0),
-        database_connect_timeout_seconds=_float(env, "PGM_DATABASE_CONNECT_TIMEOUT_SECONDS", 10.0),
-        inbox_max_attempts=_int(env, "PGM_INBOX_MAX_ATTEMPTS", 30, minimum=1),
-        header_timeout_seconds=_float(env, "PGM_HEADER_TIMEOUT_SECONDS", 10.0),
         provider_env={key: value for key, value in env.items() if key.split("_", 1)[0] in PROVIDER_PREFIXES},
+        **numbers,  # type: ignore[arg-type]
     )
 
 
