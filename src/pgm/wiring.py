@@ -126,7 +126,7 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
     """Build every part, in dependency order, on a migrated store; nothing runs yet."""
     database = Database(settings.database_url, pool_settings(settings))
     secret = await webhook_secret(database, settings.sandbox_webhook_secret)
-    registry = build_registry(settings, lambda: secret)
+    registry = build_registry(settings, lambda: secret, metrics)
     outbound = http_client(DELIVERY_TIMEOUT_SECONDS)
     notifier = PaymentStatusNotifier(enabled=settings.payment_callback_url is not None, now=clock.now)
     listeners: list[OutcomeListener] = [notifier, OutcomeMetrics(metrics)]
@@ -139,7 +139,7 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
         max_attempts=settings.reconcile_max_attempts,
     )
     settlement = Settlement(clock, policy, listeners)
-    adoption = Adoption(database, settlement, clock, metrics)
+    adoption = Adoption(database, settlement, clock)
     callbacks = CallbackService(database, settlement, clock, metrics, adoption)
     payments = PaymentService(database, settlement, callbacks, clock, metrics, adoption)
     crud = SagaCrud(settings.saga_crud_url, outbound) if settings.saga_crud_url else None

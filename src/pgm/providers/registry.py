@@ -2,18 +2,36 @@
 
 Each shipped provider is a module of this package exposing `REQUIRED_VARIABLES` (the environment
 variables it cannot start without) and `build(settings) -> ProviderAdapter`. Modules are imported
-only when their provider is enabled.
+only when their provider is enabled. Every adapter the registry hands out is metered: its calls to the
+provider are timed and counted here, once, not by each caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from types import ModuleType
+from typing import TypeVar
 
 from pgm.config import ConfigurationError, Settings
-from pgm.providers.base import ProviderAdapter
+from pgm.observability.metrics import Metrics
+from pgm.providers.base import (
+    CallbackAnswer,
+    CallbackRequest,
+    Notification,
+    Operation,
+    OutcomeUnknown,
+    PaymentLookup,
+    PayRequest,
+    PayResult,
+    ProviderAdapter,
+    ProviderRejected,
+    RefundRequest,
+    RefundResult,
+    SubscriptionLookup,
+)
 from pgm.providers.sandbox import SandboxAdapter
 
 SHIPPED: dict[str, str] = {
@@ -28,17 +46,114 @@ SHIPPED: dict[str, str] = {
     "fnmpay": "pgm.providers.fnmpay",
     "scalapay": "pgm.providers.scalapay",
 }
+T = TypeVar("T")
+A = TypeVar("A", bound=ProviderAdapter)
+
+
+class MeteredAdapter(ProviderAdapter):
+    """An adapter whose every call to its provider is timed and counted by provider, operation and outcome
+    (pgm_provider_calls_total, pgm_provider_call_seconds), so no caller measures a call itself."""
+
+    def __init__(self, inner: ProviderAdapter, metrics: Metrics) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.capabilities = inner.capabilities
+        self._metrics = metrics
+
+    async def _observed(self, operation: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await call
+        except OutcomeUnknown:
+            outcome = "unknown"
+            raise
+        except ProviderRejected:
+            outcome = "refused"
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            self._metrics.provider_calls.labels(self.name, operation, outcome).inc()
+            self._metrics.provider_latency.labels(self.name, operation).observe(time.perf_counter() - started)
+
+    def check(self, operation: Operation, request: PayRequest | RefundRequest) -> None:
+        self.inner.check(operation, request)
+
+    async def pay(self, request: PayRequest) -> PayResult:
+        return await self._observed(Operation.PAY, self.inner.pay(request))
+
+    async def schedule_subscription(self, request: PayRequest) -> PayResult:
+        return await self._observed(Operation.SUBSCRIPTION_SCHEDULE, self.inner.schedule_subscription(request))
+
+    async def start_subscription(self, request: PayRequest) -> PayResult:
+        return await self._observed(Operation.SUBSCRIPTION_START, self.inner.start_subscription(request))
+
+    async def pay_subscription(self, request: PayRequest) -> PayResult:
+        return await self._observed(Operation.SUBSCRIPTION_PAY, self.inner.pay_subscription(request))
+
+    async def update_subscription(self, token: str, request: PayRequest) -> SubscriptionLookup:
+        return await self._observed(Operation.SUBSCRIPTION_UPDATE, self.inner.update_subscription(token, request))
+
+    async def subscription_status(self, token: str) -> SubscriptionLookup:
+        return await self._observed(Operation.SUBSCRIPTION_STATUS, self.inner.subscription_status(token))
+
+    async def expire_subscription(self, token: str, shop_transaction_id: str | None) -> SubscriptionLookup:
+        call = self.inner.expire_subscription(token, shop_transaction_id)
+        return await self._observed(Operation.SUBSCRIPTION_EXPIRE, call)
+
+    async def authorization_token(self, request: PayRequest) -> PayResult:
+        return await self._observed(Operation.AUTHORIZATION_TOKEN, self.inner.authorization_token(request))
+
+    async def pay_by_link(self, request: PayRequest) -> PayResult:
+        return await self._observed(Operation.PAY_BY_LINK, self.inner.pay_by_link(request))
+
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        return await self._observed(Operation.REFUND, self.inner.refund(request))
+
+    async def payment_status(self, payment_id: str) -> PaymentLookup:
+        return await self._observed(Operation.STATUS, self.inner.payment_status(payment_id))
+
+    async def payment_details(self, payment_id: str) -> PaymentLookup:
+        return await self._observed("adoption lookup", self.inner.payment_details(payment_id))
+
+    async def check_payment(self, payment_id: str) -> PaymentLookup:
+        return await self._observed(Operation.STATUS, self.inner.check_payment(payment_id))
+
+    async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
+        return await self._observed("find payment", self.inner.find_payment(idempotency_key, shop_transaction_id))
+
+    async def refund_status(self, payment_id: str, refund_id: str | None, idempotency_key: str) -> RefundResult | None:
+        call = self.inner.refund_status(payment_id, refund_id, idempotency_key)
+        return await self._observed("refund status", call)
+
+    async def parse_callback(self, callback: CallbackRequest) -> list[Notification]:
+        # Not a call to the provider (the callback came from it): verified and read here, not metered.
+        return await self.inner.parse_callback(callback)
+
+    def callback_answer(self) -> CallbackAnswer:
+        return self.inner.callback_answer()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class ProviderRegistry:
-    """The enabled adapters by name."""
+    """The enabled adapters by name, metered."""
 
-    def __init__(self, adapters: dict[str, ProviderAdapter]) -> None:
-        self._adapters = adapters
+    def __init__(self, adapters: dict[str, ProviderAdapter], metrics: Metrics) -> None:
+        self._adapters = {name: MeteredAdapter(adapter, metrics) for name, adapter in adapters.items()}
 
     def get(self, name: str) -> ProviderAdapter | None:
         """The adapter for an enabled provider, or None."""
         return self._adapters.get(name)
+
+    def specific(self, name: str, kind: type[A]) -> A | None:
+        """The enabled provider's own adapter when it is a `kind`, for the few routes that use what only
+        that provider offers (Axerve's and Braintree's payment pages); None otherwise."""
+        metered = self._adapters.get(name)
+        return metered.inner if metered is not None and isinstance(metered.inner, kind) else None
 
     def __iter__(self) -> Iterator[ProviderAdapter]:
         return iter(self._adapters.values())
@@ -102,7 +217,7 @@ def check_values(settings: Settings) -> None:
             asyncio.run(adapter.aclose())
 
 
-def build_registry(settings: Settings, sandbox_secret: Callable[[], str]) -> ProviderRegistry:
+def build_registry(settings: Settings, sandbox_secret: Callable[[], str], metrics: Metrics) -> ProviderRegistry:
     """Instantiate the enabled providers (validated first)."""
     validate(settings)
     adapters: dict[str, ProviderAdapter] = {}
@@ -124,4 +239,4 @@ def build_registry(settings: Settings, sandbox_secret: Callable[[], str]) -> Pro
             from pgm.providers.external import ExternalAdapter
 
             adapters[name] = ExternalAdapter(service, settings.provider_timeout_seconds)
-    return ProviderRegistry(adapters)
+    return ProviderRegistry(adapters, metrics)

@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
 from pgm.domain.statuses import PaymentKind, Status
-from pgm.observability.metrics import Metrics
 from pgm.providers.base import (
     Notification,
     NotSupported,
@@ -32,7 +31,6 @@ from pgm.providers.base import (
     ProviderAdapter,
     RefundRequest,
 )
-from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database, insert_row
 from pgm.store.ids import new_id
@@ -114,11 +112,10 @@ def facts_of_refund(request: RefundRequest) -> Facts:
 class Adoption:
     """Looks payments up at the provider and records them as if the PGM had made them."""
 
-    def __init__(self, database: Database, settlement: Settlement, clock: Clock, metrics: Metrics) -> None:
+    def __init__(self, database: Database, settlement: Settlement, clock: Clock) -> None:
         self.database = database
         self.settlement = settlement
         self.clock = clock
-        self.metrics = metrics
 
     async def look_up(self, adapter: ProviderAdapter, provider_payment_id: str) -> PaymentLookup | None:
         """The provider's lookup; None when the provider cannot look payments up. ProviderRejected
@@ -126,9 +123,7 @@ class Adoption:
         if Operation.STATUS not in adapter.capabilities.operations:
             return None
         try:
-            return await observed(
-                self.metrics, adapter.name, "adoption lookup", adapter.payment_details(provider_payment_id)
-            )
+            return await adapter.payment_details(provider_payment_id)
         except NotSupported:
             return None
 

@@ -35,7 +35,6 @@ from pgm.providers.base import (
     Subject,
 )
 from pgm.services.adoption import Adoption, AdoptionRefused, facts_of_lookup, facts_of_notification
-from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database, insert_row
 from pgm.store.ids import new_id
@@ -120,7 +119,7 @@ class CallbackService:
         self.settlement = settlement
         self.clock = clock
         self.metrics = metrics
-        self.adoption = adoption or Adoption(database, settlement, clock, metrics)
+        self.adoption = adoption or Adoption(database, settlement, clock)
 
     async def receive(self, adapter: ProviderAdapter, request: CallbackRequest) -> CallbackAnswer:
         """Handle one HTTP callback end to end; raise CallbackRejected for forged or stale ones."""
@@ -529,16 +528,11 @@ class CallbackService:
         """What the provider itself says about the notification's subject (no transaction is open)."""
         try:
             if notification.subject is Subject.REFUND:
-                found = await observed(
-                    self.metrics,
-                    adapter.name,
-                    "refund status",
-                    adapter.refund_status(payment_id, notification.refund_id, ""),
-                )
+                found = await adapter.refund_status(payment_id, notification.refund_id, "")
                 if found is None:
                     return ProviderAnswer(None, "the provider has no such refund")
                 return ProviderAnswer(found.status)
-            lookup = await observed(self.metrics, adapter.name, "status", adapter.payment_status(payment_id))
+            lookup = await adapter.payment_status(payment_id)
             return ProviderAnswer(lookup.status)
         except NotSupported as exc:
             return ProviderAnswer(None, f"it cannot be asked ({exc})", final=True)

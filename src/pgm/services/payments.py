@@ -42,7 +42,6 @@ from pgm.services.adoption import (
     facts_of_refund,
 )
 from pgm.services.callbacks import CallbackService
-from pgm.services.provider_calls import observed
 from pgm.services.settlement import Settlement, Source
 from pgm.services.validation import check_pay_request, check_refund_request, request_digest
 from pgm.store.database import Database, insert_row
@@ -140,7 +139,7 @@ class PaymentService:
         self.callbacks = callbacks
         self.clock = clock
         self.metrics = metrics
-        self.adoption = adoption or Adoption(database, settlement, clock, metrics)
+        self.adoption = adoption or Adoption(database, settlement, clock)
 
     async def start(
         self,
@@ -164,9 +163,7 @@ class PaymentService:
             return PayOutcome(payment, result_of(payment), payment.description or "", replayed=True, conflict=conflict)
         provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
         try:
-            result = await observed(
-                self.metrics, adapter.name, operation.value, _call(adapter, operation, provider_request)
-            )
+            result = await _call(adapter, operation, provider_request)
         except ProviderRejected as refusal:
             payment = await self._settle(payment.id, Status.FAILED, Source.ANSWER, str(refusal))
             return PayOutcome(payment, PayResultCode.KO, str(refusal))
@@ -250,15 +247,10 @@ class PaymentService:
         if not payment.provider_payment_id:
             return RefundOutcome(Status(refund.status), refund.description or "", payment, refund, replayed=True)
         try:
-            found = await observed(
-                self.metrics,
-                adapter.name,
-                "refund status",
-                adapter.refund_status(
-                    payment.provider_payment_id,
-                    refund.provider_refund_id,
-                    provider_idempotency_key(refund.idempotency_key),
-                ),
+            found = await adapter.refund_status(
+                payment.provider_payment_id,
+                refund.provider_refund_id,
+                provider_idempotency_key(refund.idempotency_key),
             )
         except (OutcomeUnknown, ProviderRejected, NotSupported):
             found = None
@@ -271,11 +263,8 @@ class PaymentService:
         """A lost answer is not a failure: ask the provider once now, else leave it to reconciliation."""
         log.warning("provider answer lost", extra={"provider": adapter.name, "paymentId": payment.id, "reason": reason})
         try:
-            found = await observed(
-                self.metrics,
-                adapter.name,
-                "find payment",
-                adapter.find_payment(provider_idempotency_key(payment.idempotency_key), payment.shop_transaction_id),
+            found = await adapter.find_payment(
+                provider_idempotency_key(payment.idempotency_key), payment.shop_transaction_id
             )
         except (OutcomeUnknown, ProviderRejected, NotSupported):
             found = None
@@ -345,9 +334,7 @@ class PaymentService:
             )
         provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
         try:
-            result = await observed(
-                self.metrics, adapter.name, Operation.REFUND.value, adapter.refund(provider_request)
-            )
+            result = await adapter.refund(provider_request)
         except ProviderRejected as refusal:
             result = RefundResult(Status.FAILED, None, str(refusal))
         except OutcomeUnknown as lost:
@@ -455,7 +442,7 @@ class PaymentService:
         """Ask the provider about a payment (its check operation for /check) and record the answer when
         the payment is ours."""
         ask = adapter.check_payment if check else adapter.payment_status
-        lookup = await observed(self.metrics, adapter.name, Operation.STATUS.value, ask(provider_payment_id))
+        lookup = await ask(provider_payment_id)
         payment = await self.find_payment(adapter.name, provider_payment_id)
         if payment is None:
             # A payment made before the switch: from now on it is one of ours.

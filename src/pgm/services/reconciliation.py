@@ -25,7 +25,6 @@ from pgm.providers.base import NotSupported, OutcomeUnknown, PaymentLookup, Prov
 from pgm.providers.registry import ProviderRegistry
 from pgm.services.callbacks import CallbackService
 from pgm.services.payments import PaymentService
-from pgm.services.provider_calls import observed
 from pgm.services.settlement import Source
 from pgm.store.database import Database
 from pgm.store.models import Payment, Refund
@@ -140,17 +139,10 @@ class Reconciler:
         error: str | None = None
         try:
             if payment.provider_payment_id:
-                lookup = await observed(
-                    self.metrics, adapter.name, "status", adapter.payment_status(payment.provider_payment_id)
-                )
+                lookup = await adapter.payment_status(payment.provider_payment_id)
             else:
-                lookup = await observed(
-                    self.metrics,
-                    adapter.name,
-                    "find payment",
-                    adapter.find_payment(
-                        provider_idempotency_key(payment.idempotency_key), payment.shop_transaction_id
-                    ),
+                lookup = await adapter.find_payment(
+                    provider_idempotency_key(payment.idempotency_key), payment.shop_transaction_id
                 )
         except (OutcomeUnknown, ProviderRejected, NotSupported) as exc:
             error = str(exc)
@@ -185,15 +177,10 @@ class Reconciler:
         found: RefundResult | None = None
         error: str | None = None
         try:
-            found = await observed(
-                self.metrics,
-                adapter.name,
-                "refund status",
-                adapter.refund_status(
-                    payment.provider_payment_id,
-                    refund.provider_refund_id,
-                    provider_idempotency_key(refund.idempotency_key),
-                ),
+            found = await adapter.refund_status(
+                payment.provider_payment_id,
+                refund.provider_refund_id,
+                provider_idempotency_key(refund.idempotency_key),
             )
         except (OutcomeUnknown, ProviderRejected, NotSupported) as exc:
             error = str(exc)

@@ -40,8 +40,8 @@ class PaymentTokenResponse(BaseModel):
 
 async def axerve_adapter(parts: Parts) -> AxerveAdapter:
     """The enabled Axerve adapter (404 when Axerve is not enabled)."""
-    adapter = parts.registry.get("axerve")
-    if not isinstance(adapter, AxerveAdapter):
+    adapter = parts.registry.specific("axerve", AxerveAdapter)
+    if adapter is None:
         raise ApiError(404, "provider_not_found", "provider 'axerve' is unknown or not enabled")
     return adapter
 

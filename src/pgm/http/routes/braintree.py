@@ -54,8 +54,8 @@ class SubmitResponse(BaseModel):
 
 async def braintree_adapter(parts: Parts) -> BraintreeAdapter:
     """The enabled Braintree adapter (404 when Braintree is not enabled)."""
-    adapter = parts.registry.get("braintree")
-    if not isinstance(adapter, BraintreeAdapter):
+    adapter = parts.registry.specific("braintree", BraintreeAdapter)
+    if adapter is None:
         raise ApiError(404, "provider_not_found", "provider 'braintree' is unknown or not enabled")
     return adapter
 
