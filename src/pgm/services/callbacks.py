@@ -62,6 +62,19 @@ class EventStatus(enum.StrEnum):
     UNCONFIRMED = "UNCONFIRMED"
 
 
+class CallbackResult(enum.StrEnum):
+    """What became of a callback or one of its notifications, as counted in pgm_provider_callbacks_total."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    REFUSED = "refused"
+    UNPROCESSED = "unprocessed"
+    DUPLICATE = "duplicate"
+    DEFERRED = "deferred"
+    REVERSAL = "reversal"
+    UNCONFIRMED = "unconfirmed"
+
+
 @dataclass(frozen=True)
 class ProviderAnswer:
     """What the provider said when asked about a notification's subject. `status` None: no answer;
@@ -128,7 +141,7 @@ class CallbackService:
         except InvalidCallback as exc:
             # Verified before anything is stored: what is not provably the provider's is not kept at all, so
             # a flood of forged callbacks costs the store nothing (the log line is what an operator needs).
-            self.metrics.callbacks.labels(adapter.name, "rejected").inc()
+            self.metrics.callbacks.labels(adapter.name, CallbackResult.REJECTED).inc()
             log.warning(
                 "callback rejected", extra={"provider": adapter.name, "reason": str(exc), "bytes": len(request.body)}
             )
@@ -136,13 +149,13 @@ class CallbackService:
         except ProviderRejected as exc:
             # An external provider that reads its own callbacks answered 4xx (say, an unknown payment):
             # a clear refusal for the caller, never a crash; not verified, so not kept either.
-            self.metrics.callbacks.labels(adapter.name, "refused").inc()
+            self.metrics.callbacks.labels(adapter.name, CallbackResult.REFUSED).inc()
             log.warning("callback refused by the provider", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackRefusedByProvider(str(exc)) from exc
         except OutcomeUnknown as exc:
             # An external provider reads its own callbacks: while it is down we know nothing yet, and keep
             # nothing either; the 503 makes the provider deliver it again.
-            self.metrics.callbacks.labels(adapter.name, "unprocessed").inc()
+            self.metrics.callbacks.labels(adapter.name, CallbackResult.UNPROCESSED).inc()
             log.warning("callback not processed", extra={"provider": adapter.name, "reason": str(exc)})
             raise CallbackNotProcessed(str(exc)) from exc
         try:
@@ -167,7 +180,7 @@ class CallbackService:
             for notification in notifications:
                 event = await self._new_event(session, adapter.name, callback_id, notification)
                 if event is None:
-                    self.metrics.callbacks.labels(adapter.name, "duplicate").inc()
+                    self.metrics.callbacks.labels(adapter.name, CallbackResult.DUPLICATE).inc()
                     continue
                 ask = notification.status is None
                 if notification.status is not None:
@@ -246,7 +259,7 @@ class CallbackService:
             subject = await self._adopt_refund(session, adapter.name, notification)
         if subject is None:
             self._defer(event, "the payment is not known yet")
-            self.metrics.callbacks.labels(adapter.name, "deferred").inc()
+            self.metrics.callbacks.labels(adapter.name, CallbackResult.DEFERRED).inc()
             return False
         payment, refund = subject
         locked = await self.database.lock_payment(session, payment.id)
@@ -260,7 +273,7 @@ class CallbackService:
             reported = answer.status if answer is not None else None
             if reported is None:
                 self._defer(event, "the provider did not confirm")
-                self.metrics.callbacks.labels(adapter.name, "deferred").inc()
+                self.metrics.callbacks.labels(adapter.name, CallbackResult.DEFERRED).inc()
                 return False
         elif _reverses((locked, refund), claimed):
             recorded = Status(refund.status if refund is not None else locked.status)
@@ -285,7 +298,7 @@ class CallbackService:
                     "to": claimed.value,
                 },
             )
-            self.metrics.callbacks.labels(adapter.name, "reversal").inc()
+            self.metrics.callbacks.labels(adapter.name, CallbackResult.REVERSAL).inc()
         else:
             reported = claimed
         if refund is None:
@@ -296,7 +309,7 @@ class CallbackService:
             await self.settlement.refund_status(session, locked, refund, reported, Source.CALLBACK, note)
         event.status = EventStatus.PROCESSED.value
         event.processed_at = self.clock.now()
-        self.metrics.callbacks.labels(adapter.name, "accepted").inc()
+        self.metrics.callbacks.labels(adapter.name, CallbackResult.ACCEPTED).inc()
         return False
 
     def _unconfirmed(
@@ -309,7 +322,7 @@ class CallbackService:
         event.reason = f"would move {recorded} to {claimed}, but the provider says {says}"[:1000]
         event.next_attempt_at = None
         event.processed_at = self.clock.now()
-        self.metrics.callbacks.labels(adapter.name, "unconfirmed").inc()
+        self.metrics.callbacks.labels(adapter.name, CallbackResult.UNCONFIRMED).inc()
         log.warning(
             "reversal not confirmed by the provider: nothing changed",
             extra={
