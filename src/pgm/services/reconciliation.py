@@ -25,7 +25,7 @@ from pgm.providers.base import NotSupported, OutcomeUnknown, PaymentLookup, Prov
 from pgm.providers.registry import ProviderRegistry
 from pgm.services.callbacks import CallbackService
 from pgm.services.payments import PaymentService
-from pgm.services.settlement import Source
+from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database
 from pgm.store.models import Payment, Refund
 
@@ -45,6 +45,7 @@ class Reconciler:
         database: Database,
         registry: ProviderRegistry,
         payments: PaymentService,
+        settlement: Settlement,
         callbacks: CallbackService,
         clock: Clock,
         metrics: Metrics,
@@ -55,7 +56,8 @@ class Reconciler:
         self.callbacks = callbacks
         self.clock = clock
         self.metrics = metrics
-        self.policy = payments.settlement.policy
+        self.settlement = settlement
+        self.policy = settlement.policy
 
     async def run_once(self) -> int:
         """One pass over everything due; returns how many items it looked at."""
@@ -155,14 +157,13 @@ class Reconciler:
                 self.metrics.reconciliations.labels(adapter.name, "settled").inc()
                 return
             locked.check_attempts += 1
-            settlement = self.payments.settlement
             if lookup is None and error is None and locked.status == Status.UNKNOWN:
                 reason = "the provider has no record of this payment: it was never created"
-                await settlement.payment_status(session, locked, Status.FAILED, Source.RECONCILIATION, reason)
+                await self.settlement.payment_status(session, locked, Status.FAILED, Source.RECONCILIATION, reason)
                 self.metrics.reconciliations.labels(adapter.name, "not_found").inc()
             elif locked.check_attempts >= self.policy.max_attempts:
                 reason = f"still {Status(locked.status).public} after {locked.check_attempts} checks with the provider"
-                await settlement.payment_status(session, locked, Status.FAILED, Source.RECONCILIATION, reason)
+                await self.settlement.payment_status(session, locked, Status.FAILED, Source.RECONCILIATION, reason)
                 self.metrics.reconciliations.labels(adapter.name, "gave_up").inc()
             else:
                 locked.next_check_at = self.clock.now() + self.policy.delay(locked.check_attempts)
@@ -195,14 +196,17 @@ class Reconciler:
                 self.metrics.reconciliations.labels(adapter.name, "settled").inc()
                 return
             current.check_attempts += 1
-            settlement = self.payments.settlement
             if found is None and error is None and current.status == Status.UNKNOWN:
                 reason = "the provider has no record of this refund: it was never created"
-                await settlement.refund_status(session, locked, current, Status.FAILED, Source.RECONCILIATION, reason)
+                await self.settlement.refund_status(
+                    session, locked, current, Status.FAILED, Source.RECONCILIATION, reason
+                )
             elif current.check_attempts >= self.policy.max_attempts:
                 reason = (
                     f"still {Status(current.status).public} after {current.check_attempts} checks with the provider"
                 )
-                await settlement.refund_status(session, locked, current, Status.FAILED, Source.RECONCILIATION, reason)
+                await self.settlement.refund_status(
+                    session, locked, current, Status.FAILED, Source.RECONCILIATION, reason
+                )
             else:
                 current.next_check_at = self.clock.now() + self.policy.delay(current.check_attempts)
