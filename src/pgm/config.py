@@ -81,6 +81,9 @@ class Settings:
         default=3600.0, metadata=_variable("PGM_RECONCILE_MAX_INTERVAL_SECONDS")
     )
     reconcile_max_attempts: int = field(default=30, metadata=_variable("PGM_RECONCILE_MAX_ATTEMPTS", minimum=1))
+    # The refund watch (docs/reliability.md#refunds-made-at-the-provider): a week, first look after 10 min.
+    refund_watch_seconds: float = field(default=7 * 24 * 3600.0, metadata=_variable("PGM_REFUND_WATCH_SECONDS"))
+    refund_watch_after_seconds: float = field(default=600.0, metadata=_variable("PGM_REFUND_WATCH_AFTER_SECONDS"))
     inbox_lease_seconds: float = field(default=5.0, metadata=_variable("PGM_INBOX_LEASE_SECONDS"))
     database_pool_size: int = field(default=10, metadata=_variable("PGM_DATABASE_POOL_SIZE", minimum=1))
     database_max_overflow: int = field(default=20, metadata=_variable("PGM_DATABASE_MAX_OVERFLOW", minimum=0))

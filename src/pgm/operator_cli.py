@@ -82,7 +82,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     reconcile = commands.add_parser(
         "reconcile",
         parents=[common],
-        help="have every PENDING or UNKNOWN payment and refund checked at its provider now",
+        help="have every PENDING or UNKNOWN payment and refund, and every paid payment under the refund watch, "
+        "checked at its provider now",
     )
     reconcile.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait up to this long for the checks"
@@ -334,36 +335,44 @@ def resend_outbox(session: Session, arguments: argparse.Namespace) -> list[Row]:
 
 
 def reconcile_now(session: Session, arguments: argparse.Namespace) -> list[Row]:
-    """Make every unsettled payment and refund due for a provider check now; optionally wait for it.
+    """Make every unsettled payment and refund, and every paid payment under the refund watch, due for a
+    provider check now; optionally wait for it.
 
     A row a replica is checking at this moment may be checked twice: a lookup only reads at the
-    provider, and settlement applies one outcome once."""
+    provider, and settlement applies one outcome once (a refund found twice is recorded once)."""
     now = time.time()
-    targets: list[tuple[type[Payment] | type[Refund], str, int]] = []
-    for model in (Payment, Refund):
-        for row_id, attempts in session.execute(
-            select(model.id, model.check_attempts).where(model.status.in_(UNSETTLED))
+    targets: list[tuple[type[Payment] | type[Refund], str, int, str]] = []
+    watched = (Payment.status == Status.ACCEPTED.value) & Payment.next_check_at.is_not(None)
+    for model, due in ((Payment, Payment.status.in_(UNSETTLED) | watched), (Refund, Refund.status.in_(UNSETTLED))):
+        for row_id, attempts, status in session.execute(
+            select(model.id, model.check_attempts, model.status).where(due)
         ):
-            targets.append((model, row_id, attempts))
-        session.execute(update(model).where(model.status.in_(UNSETTLED)).values(next_check_at=now))
+            targets.append((model, row_id, attempts, status))
+        session.execute(update(model).where(due).values(next_check_at=now))
     session.commit()
     deadline = time.monotonic() + arguments.wait
     while True:
-        rows = [_check_state(session, model, row_id, attempts) for model, row_id, attempts in targets]
+        rows = [_check_state(session, *target) for target in targets]
         if arguments.wait <= 0 or all(row["checked"] for row in rows) or time.monotonic() >= deadline:
             return rows
         session.commit()  # a new snapshot for the next look
         time.sleep(0.2)
 
 
-def _check_state(session: Session, model: type[Payment] | type[Refund], row_id: str, attempts_before: int) -> Row:
+def _check_state(
+    session: Session, model: type[Payment] | type[Refund], row_id: str, attempts_before: int, status_before: str
+) -> Row:
     row: Payment | Refund | None = (
         session.get(Payment, row_id, populate_existing=True)
         if model is Payment
         else session.get(Refund, row_id, populate_existing=True)
     )
     assert row is not None
-    checked = row.status not in UNSETTLED or row.check_attempts > attempts_before
+    if status_before in UNSETTLED:
+        checked = row.status not in UNSETTLED or row.check_attempts > attempts_before
+    else:
+        # A paid payment under the refund watch: checked once it was looked at for refunds.
+        checked = row.check_attempts > attempts_before or row.status != status_before or row.next_check_at is None
     reference = row.provider_payment_id if isinstance(row, Payment) else row.provider_refund_id
     return {
         "kind": "payment" if model is Payment else "refund",

@@ -35,7 +35,7 @@ from pgm.services.callbacks import CallbackService
 from pgm.services.notifications import PaymentStatusNotifier, payment_callback_sender
 from pgm.services.payments import PaymentService
 from pgm.services.reconciliation import Reconciler
-from pgm.services.settlement import OutcomeListener, ReconcilePolicy, Settlement
+from pgm.services.settlement import OutcomeListener, ReconcilePolicy, RefundWatch, Settlement
 from pgm.store import migrations
 from pgm.store.database import Database, PoolSettings
 
@@ -138,7 +138,12 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
         max_interval_seconds=settings.reconcile_max_interval_seconds,
         max_attempts=settings.reconcile_max_attempts,
     )
-    settlement = Settlement(clock, policy, listeners)
+    watch = RefundWatch(
+        window_seconds=settings.refund_watch_seconds,
+        first_after_seconds=settings.refund_watch_after_seconds,
+        providers=frozenset(adapter.name for adapter in registry if adapter.capabilities.lists_refunds),
+    )
+    settlement = Settlement(clock, policy, listeners, watch)
     adoption = Adoption(database, settlement, clock)
     callbacks = CallbackService(database, settlement, clock, metrics, adoption)
     payments = PaymentService(database, settlement, callbacks, clock, metrics, adoption)

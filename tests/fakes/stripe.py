@@ -67,6 +67,7 @@ ENABLED_EVENTS = frozenset(
         "invoice.payment_succeeded",
         "invoice.payment_failed",
         "charge.refund.updated",
+        "refund.created",
     }
 )
 PAYMENT_METHOD_TYPES = frozenset({"card", "paypal"})
@@ -329,6 +330,25 @@ class StripeFake:
             self._refresh_intent(str(refund["payment_intent"]))
             events = [self._event("charge.refund.updated", refund)]
         self._send(events)
+
+    def refund_in_dashboard(self, payment_id: str, amount: int) -> str:
+        """Someone refunds a paid Checkout Session (or Payment Link) in the Dashboard: a refund of its
+        PaymentIntent with none of the PGM's metadata; Stripe sends refund.created. Returns its id."""
+        with self._lock:
+            intent = next(
+                (
+                    s["payment_intent"]
+                    for s in self._state.sessions.values()
+                    if payment_id in (s["id"], s.get("payment_link")) and s["payment_intent"]
+                ),
+                None,
+            )
+            if intent is None:
+                raise ValueError(f"{payment_id} has no paid session to refund")
+            refund = self._create_refund({}, {"payment_intent": intent, "amount": str(amount)})
+            events = [self._event("refund.created", refund)]
+        self._send(events)
+        return str(refund["id"])
 
     def payments(self, shop_transaction_id: str) -> list[dict[str, Any]]:
         """Every Checkout Session for a merchant reference (sessions of a Payment Link included), with refunds."""

@@ -1,6 +1,7 @@
 """Refunds of a saga's payment that start outside the saga (the /v3 API, the provider's own refund API
-reported by its callback): the PGM sends `refundRequested` and then the outcome, the saga follows its
-money, and the refund command the Flow Manager sends back is that same refund, never a second one.
+reported by its callback or, when that callback never comes, found by reconciliation's refund watch): the
+PGM sends `refundRequested` and then the outcome, the saga follows its money, and the refund command the
+Flow Manager sends back is that same refund, never a second one.
 
 Run with the shipped machine and with the contract's, under the deep and the shallow merge."""
 
@@ -14,15 +15,23 @@ from typing import Any
 import httpx
 import pytest
 
-from pgm.devstack.flow_manager import pgm_saga_config
 from pgm.devstack.inspector import create_inspector_app
-from tests.support.contract_machine import contract_saga_config
 from tests.support.databases import fresh_database
+from tests.support.pgm_process import PgmProcess
+from tests.support.saga_refunds import (
+    MACHINES,
+    PAID,
+    PARTIALLY_REFUNDED,
+    TOTALLY_REFUNDED,
+    event_labels,
+    reconcile_now,
+    refund_commands,
+    refunded,
+    wait_settled,
+)
 from tests.support.saga_stack import SagaStack, saga_stack
 from tests.support.servers import run_server_in_thread, wait_for
 
-MACHINES: dict[str, Callable[[str], dict[str, Any]]] = {"shipped": pgm_saga_config, "contract": contract_saga_config}
-PAID, PARTIALLY_REFUNDED, TOTALLY_REFUNDED = 1, 2, 3
 SANDBOX_API_KEY = "sk_sandbox_local"
 
 
@@ -39,6 +48,37 @@ def stack(backend: str, merge: str, machine: str, tmp_path_factory: pytest.TempP
     with (
         fresh_database(backend, directory) as url,
         saga_stack(url, directory, deep_merge=merge == "deep", machine=MACHINES[machine]) as running,
+    ):
+        yield running
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgmProcess]:
+    """Another PGM process whose sandbox plays a remote provider: its webhooks go to that process, so the
+    PGM under test never hears of what happens there unless it asks."""
+    directory = tmp_path_factory.mktemp("bank")
+    with fresh_database("sqlite", directory) as url:
+        process = PgmProcess(url, directory / "bank.log").start()
+        yield process
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def unheard_stack(
+    backend: str, merge: str, machine: str, bank: PgmProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SagaStack]:
+    """A saga stack whose sandbox is `bank`'s: no webhook of that sandbox ever reaches this PGM. The refund
+    watch's first look is ten minutes away (its default): only `pgm reconcile` makes it look now."""
+    directory = tmp_path_factory.mktemp("unheard")
+    with (
+        fresh_database(backend, directory) as url,
+        saga_stack(
+            url,
+            directory,
+            deep_merge=merge == "deep",
+            machine=MACHINES[machine],
+            SANDBOX_BASE_URL=f"{bank.url}/sandbox",
+        ) as running,
     ):
         yield running
 
@@ -61,52 +101,11 @@ def paid_saga(stack: SagaStack, amount: int = 1000) -> tuple[str, dict[str, Any]
     return saga_id, saga
 
 
-def wait_settled(
-    stack: SagaStack, saga_id: str, business_state: int, metadata_ok: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Wait until the saga is in `business_state` with metadata that satisfies `metadata_ok` (state ids
-    differ between machines; business states do not)."""
-    seen: list[dict[str, Any]] = []
-
-    def settled() -> bool:
-        seen.append(stack.saga(saga_id))
-        return seen[-1]["businessStateId"] == business_state and metadata_ok(seen[-1]["metadata"])
-
-    try:
-        wait_for(settled, timeout=20, interval=0.05, what=f"saga {saga_id} in business state {business_state}")
-    except TimeoutError as exc:
-        last = seen[-1] if seen else {}
-        raise AssertionError(f"saga stayed in {last.get('currentState')} with {last.get('metadata')}") from exc
-    return seen[-1]
-
-
-def refunded(*amounts: int) -> Callable[[dict[str, Any]], bool]:
-    """The saga metadata lists exactly these refunds."""
-    expected = {"totalRefundedAmount": sum(amounts), "refundedAmounts": list(amounts)}
-    return lambda metadata: metadata.get("refundDetails") == expected
-
-
-def refund_commands(stack: SagaStack, saga_id: str, count: int) -> list[dict[str, Any]]:
-    """Wait until the PGM has run `count` refund commands of the saga; return them."""
-
-    def ran() -> list[dict[str, Any]]:
-        seen = stack.pgm.get(f"/-/sagas/{saga_id}").json()
-        return [c for c in seen["commands"] if c["route"] == "refund" and c["status"] == "DONE"]
-
-    wait_for(lambda: len(ran()) >= count, timeout=20, what=f"{count} refund commands run")
-    return ran()
-
-
-def sandbox_refunds(stack: SagaStack, saga: dict[str, Any]) -> list[tuple[int, str]]:
-    """The refunds the sandbox's own books hold for the saga's payment."""
-    books = stack.pgm.sandbox_payments(saga["metadata"]["shopTransactionId"])
+def sandbox_refunds(stack: SagaStack, saga: dict[str, Any], sandbox: PgmProcess | None = None) -> list[tuple[int, str]]:
+    """The refunds the sandbox's own books (the PGM's, or `sandbox`'s) hold for the saga's payment."""
+    books = (sandbox or stack.pgm).sandbox_payments(saga["metadata"]["shopTransactionId"])
     assert len(books) == 1
     return [(refund["amount"], refund["status"]) for refund in books[0]["refunds"]]
-
-
-def event_labels(stack: SagaStack, saga_id: str) -> list[str]:
-    """The events the PGM sent the saga, in order."""
-    return [event["label"] for event in stack.pgm.get(f"/-/sagas/{saga_id}").json()["events"]]
 
 
 def v3_refund(stack: SagaStack, payment_id: str, amount: int, outcome: str = "OK") -> dict[str, Any]:
@@ -265,3 +264,40 @@ def test_an_outcome_found_by_reconciliation_reaches_the_waiting_saga(stack: Saga
     assert [(e["label"], e["takenByFlowManager"]) for e in seen["events"]] == [("paymentFailed", True)]
     assert seen["payments"][0]["status"] == "FAILED"
     assert [(c["route"], c["status"]) for c in seen["commands"]] == [("pay", "DONE")]
+
+
+def test_a_refund_whose_callback_never_came_is_found_by_reconciliation(
+    unheard_stack: SagaStack, bank: PgmProcess, machine: str
+) -> None:
+    stack = unheard_stack
+    saga_id, paid = paid_saga(stack)
+    payment_id = paid["metadata"]["paymentId"]
+    # Refunded in the provider's own API; its webhook goes to the bank, never to this PGM.
+    response = httpx.post(
+        f"{bank.url}/sandbox/api/v1/payments/{payment_id}/refunds",
+        json={"amount": 400, "outcome": "OK"},
+        headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"},
+    )
+    assert response.status_code == 201, response.text
+    assert event_labels(stack, saga_id) == ["paymentExecuted"]
+
+    [looked] = [row for row in reconcile_now(stack.pgm) if row["id"] == payment_id]
+    assert looked["checked"] is True
+    saga = wait_settled(stack, saga_id, PARTIALLY_REFUNDED, refunded(400))
+    assert event_labels(stack, saga_id) == ["paymentExecuted", "refundRequested", "partialRefundExecuted"]
+    [command] = refund_commands(stack, saga_id, 1)
+    assert "started outside the saga" in command["result"]
+    if machine == "contract":
+        states = [entry["state"] for entry in saga["history"]["states"]]
+        assert states[-2:] == ["REFUND_REQUESTED", "PARTIALLY_REFUNDED"]
+    assert sandbox_refunds(stack, saga, bank) == [(400, "ACCEPTED")]
+
+    # Looking again finds nothing new: the refund is recorded once.
+    reconcile_now(stack.pgm)
+    view = stack.pgm.get(f"/-/sagas/{saga_id}").json()
+    assert [event["label"] for event in view["events"]] == [
+        "paymentExecuted",
+        "refundRequested",
+        "partialRefundExecuted",
+    ]
+    assert sandbox_refunds(stack, saga, bank) == [(400, "ACCEPTED")]

@@ -116,6 +116,8 @@ class PgmProcess:
                 return True
             # A child process gives no event to wait on before it answers: poll its port.
             time.sleep(0.05)
+        # Not left running: a process that was never ready is no fixture's to stop, and it would load the machine.
+        self.kill()
         raise TimeoutError(f"the PGM did not become ready in {timeout}s:\n{self.log_tail()}")
 
     def kill(self) -> None:

@@ -60,7 +60,7 @@ class Metrics:
         )
         self.reconciliations = Counter(
             "pgm_reconciliation_checks_total",
-            "Reconciliation checks of unsettled payments and refunds by result",
+            "Reconciliation checks of unsettled payments and refunds, and looks for refunds of paid ones, by result",
             ["provider", "result"],
             registry=self.registry,
         )

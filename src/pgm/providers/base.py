@@ -52,6 +52,9 @@ class Capabilities:
     # The method a pay-like path without a payment-method segment means (`/v3/acme/pay`); None: the
     # provider's paths always name one.
     default_payment_method: str | None = None
+    # The provider's API lists a payment's refunds (`list_refunds`): reconciliation then finds refunds
+    # made at the provider whose notification never reached the PGM (docs/reliability.md).
+    lists_refunds: bool = False
 
 
 class PayResultCode(enum.StrEnum):
@@ -135,6 +138,15 @@ class RefundResult:
     status: Status
     refund_id: str | None
     description: str = ""
+
+
+@dataclass(frozen=True)
+class ListedRefund:
+    """One refund of a payment as the provider lists it: ACCEPTED, FAILED or PENDING."""
+
+    refund_id: str
+    amount: int
+    status: Status
 
 
 @dataclass(frozen=True)
@@ -352,6 +364,11 @@ class ProviderAdapter:
     async def refund_status(self, payment_id: str, refund_id: str | None, idempotency_key: str) -> RefundResult | None:
         """Look a refund up; None when the provider has no such refund."""
         raise NotSupported(self._unsupported(Operation.STATUS))
+
+    async def list_refunds(self, payment_id: str) -> list[ListedRefund]:
+        """Every refund the provider holds for a payment, however it was made (only where
+        `capabilities.lists_refunds`)."""
+        raise NotSupported(f"provider {self.name} does not list a payment's refunds")
 
     async def parse_callback(self, callback: CallbackRequest) -> list[Notification]:
         """Verify a callback the provider's way and extract what it says; raise InvalidCallback if forged."""

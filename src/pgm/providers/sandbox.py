@@ -15,6 +15,7 @@ from pgm.providers.base import (
     Interval,
     InvalidCallback,
     InvalidProviderData,
+    ListedRefund,
     Notification,
     Operation,
     OutcomeUnknown,
@@ -43,6 +44,7 @@ CAPABILITIES = Capabilities(
     payment_methods=frozenset({"credit-cards", "pay-pal", "satispay", "sandbox"}),
     intervals=frozenset(Interval),
     currencies=frozenset({"EUR", "USD", "GBP", "CHF"}),
+    lists_refunds=True,
 )
 
 # Sandbox payment and token statuses → ours (docs/sandbox.md pins PENDING, ACCEPTED, FAILED).
@@ -179,6 +181,11 @@ class SandboxAdapter(ProviderAdapter):
         response = await send(self._client, "GET", "/refunds", params={"idempotencyKey": idempotency_key})
         found = json_body(response).get("data")
         return _refund_result(found[0]) if isinstance(found, list) and found else None
+
+    async def list_refunds(self, payment_id: str) -> list[ListedRefund]:
+        """The refunds the sandbox lists with the payment (`GET /payments/{id}`), however they were made."""
+        payment = json_body(await send(self._client, "GET", f"/payments/{path_segment(payment_id)}"))
+        return _listed_refunds(payment)
 
     async def subscription_status(self, token: str) -> SubscriptionLookup:
         """Where a subscription or mandate stands."""
@@ -318,12 +325,21 @@ def _describe(code: PayResultCode, what: str) -> str:
     }[code]
 
 
-def _payment_lookup(payment: Mapping[str, Any]) -> PaymentLookup:
+def _listed_refunds(payment: Mapping[str, Any]) -> list[ListedRefund]:
     listed = payment.get("refunds")
-    refunds = tuple(
-        (str(refund["id"]), int(refund["amount"]))
+    return [
+        ListedRefund(str(refund["id"]), refund["amount"], PAYMENT_STATUS[refund["status"]])
         for refund in (listed if isinstance(listed, list) else [])
-        if isinstance(refund, dict) and refund.get("status") == "ACCEPTED" and isinstance(refund.get("amount"), int)
+        if isinstance(refund, dict)
+        and isinstance(refund.get("id"), str)
+        and isinstance(refund.get("amount"), int)
+        and refund.get("status") in PAYMENT_STATUS
+    ]
+
+
+def _payment_lookup(payment: Mapping[str, Any]) -> PaymentLookup:
+    refunds = tuple(
+        (refund.refund_id, refund.amount) for refund in _listed_refunds(payment) if refund.status is Status.ACCEPTED
     )
     status = PAYMENT_STATUS.get(str(payment.get("status")))
     if status is None or not isinstance(payment.get("id"), str):

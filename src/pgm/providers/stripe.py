@@ -41,6 +41,7 @@ from pgm.providers.base import (
     Interval,
     InvalidCallback,
     InvalidProviderData,
+    ListedRefund,
     Notification,
     Operation,
     OutcomeUnknown,
@@ -94,6 +95,7 @@ CAPABILITIES = Capabilities(
     payment_methods=frozenset({"credit-cards", "pay-pal"}),
     intervals=frozenset({Interval.MONTH}),
     currencies=frozenset({"EUR"}),
+    lists_refunds=True,
 )
 
 # Our payment method path segment → Stripe's payment_method_types value.
@@ -142,7 +144,8 @@ SESSION_EVENTS: dict[str, Status | None] = {
     "checkout.session.async_payment_failed": Status.FAILED,
     "checkout.session.expired": Status.FAILED,
 }
-REFUND_EVENTS = frozenset({"charge.refund.updated", "refund.updated", "refund.failed"})
+# refund.created also reports refunds made in the Dashboard, which carry none of the PGM's metadata.
+REFUND_EVENTS = frozenset({"refund.created", "charge.refund.updated", "refund.updated", "refund.failed"})
 
 T = TypeVar("T")
 
@@ -273,7 +276,20 @@ class StripeAdapter(ProviderAdapter):
         intent = lookup.metadata.get("paymentIntentId")
         if lookup.status is not Status.ACCEPTED or not isinstance(intent, str) or lookup.subscription_token:
             return lookup
-        succeeded: list[tuple[str, int]] = []
+        succeeded = [
+            (refund.refund_id, refund.amount)
+            for refund in await self._intent_refunds(intent)
+            if refund.status is Status.ACCEPTED
+        ]
+        return replace(lookup, refunded_amount=sum(amount for _, amount in succeeded), refunds=tuple(succeeded))
+
+    async def list_refunds(self, payment_id: str) -> list[ListedRefund]:
+        """Every refund of the PaymentIntent behind a Checkout Session or Payment Link, the Dashboard's too."""
+        intent = await self._payment_intent(payment_id)
+        return await self._intent_refunds(intent) if intent is not None else []
+
+    async def _intent_refunds(self, intent: str) -> list[ListedRefund]:
+        """A PaymentIntent's refunds, every page of them."""
 
         def refunds(after: str | None) -> Awaitable[Any]:
             params: RefundListParams = {"payment_intent": intent, "limit": PAGE_SIZE}
@@ -281,24 +297,21 @@ class StripeAdapter(ProviderAdapter):
                 params["starting_after"] = after
             return self._client.v1.refunds.list_async(params)
 
+        listed: list[ListedRefund] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             page = await self._call(refunds(cursor))
             items = page.get("data")
             if not isinstance(items, list):
                 raise OutcomeUnknown("Stripe answered a list without data")
-            succeeded += [
-                (str(item["id"]), int(item.get("amount") or 0))
-                for item in items
-                if isinstance(item, dict)
-                and isinstance(item.get("id"), str)
-                and REFUND_STATUS.get(str(item.get("status"))) is Status.ACCEPTED
-            ]
+            for item in items:
+                status = REFUND_STATUS.get(str(item.get("status"))) if isinstance(item, dict) else None
+                if status is not None and isinstance(item.get("id"), str) and isinstance(item.get("amount"), int):
+                    listed.append(ListedRefund(item["id"], item["amount"], status))
             if not page.get("has_more") or not items:
-                total = sum(amount for _, amount in succeeded)
-                return replace(lookup, refunded_amount=total, refunds=tuple(succeeded))
+                return listed
             cursor = str(items[-1].get("id")) if isinstance(items[-1], dict) else None
-        raise OutcomeUnknown("Stripe's list of refunds was too long to add up")
+        raise OutcomeUnknown("Stripe's list of refunds was too long to read whole")
 
     async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
         """Find what we created with this key: a recent Checkout Session, else a Payment Link."""
@@ -391,13 +404,19 @@ class StripeAdapter(ProviderAdapter):
                 await self._bound_subscription(obj)
             return notifications
         if event_type in REFUND_EVENTS and isinstance(obj.get("id"), str):
+            payment_id = (obj.get("metadata") or {}).get(METADATA_PAYMENT_ID)
+            if not isinstance(payment_id, str) and isinstance(obj.get("payment_intent"), str):
+                # Made in the Dashboard: none of our metadata, only the PaymentIntent that moved the money.
+                payment_id = await self._payment_of_intent(obj["payment_intent"])
+            amount = obj.get("amount")
             return [
                 Notification(
                     event_id,
                     Subject.REFUND,
-                    payment_id=(obj.get("metadata") or {}).get(METADATA_PAYMENT_ID),
+                    payment_id=payment_id,
                     status=REFUND_STATUS.get(str(obj.get("status"))),
                     refund_id=obj["id"],
+                    amount=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
                 )
             ]
         # Renewal invoices and other events change no payment of ours: acknowledged, nothing to apply.
@@ -513,6 +532,20 @@ class StripeAdapter(ProviderAdapter):
         if isinstance(intent, dict):
             intent = intent.get("id")
         return intent if isinstance(intent, str) and session.get("payment_status") == "paid" else None
+
+    async def _payment_of_intent(self, intent: str) -> str | None:
+        """Our payment id (the Checkout Session's, or its Payment Link's) for the PaymentIntent a session
+        created; None when no Checkout Session did (a subscription's invoice, a payment made elsewhere)."""
+        page = await self._call(self._client.v1.checkout.sessions.list_async({"payment_intent": intent, "limit": 1}))
+        sessions = page.get("data")
+        if not isinstance(sessions, list):
+            raise OutcomeUnknown("Stripe answered a list without data")
+        session = sessions[0] if sessions and isinstance(sessions[0], dict) else None
+        if session is None:
+            return None
+        link = session.get("payment_link")
+        identifier = link if isinstance(link, str) and link else session.get("id")
+        return identifier if isinstance(identifier, str) else None
 
     async def _paid_link_session(self, link_id: str) -> dict[str, Any] | None:
         page = await self._call(

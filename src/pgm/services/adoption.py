@@ -71,6 +71,12 @@ def adoption_key(provider: str, provider_payment_id: str) -> str:
     return f"adopted:{digest}"
 
 
+def outside_refund_key(provider: str, provider_refund_id: str) -> str:
+    """The idempotency key of a refund made at the provider, not through the PGM: the same for every
+    path that records it (a notification, a listing, an adopted payment's refunds)."""
+    return f"provider:{provider}:{provider_refund_id}"
+
+
 def facts_of_lookup(lookup: PaymentLookup) -> Facts:
     """What a provider's lookup says."""
     return Facts(
@@ -199,6 +205,63 @@ class Adoption:
         )
         return payment
 
+    async def adopt_refund(
+        self, session: AsyncSession, payment: Payment, refund_id: str, amount: int, source: Source
+    ) -> tuple[Refund, bool] | None:
+        """A refund of one of our payments that the PGM did not ask for (made in the provider's dashboard
+        or API, found in a notification or a listing) becomes one of the payment's refunds, so the refund
+        arithmetic, the notifications and the payment's saga follow the money. Call with the payment
+        locked; the refund enters UNKNOWN and `refund_started` is told, so the caller applies its status.
+
+        Returns the refund row that holds it and whether it is new: the one already recorded under its id
+        (the PGM's own answer may have named it while the caller waited for the lock), or the new one. None while a
+        refund of ours on that payment still waits for the provider's id: the provider's refund may be
+        that one (a notification can beat the answer), so it waits and is matched once the answer names it.
+        Race-safe: the key is deterministic, so a second adoption of the same refund fails on it."""
+        # Read with populate_existing: PostgreSQL shows what committed while the caller waited for the lock.
+        named = await session.scalar(
+            select(Refund)
+            .where(Refund.payment_id == payment.id, Refund.provider_refund_id == refund_id)
+            .execution_options(populate_existing=True)
+        )
+        if named is not None:
+            return named, False
+        unanswered = await session.scalar(
+            select(Refund.id)
+            .where(
+                Refund.payment_id == payment.id,
+                Refund.provider_refund_id.is_(None),
+                Refund.status.in_((Status.UNKNOWN.value, Status.PENDING.value)),
+            )
+            .limit(1)
+        )
+        if unanswered is not None:
+            return None
+        now = self.clock.now()
+        refund = Refund(
+            id=new_id("ref"),
+            payment_id=payment.id,
+            amount=amount,
+            status=Status.UNKNOWN.value,
+            provider_refund_id=refund_id,
+            idempotency_key=outside_refund_key(payment.provider, refund_id),
+            saga_id=None,
+            created_at=now,
+            updated_at=now,
+            next_check_at=None,
+            check_attempts=0,
+        )
+        session.add(refund)
+        await session.flush()
+        note = "refund made at the provider, not through the PGM"
+        await self.settlement.record(session, payment, Status.UNKNOWN, source, note, refund=refund)
+        await self.settlement.refund_started(session, payment, refund)
+        log.info(
+            "refund made outside the PGM recorded",
+            extra={"provider": payment.provider, "refundId": refund_id, "amount": amount, "source": source.value},
+        )
+        return refund, True
+
     async def _record_refunds(
         self, session: AsyncSession, provider: str, payment: Payment, facts: Facts, refunded: int, now: float
     ) -> None:
@@ -216,7 +279,7 @@ class Adoption:
                 amount=amount,
                 status=Status.ACCEPTED.value,
                 provider_refund_id=refund_id,
-                idempotency_key=f"provider:{provider}:{refund_id}"
+                idempotency_key=outside_refund_key(provider, refund_id)
                 if refund_id
                 else f"{payment.idempotency_key}:refunded",
                 description="refunded before the PGM adopted the payment",

@@ -37,7 +37,6 @@ from pgm.providers.base import (
 from pgm.services.adoption import Adoption, AdoptionRefused, facts_of_lookup, facts_of_notification
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database, insert_row
-from pgm.store.ids import new_id
 from pgm.store.models import Payment, ProviderCallback, ProviderEvent, Refund
 
 log = logging.getLogger(__name__)
@@ -338,11 +337,8 @@ class CallbackService:
     async def _adopt_refund(
         self, session: AsyncSession, provider: str, notification: Notification
     ) -> tuple[Payment, Refund] | None:
-        """A refund of one of our payments that the PGM did not ask for (made in the provider's dashboard
-        or API) becomes one of the payment's refunds, so the refund arithmetic, the notifications and the
-        payment's saga follow the money. Not while a refund of ours on that payment still waits for the
-        provider's id: the notification may be about that one (a callback can beat the answer), so it
-        waits as before and is applied once the answer names it."""
+        """A signed refund notification naming one of our payments records the refund when the PGM did not
+        ask for it (services/adoption.py: Adoption.adopt_refund)."""
         if notification.amount is None or not notification.refund_id or not notification.payment_id:
             return None
         payment = await session.scalar(
@@ -352,51 +348,10 @@ class CallbackService:
             return None
         locked = await self.database.lock_payment(session, payment.id)
         assert locked is not None
-        # Looked up again under the lock: the PGM's own answer may have named this refund while we waited
-        # for it (PostgreSQL reads what committed meanwhile; the lookup before the lock could not see it).
-        named = await session.scalar(
-            select(Refund)
-            .where(Refund.payment_id == locked.id, Refund.provider_refund_id == notification.refund_id)
-            .execution_options(populate_existing=True)
+        adopted = await self.adoption.adopt_refund(
+            session, locked, notification.refund_id, notification.amount, Source.CALLBACK
         )
-        if named is not None:
-            return locked, named
-        unanswered = await session.scalar(
-            select(Refund.id)
-            .where(
-                Refund.payment_id == locked.id,
-                Refund.provider_refund_id.is_(None),
-                Refund.status.in_((Status.UNKNOWN.value, Status.PENDING.value)),
-            )
-            .limit(1)
-        )
-        if unanswered is not None:
-            return None
-        now = self.clock.now()
-        refund = Refund(
-            id=new_id("ref"),
-            payment_id=locked.id,
-            amount=notification.amount,
-            status=Status.UNKNOWN.value,
-            provider_refund_id=notification.refund_id,
-            # Deterministic: a second adoption of the same refund fails on the unique key.
-            idempotency_key=f"provider:{provider}:{notification.refund_id}",
-            saga_id=None,
-            created_at=now,
-            updated_at=now,
-            next_check_at=None,
-            check_attempts=0,
-        )
-        session.add(refund)
-        await session.flush()
-        note = "refund made at the provider, not through the PGM"
-        await self.settlement.record(session, locked, Status.UNKNOWN, Source.CALLBACK, note, refund=refund)
-        await self.settlement.refund_started(session, locked, refund)
-        log.info(
-            "refund made outside the PGM recorded",
-            extra={"provider": provider, "refundId": notification.refund_id, "amount": notification.amount},
-        )
-        return locked, refund
+        return (locked, adopted[0]) if adopted is not None else None
 
     async def _adopt(self, adapter: ProviderAdapter, notification: Notification) -> bool:
         """Adopt the payment a notification names; False when it cannot be adopted now (it stays deferred)."""

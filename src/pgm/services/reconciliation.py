@@ -1,6 +1,9 @@
 """Reconciliation (docs/reliability.md): payments and refunds left PENDING or UNKNOWN are looked up at the
 provider on a back-off schedule and resolved; after the final attempt they fail with a clear reason.
-It also retries callbacks that were waiting for their payment to become known.
+It also retries callbacks that were waiting for their payment to become known, and looks at paid
+payments of sagas for refunds made at the provider whose notification never came (the refund watch,
+docs/reliability.md#refunds-made-at-the-provider): one it finds is recorded as a refund the PGM did not
+ask for, so the saga hears `refundRequested` and then the refund's outcome.
 
 Safe with several replicas: a row is claimed by moving its next_check_at a few seconds ahead with a
 compare-and-set, so one replica checks it at a time; the claim is renewed while the check runs, so a
@@ -21,7 +24,14 @@ from pgm.clock import Clock
 from pgm.domain.idempotency import provider_idempotency_key
 from pgm.domain.statuses import Status
 from pgm.observability.metrics import Metrics
-from pgm.providers.base import NotSupported, OutcomeUnknown, PaymentLookup, ProviderRejected, RefundResult
+from pgm.providers.base import (
+    ListedRefund,
+    NotSupported,
+    OutcomeUnknown,
+    PaymentLookup,
+    ProviderRejected,
+    RefundResult,
+)
 from pgm.providers.registry import ProviderRegistry
 from pgm.services.callbacks import CallbackService
 from pgm.services.payments import PaymentService
@@ -72,6 +82,13 @@ class Reconciler:
                 async with self._holding(model, row_id, claim):
                     await check(row_id)
                 handled += 1
+        for row_id, next_check_at in await self._due_watched():
+            claim = await self._claim(Payment, row_id, next_check_at)
+            if claim is None:
+                continue
+            async with self._holding(Payment, row_id, claim):
+                await self.look_for_refunds(row_id)
+            handled += 1
         for provider, event_id in await self.callbacks.due_deferred():
             adapter = self.registry.get(provider)
             if adapter is not None:
@@ -95,6 +112,19 @@ class Reconciler:
                 )
             ).all()
         # NULL never compares as due: the filter only drops it for the type checker.
+        return [(row_id, next_check_at) for row_id, next_check_at in due if next_check_at is not None]
+
+    async def _due_watched(self) -> list[tuple[str, float]]:
+        """Paid payments whose next look for refunds made at the provider is due (the refund watch)."""
+        async with self.database.read() as session:
+            due = (
+                await session.execute(
+                    select(Payment.id, Payment.next_check_at)
+                    .where(Payment.status == Status.ACCEPTED.value, Payment.next_check_at <= self.clock.now())
+                    .order_by(Payment.next_check_at)
+                    .limit(BATCH)
+                )
+            ).all()
         return [(row_id, next_check_at) for row_id, next_check_at in due if next_check_at is not None]
 
     async def _claim(self, model: type[Payment] | type[Refund], row_id: str, next_check_at: float) -> float | None:
@@ -210,3 +240,55 @@ class Reconciler:
                 )
             else:
                 current.next_check_at = self.clock.now() + self.policy.delay(current.check_attempts)
+
+    async def look_for_refunds(self, payment_id: str) -> None:
+        """List a paid payment's refunds at the provider; record those the PGM has never heard of as
+        refunds it did not ask for (through the same path as a provider's notification of one), then
+        schedule the next look, or end the watch once the window is over or everything came back."""
+        payment = await self.payments.reload(payment_id)
+        adapter = self.registry.get(payment.provider)
+        listed: list[ListedRefund] = []
+        error: str | None = None
+        if (
+            adapter is not None
+            and adapter.capabilities.lists_refunds
+            and payment.provider_payment_id
+            and payment.status == Status.ACCEPTED
+        ):
+            try:
+                listed = await observed(
+                    self.metrics, adapter.name, "list refunds", adapter.list_refunds(payment.provider_payment_id)
+                )
+            except (OutcomeUnknown, ProviderRejected, NotSupported) as exc:
+                error = str(exc)
+        settlement = self.payments.settlement
+        async with self.database.write() as session:
+            locked = await self.database.lock_payment(session, payment_id)
+            assert locked is not None
+            if locked.status != Status.ACCEPTED:
+                return  # no longer paid (a reversal): nothing to watch; its own schedule stands
+            found = 0
+            for refund in listed:
+                if refund.status is Status.FAILED:
+                    continue  # moved no money: nothing for the saga to follow
+                adopted = await self.payments.adoption.adopt_refund(
+                    session, locked, refund.refund_id, refund.amount, Source.RECONCILIATION
+                )
+                if adopted is not None and adopted[1]:
+                    note = "found at the provider by reconciliation"
+                    await settlement.refund_status(
+                        session, locked, adopted[0], refund.status, Source.RECONCILIATION, note
+                    )
+                    found += 1
+            locked.check_attempts += 1
+            if adapter is None or not adapter.capabilities.lists_refunds:
+                locked.next_check_at = None
+            elif (await settlement.position(session, locked)).is_total:
+                locked.next_check_at = None  # everything came back: nothing left to refund anywhere
+            else:
+                # updated_at is when the payment was paid: only a status change moves it.
+                locked.next_check_at = settlement.watch.next_check(
+                    locked.updated_at, locked.check_attempts, self.clock.now()
+                )
+            outcome = "error" if error else "refund_found" if found else "no_new_refund"
+            self.metrics.reconciliations.labels(payment.provider, outcome).inc()

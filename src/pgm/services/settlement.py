@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
 from pgm.domain.refunds import RefundEntry, RefundPosition, refund_position
-from pgm.domain.statuses import OperationKind, Status, Transition, transition
+from pgm.domain.statuses import OperationKind, PaymentKind, Status, Transition, transition
 from pgm.providers.base import PayResult
 from pgm.store.database import insert_row
 from pgm.store.models import LedgerEntry, Payment, Refund
@@ -88,13 +88,50 @@ class ReconcilePolicy:
         return float(min(self.first_after_seconds * (2**attempts), self.max_interval_seconds))
 
 
+@dataclass(frozen=True)
+class RefundWatch:
+    """Which paid payments reconciliation looks at for refunds made at the provider whose notification
+    never reached the PGM, and when (docs/reliability.md#refunds-made-at-the-provider): a saga's payment
+    (the saga follows its money) at a provider that lists refunds, first `first_after_seconds` after it
+    was paid, then at doubling intervals, with a last look when `window_seconds` have passed since it was
+    paid. A payment's `next_check_at` holds the schedule, so an idle watch costs one indexed query per pass.
+    `window_seconds` 0 turns the watch off."""
+
+    window_seconds: float = 0.0
+    first_after_seconds: float = 600.0
+    providers: frozenset[str] = frozenset()
+
+    def covers(self, payment: Payment) -> bool:
+        """Whether the payment, once paid, is watched."""
+        return (
+            self.window_seconds > 0
+            and payment.saga_id is not None
+            and payment.provider in self.providers
+            and payment.kind != PaymentKind.AUTHORIZATION
+        )
+
+    def next_check(self, paid_at: float, looks: int, now: float) -> float | None:
+        """When to look again after `looks` looks; None once the window is over."""
+        end = paid_at + self.window_seconds
+        if now >= end:
+            return None
+        return min(now + self.first_after_seconds * 2.0**looks, end)
+
+
 class Settlement:
     """Applies provider outcomes to the store and tells the listeners."""
 
-    def __init__(self, clock: Clock, policy: ReconcilePolicy, listeners: list[OutcomeListener]) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        policy: ReconcilePolicy,
+        listeners: list[OutcomeListener],
+        watch: RefundWatch | None = None,
+    ) -> None:
         self.clock = clock
         self.policy = policy
         self.listeners = listeners
+        self.watch = watch or RefundWatch()
 
     async def record(
         self,
@@ -144,7 +181,13 @@ class Settlement:
         moved = transition(previous, reported)
         now = self.clock.now()
         # Scheduled before the listeners run: a query of theirs flushes the row, and one UPDATE is enough.
-        self._schedule(payment, moved.status, now)
+        if moved.status is Status.ACCEPTED and self.watch.covers(payment):
+            if moved.changed:
+                # Paid now: watched for refunds made at the provider (a repeated ACCEPTED keeps the schedule).
+                payment.check_attempts = 0
+                payment.next_check_at = self.watch.next_check(now, 0, now)
+        else:
+            self._schedule(payment, moved.status, now)
         if moved.changed:
             payment.status = moved.status.value
             payment.description = note or payment.description
