@@ -351,6 +351,12 @@ class Fake:
         if notify:
             self._emit("transaction_settled", {"transaction": xml})
 
+    def refund_in_control_panel(self, transaction_id: str, amount: int) -> str:
+        """Someone refunds a settled sale in the Control Panel: a credit, which no webhook reports. Its id."""
+        with self._lock:
+            _, credit, _ = self._refund({"id": transaction_id}, {"amount": f"{Decimal(amount) / 100:.2f}"})
+            return str(credit["id"])
+
     def decline_settlement(self, transaction_id: str) -> None:
         """The processor declines the settlement of an accepted sale; a transaction_settlement_declined webhook."""
         with self._lock:

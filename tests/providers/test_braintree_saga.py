@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes.braintree import PLAN_ID, Fake, running_braintree_fake
 from tests.support.databases import fresh_database
+from tests.support.saga_refunds import event_labels, reconcile_now, refund_commands
 from tests.support.saga_stack import SagaStack, saga_stack
 from tests.support.servers import wait_for
 
@@ -69,6 +70,23 @@ def test_pay_then_partial_and_total_refund_after_settlement(rig: tuple[SagaStack
         saga = stack.wait_state(saga_id, state)
     assert saga["metadata"]["refundDetails"] == {"totalRefundedAmount": 1000, "refundedAmounts": [400, 600]}
     assert [r["amount"] for r in fake.payments(reference)[0]["refunds"]] == [400, 600]
+
+
+def test_a_refund_made_in_the_control_panel_is_found_by_reconciliation(rig: tuple[SagaStack, Fake]) -> None:
+    stack, fake = rig
+    saga_id, saga = paid_saga(stack)
+    payment_id, reference = saga["metadata"]["paymentId"], saga["metadata"]["shopTransactionId"]
+    fake.settle(payment_id)
+    # No Braintree webhook reports a refund: only the sale's refund ids, which reconciliation reads.
+    fake.refund_in_control_panel(payment_id, 250)
+    [looked] = [row for row in reconcile_now(stack.pgm) if row["id"] == payment_id]
+    assert looked["checked"] is True
+    saga = stack.wait_state(saga_id, "PARTIALLY_REFUNDED")
+    assert saga["metadata"]["refundDetails"] == {"totalRefundedAmount": 250, "refundedAmounts": [250]}
+    assert event_labels(stack, saga_id)[-2:] == ["refundRequested", "partialRefundExecuted"]
+    [command] = refund_commands(stack, saga_id, 1)
+    assert "started outside the saga" in command["result"]
+    assert [r["amount"] for r in fake.payments(reference)[0]["refunds"]] == [250]
 
 
 def test_a_total_refund_before_settlement_voids_the_sale(rig: tuple[SagaStack, Fake]) -> None:

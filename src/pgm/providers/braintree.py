@@ -51,6 +51,7 @@ from pgm.providers.base import (
     Interval,
     InvalidCallback,
     InvalidProviderData,
+    ListedRefund,
     Notification,
     Operation,
     OutcomeUnknown,
@@ -101,6 +102,8 @@ CAPABILITIES = Capabilities(
     # Braintree plans bill every N months; the existing PGM offers MONTH only.
     intervals=frozenset({Interval.MONTH}),
     currencies=frozenset({"EUR"}),
+    # A sale carries its refunds' ids: the only way to learn of a Control Panel refund, which no webhook reports.
+    lists_refunds=True,
 )
 
 # Transaction.status → ours (Braintree "Transaction statuses"). A sale is submitted for settlement at
@@ -432,13 +435,23 @@ class BraintreeAdapter(ProviderAdapter):
         lookup = _sale_lookup(sale)
         if lookup.status is not Status.ACCEPTED:
             return lookup
-        succeeded: list[tuple[str, int]] = []
+        succeeded = [(r.refund_id, r.amount) for r in await self._credits(sale) if r.status is Status.ACCEPTED]
+        return replace(lookup, refunded_amount=sum(amount for _, amount in succeeded), refunds=tuple(succeeded))
+
+    async def list_refunds(self, payment_id: str) -> list[ListedRefund]:
+        """The sale's refunds (credit transactions), however they were made: the Control Panel's too."""
+        return await self._credits(await self._call(lambda: self._gateway.transaction.find(_path_id(payment_id))))
+
+    async def _credits(self, sale: Any) -> list[ListedRefund]:
+        """The credit transactions a sale names in `refund_ids`, each looked up for its amount and status."""
+        listed: list[ListedRefund] = []
         for credit_id in list(getattr(sale, "refund_ids", None) or []):
             credit = await self._call(functools.partial(self._gateway.transaction.find, _path_id(str(credit_id))))
             amount = minor_units(getattr(credit, "amount", None))
-            if REFUND_STATUS.get(str(getattr(credit, "status", ""))) is Status.ACCEPTED and amount is not None:
-                succeeded.append((str(credit.id), amount))
-        return replace(lookup, refunded_amount=sum(amount for _, amount in succeeded), refunds=tuple(succeeded))
+            status = REFUND_STATUS.get(str(getattr(credit, "status", "")))
+            if status is not None and amount is not None:
+                listed.append(ListedRefund(str(credit.id), amount, status))
+        return listed
 
     async def find_payment(self, idempotency_key: str, shop_transaction_id: str) -> PaymentLookup | None:
         """Find the sale a lost answer created: Braintree has no idempotency keys, so by its order id."""

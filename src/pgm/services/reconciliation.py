@@ -249,18 +249,18 @@ class Reconciler:
         adapter = self.registry.get(payment.provider)
         listed: list[ListedRefund] = []
         error: str | None = None
-        if (
-            adapter is not None
-            and adapter.capabilities.lists_refunds
-            and payment.provider_payment_id
-            and payment.status == Status.ACCEPTED
-        ):
+        # False when asking again cannot help: the provider lists no refunds, or not this payment's (a
+        # Stripe subscription's are its invoices').
+        listable = bool(adapter is not None and adapter.capabilities.lists_refunds and payment.provider_payment_id)
+        if adapter is not None and listable and payment.provider_payment_id and payment.status == Status.ACCEPTED:
             try:
                 listed = await observed(
                     self.metrics, adapter.name, "list refunds", adapter.list_refunds(payment.provider_payment_id)
                 )
-            except (OutcomeUnknown, ProviderRejected, NotSupported) as exc:
+            except OutcomeUnknown as exc:
                 error = str(exc)
+            except (ProviderRejected, NotSupported) as exc:
+                error, listable = str(exc), False
         settlement = self.payments.settlement
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment_id)
@@ -281,7 +281,7 @@ class Reconciler:
                     )
                     found += 1
             locked.check_attempts += 1
-            if adapter is None or not adapter.capabilities.lists_refunds:
+            if not listable:
                 locked.next_check_at = None
             elif (await settlement.position(session, locked)).is_total:
                 locked.next_check_at = None  # everything came back: nothing left to refund anywhere
