@@ -20,6 +20,7 @@ from pgm.observability.metrics import Metrics
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
+    ListedRefund,
     Notification,
     Operation,
     OutcomeUnknown,
@@ -127,6 +128,9 @@ class MeteredAdapter(ProviderAdapter):
     async def refund_status(self, payment_id: str, refund_id: str | None, idempotency_key: str) -> RefundResult | None:
         call = self.inner.refund_status(payment_id, refund_id, idempotency_key)
         return await self._observed("refund status", call)
+
+    async def list_refunds(self, payment_id: str) -> list[ListedRefund]:
+        return await self._observed("list refunds", self.inner.list_refunds(payment_id))
 
     async def parse_callback(self, callback: CallbackRequest) -> list[Notification]:
         # Not a call to the provider (the callback came from it): verified and read here, not metered.

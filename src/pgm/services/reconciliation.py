@@ -254,14 +254,12 @@ class Reconciler:
         listable = bool(adapter is not None and adapter.capabilities.lists_refunds and payment.provider_payment_id)
         if adapter is not None and listable and payment.provider_payment_id and payment.status == Status.ACCEPTED:
             try:
-                listed = await observed(
-                    self.metrics, adapter.name, "list refunds", adapter.list_refunds(payment.provider_payment_id)
-                )
+                listed = await adapter.list_refunds(payment.provider_payment_id)
             except OutcomeUnknown as exc:
                 error = str(exc)
             except (ProviderRejected, NotSupported) as exc:
                 error, listable = str(exc), False
-        settlement = self.payments.settlement
+        settlement = self.settlement
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment_id)
             assert locked is not None
