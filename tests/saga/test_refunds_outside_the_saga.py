@@ -78,6 +78,11 @@ def unheard_stack(
             deep_merge=merge == "deep",
             machine=MACHINES[machine],
             SANDBOX_BASE_URL=f"{bank.url}/sandbox",
+            # The sandbox is in another process: on a loaded machine a call can outlast a one-second time-out,
+            # and "no such payment" is only true once a call sent before can no longer land, so these sagas
+            # wait longer for an answer and reconcile later than the test default.
+            PGM_PROVIDER_TIMEOUT_SECONDS="3",
+            PGM_RECONCILE_AFTER_SECONDS="4",
         ) as running,
     ):
         yield running
