@@ -214,25 +214,26 @@ def _saturation_verdict(rows: list[Row], target: str, pgm: tuple[str, int, str],
     return Verdict(target, measured, ratio_text, ratio >= 0.5)
 
 
-def _top_held(rows: list[Row], backend: str, processes: int, scenario: str) -> Row | None:
-    held = [
-        r
-        for r in rows
-        if (r.backend, r.processes, r.scenario, r.delay_ms) == (backend, processes, scenario, 0) and r.sustained
-    ]
-    return max(held, key=lambda r: r.rate, default=None)
+def _cpu_step(rows: list[Row], backend: str, processes: int, scenario: str) -> Row | None:
+    """The step whose CPU per operation a target is judged on: the highest rate held, or, when none was
+    held (a machine busy with other work), the lowest rate tried: CPU per operation is still measured."""
+    ladder = [r for r in rows if (r.backend, r.processes, r.scenario, r.delay_ms) == (backend, processes, scenario, 0)]
+    held = [r for r in ladder if r.sustained]
+    if held:
+        return max(held, key=lambda r: r.rate)
+    return min(ladder, key=lambda r: r.rate, default=None)
 
 
 def _cpu_verdict(
     rows: list[Row], target: str, pgm: tuple[str, int, str], limit_ratio: float | None, limit_ms: float | None
 ) -> Verdict:
-    """CPU per operation at the highest rate the PGM held, against its ceiling's at that rate and/or a
-    limit in milliseconds."""
-    row = _top_held(rows, *pgm)
+    """CPU per operation at the highest rate the PGM held (else its lowest rate), against its ceiling's at
+    that rate and/or a limit in milliseconds."""
+    row = _cpu_step(rows, *pgm)
     if row is None or row.cpu_s_per_1000 is None:
         return Verdict(target, "not measured", "-", None)
     reference = ceiling_row(row, rows)
-    measured = f"{row.cpu_s_per_1000:g} ms per operation at {row.rate:g}/s"
+    measured = f"{row.cpu_s_per_1000:g} ms per operation at {row.rate:g}/s{'' if row.sustained else ' (not held)'}"
     met = True
     ratio_text = "-"
     if reference is not None and reference.cpu_s_per_1000:

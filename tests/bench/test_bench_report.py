@@ -118,3 +118,13 @@ def test_a_sample_counts_for_the_innermost_frame_that_belongs_to_a_layer(tmp_pat
     folded = tmp_path / "pgm.folded"
     folded.write_text(f"{store} 30\n{json} 10\n")
     assert shares([folded, tmp_path / "missing.folded"]) == {"the PGM's store layer": 0.75, "JSON": 0.25}
+
+
+def test_cpu_per_saga_is_judged_at_the_lowest_rate_when_a_busy_machine_held_none() -> None:
+    rows = [
+        *ladder("none", 1, "ceiling saga", [20], 50, 2.0),
+        row("sqlite", 1, "saga", 20, achieved_per_s=15.0, cpu_s_per_1000=16.0),
+    ]
+    verdict = next(v for v in targets(rows) if v.target.startswith("CPU per saga ≤ 2 x"))
+    assert verdict.measured == "16 ms per operation at 20/s (not held); ceiling saga 2 ms"
+    assert (verdict.ratio, verdict.met) == ("8.0", False)
