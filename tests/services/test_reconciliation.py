@@ -1,5 +1,6 @@
 """Reconciliation (docs/reliability.md): payments left pending are looked up at the provider on a schedule and
-resolved; after the final attempt they fail with a clear reason."""
+resolved; after the final attempt they fail with a clear reason. The schedule is driven in-process by a clock
+the test moves; a crash in the middle of a check needs a real process."""
 
 from __future__ import annotations
 
@@ -7,40 +8,92 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.fakes.external import ExternalService
+from pgm.providers.base import Operation, PayRequest, PayResultCode
+from pgm.wiring import Service
+from tests.fakes.external import ExternalService, running_external_service
+from tests.support.in_process import ManualClock, external_providers, services
 from tests.support.notifications import STATUS_PATH, statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
-from tests.support.sandbox_requests import pay_body
-from tests.support.servers import RecordingReceiver, run_server_in_thread
+from tests.support.servers import RecordingReceiver, recording_receiver, run_server_in_thread
+
+
+async def _pending_payment(service: Service, shop_id: str) -> str:
+    """A payment acme left waiting for its payer (REDIRECT_TO_URL); its id at the PGM."""
+    adapter = service.registry.get("acme")
+    assert adapter is not None
+    request = PayRequest(1299, "EUR", shop_id, "credit-cards", idempotency_key=f"key-{shop_id}")
+    outcome = await service.payments.start(adapter, Operation.PAY, request)
+    assert outcome.result is PayResultCode.REDIRECT_TO_URL
+    return outcome.payment.id
+
+
+async def _statuses(receiver: RecordingReceiver, shop_id: str, count: int) -> list[str]:
+    """The PaymentStatus values delivered for `shop_id`, once `count` notifications arrived."""
+    await asyncio.to_thread(receiver.wait_for_requests, count, path=STATUS_PATH)
+    return [status["status"] for status in statuses_for(receiver, shop_id)]
+
+
+@asynccontextmanager
+async def _delivering(service: Service) -> AsyncIterator[None]:
+    """The outbox dispatcher running in this event loop while the test acts."""
+    task = asyncio.create_task(service.dispatcher.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_pending_payment_is_settled_by_reconciliation_when_its_callback_is_lost(
-    start_pgm: Callable[..., PgmProcess], shop_id: str
+    backend: str, tmp_path: Path, shop_id: str
 ) -> None:
-    receiver = RecordingReceiver()
-    with run_server_in_thread(receiver.app) as (url, _):
-        # The sandbox's webhooks go nowhere: only reconciliation can learn the outcome.
-        pgm = start_pgm(PAYMENT_CALLBACK_URL=f"{url}{STATUS_PATH}", SANDBOX_WEBHOOK_SECRET="whsec_other_than_the_pgms")
-        payment = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "PENDING")).json()
-        pgm.decide(payment["redirectToUrl"], "approve")
-        status = wait_for_status(receiver, shop_id, "ACCEPTED", timeout=20)
-        assert status["paymentId"] == payment["paymentId"]
+    clock = ManualClock()
+
+    async def scenario(acme: ExternalService, receiver: RecordingReceiver, receiver_url: str) -> None:
+        config = external_providers(tmp_path, acme=acme.base_url)
+        env = {"EXTERNAL_PROVIDERS_CONFIG": config, "PAYMENT_CALLBACK_URL": f"{receiver_url}{STATUS_PATH}"}
+        async with services(backend, tmp_path, clock, **env) as service, _delivering(service):
+            payment_id = await _pending_payment(service, shop_id)
+            # The payer pays at acme, whose callback never reaches the PGM: only reconciliation can learn it.
+            acme.set_status((await service.payments.reload(payment_id)).provider_payment_id or "", "ACCEPTED")
+            assert await service.reconciler.run_once() == 0  # not due before its first check
+            clock.advance(service.settings.reconcile_after_seconds)
+            assert await service.reconciler.run_once() == 1
+            assert (await service.payments.reload(payment_id)).status == "ACCEPTED"
+            assert await _statuses(receiver, shop_id, 2) == ["PENDING", "ACCEPTED"]
+
+    with running_external_service() as acme, recording_receiver() as (receiver, receiver_url):
+        asyncio.run(scenario(acme, receiver, receiver_url))
 
 
-def test_payment_never_settled_fails_after_the_final_check(start_pgm: Callable[..., PgmProcess], shop_id: str) -> None:
-    receiver = RecordingReceiver()
-    with run_server_in_thread(receiver.app) as (url, _):
-        pgm = start_pgm(PAYMENT_CALLBACK_URL=f"{url}{STATUS_PATH}", PGM_RECONCILE_MAX_ATTEMPTS="2")
-        payment = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "PENDING")).json()
-        assert payment["result"] == "PENDING"
-        wait_for_status(receiver, shop_id, "FAILED", timeout=20)
-        statuses = [s["status"] for s in statuses_for(receiver, shop_id)]
-        assert statuses == ["PENDING", "FAILED"]
+def test_payment_never_settled_fails_after_the_final_check(backend: str, tmp_path: Path, shop_id: str) -> None:
+    clock = ManualClock()
+
+    async def scenario(acme: ExternalService, receiver: RecordingReceiver, receiver_url: str) -> None:
+        env = {
+            "EXTERNAL_PROVIDERS_CONFIG": external_providers(tmp_path, acme=acme.base_url),
+            "PAYMENT_CALLBACK_URL": f"{receiver_url}{STATUS_PATH}",
+            "PGM_RECONCILE_MAX_ATTEMPTS": "2",
+        }
+        async with services(backend, tmp_path, clock, **env) as service, _delivering(service):
+            payment_id = await _pending_payment(service, shop_id)
+            checks = 0
+            while (await service.payments.reload(payment_id)).status != "FAILED":
+                assert checks < 2, "still unsettled after the final check"
+                clock.advance(service.settings.reconcile_max_interval_seconds)
+                checks += await service.reconciler.run_once()
+            assert checks == 2
+            assert await _statuses(receiver, shop_id, 2) == ["PENDING", "FAILED"]
+            assert "after 2 checks" in ((await service.payments.reload(payment_id)).description or "")
+
+    with running_external_service() as acme, recording_receiver() as (receiver, receiver_url):
+        asyncio.run(scenario(acme, receiver, receiver_url))
 
 
 class HangingStatusLookups:

@@ -1,0 +1,56 @@
+"""The PGM's services built in the test's own process, wired as the service wires them, on a real database
+(SQLite or PostgreSQL) and a clock the test moves: the middle of the test pyramid, between the pure domain
+and a PGM process spoken to over HTTP. Background loops do not run by themselves; a test runs a pass."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from pgm.config import load_settings
+from pgm.observability.metrics import Metrics
+from pgm.store import migrations
+from pgm.wiring import Service, compose
+from tests.support.databases import fresh_database
+from tests.support.pgm_process import FAST
+
+
+class ManualClock:
+    """A clock that moves only when the test says so (starting at the wall clock's time)."""
+
+    def __init__(self) -> None:
+        self._now = time.time()
+
+    def now(self) -> float:
+        """The current time in UNIX seconds."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass."""
+        self._now += seconds
+
+
+def external_providers(directory: Path, **base_urls: str) -> str:
+    """An EXTERNAL_PROVIDERS_CONFIG file naming each external provider service's base URL; its path."""
+    path = directory / "external-providers.json"
+    services = [{"externalService": name, "baseUrl": url} for name, url in base_urls.items()]
+    path.write_text(json.dumps({"externalServices": services}), encoding="utf-8")
+    return str(path)
+
+
+@asynccontextmanager
+async def services(backend: str, directory: Path, clock: ManualClock, **env: str) -> AsyncIterator[Service]:
+    """The parts of a PGM configured by `env`, composed as `pgm serve` composes them, on a fresh migrated
+    database; their background loops are not started. Released at the end."""
+    with fresh_database(backend, directory) as url:
+        settings = load_settings({**FAST, "PGM_DATABASE_URL": url, **env})
+        await asyncio.to_thread(migrations.upgrade, settings.database_url)
+        service = await compose(settings, clock, Metrics())
+        try:
+            yield service
+        finally:
+            await service.aclose()
