@@ -31,6 +31,12 @@ def receiver() -> Iterator[tuple[RecordingReceiver, str]]:
         yield pair
 
 
+@pytest.fixture
+def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
+    """The receiver at PAYMENT_CALLBACK_URL: the PaymentStatus notifications the module's PGM sent."""
+    return receiver[0]
+
+
 @pytest.fixture(scope="module")
 def pgm(
     backend: str, receiver: tuple[RecordingReceiver, str], tmp_path_factory: pytest.TempPathFactory

@@ -13,12 +13,6 @@ from tests.support.servers import RecordingReceiver
 FINAL = {"OK": "ACCEPTED", "KO": "FAILED"}
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver of the module's PGM."""
-    return receiver[0]
-
-
 @pytest.mark.parametrize(("outcome", "final"), [("OK", "ACCEPTED"), ("KO", "FAILED")])
 def test_pay_with_immediate_outcome_notifies_final_status(
     pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str, outcome: str, final: str

@@ -51,12 +51,6 @@ def pgm(
         yield process
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
-
-
 def accepted_deliveries(fake: Fake, event: str, psp: str) -> list[Any]:
     """Deliveries of this event the PGM acknowledged with [accepted]."""
     return [d for d in fake.delivered(event, psp) if d.status == 200 and d.answer == b"[accepted]"]

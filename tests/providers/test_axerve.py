@@ -53,12 +53,6 @@ def axerve_pgm(
         yield process
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
-
-
 def pay_body(shop_id: str, amount: int = 1000, **provider_data: Any) -> dict[str, Any]:
     """A pay request; providerData as given."""
     body: dict[str, Any] = {

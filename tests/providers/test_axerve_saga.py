@@ -18,20 +18,14 @@ from tests.fakes.axerve import (
     AxerveFake,
     running_axerve_fake,
 )
-from tests.support.databases import fresh_database
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 
 
 @pytest.fixture(scope="module")
 def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, AxerveFake]]:
     """A saga stack whose PGM has Axerve enabled against the fake."""
     directory = tmp_path_factory.mktemp("axerve-saga")
-    with (
-        running_axerve_fake() as fake,
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS="sandbox,axerve", **fake.env()) as stack,
-    ):
-        fake.webhook_url = f"{stack.pgm.url}/v3/axerve/callback"
+    with running_axerve_fake() as fake, provider_saga_stack("axerve", fake, backend, directory) as stack:
         yield stack, fake
 
 

@@ -51,12 +51,6 @@ def pgm(
         yield process
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
-
-
 def pay_body(shop_id: str, amount: int = 1000, **provider_data: Any) -> dict[str, Any]:
     """A /v3/braintree pay body."""
     return {"amount": amount, "currency": "EUR", "shopTransactionId": shop_id, "providerData": provider_data}

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from tests.fakes.braintree import PLAN_ID, Fake, running_braintree_fake
-from tests.support.databases import fresh_database
 from tests.support.saga_refunds import event_labels, reconcile_now, refund_commands
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 from tests.support.servers import wait_for
 
 
@@ -20,22 +19,14 @@ from tests.support.servers import wait_for
 def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, Fake]]:
     """A saga stack whose PGM has Braintree enabled against its fake."""
     directory = tmp_path_factory.mktemp("braintree-saga")
+    # Braintree has no idempotency keys: "no such sale" is only true once a sale sent before can no longer
+    # land. A loaded machine can hold a request past a one-second time-out, so these sagas wait longer for
+    # an answer and reconcile later than the test default.
+    slower = {"PGM_PROVIDER_TIMEOUT_SECONDS": "3", "PGM_RECONCILE_AFTER_SECONDS": "4"}
     with (
         running_braintree_fake() as fake,
-        fresh_database(backend, directory) as url,
-        saga_stack(
-            url,
-            directory,
-            ENABLED_PROVIDERS="sandbox,braintree",
-            # Braintree has no idempotency keys: "no such sale" is only true once a sale sent before can no
-            # longer land. A loaded machine can hold a request past a one-second time-out, so these sagas
-            # wait longer for an answer and reconcile later than the test default.
-            PGM_PROVIDER_TIMEOUT_SECONDS="3",
-            PGM_RECONCILE_AFTER_SECONDS="4",
-            **fake.env(),
-        ) as stack,
+        provider_saga_stack("braintree", fake, backend, directory, **slower) as stack,
     ):
-        fake.webhook_url = f"{stack.pgm.url}/v3/braintree/callback"
         yield stack, fake
 
 

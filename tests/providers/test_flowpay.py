@@ -52,12 +52,6 @@ def flowpay_pgm(
         yield process
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
-
-
 def pay_body(shop_id: str, amount: int = 1000, **extra: Any) -> dict[str, Any]:
     """A pay request for a FlowPay transfer."""
     return {

@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from tests.fakes.flowpay_legacy import FlowPayLegacyFake, running_flowpay_legacy_fake
-from tests.support.databases import fresh_database
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 from tests.support.servers import RecordingReceiver
 
 PROVIDER_DATA = {
@@ -44,12 +43,6 @@ def legacy_pgm(
     """A PGM with FlowPay's older API pointed at the fake."""
     with pgm_with_provider("flowpay", fake, backend, tmp_path_factory.mktemp("pgm-flowpay-v1"), receiver[1]) as pgm:
         yield pgm
-
-
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
 
 
 def pay(pgm: PgmProcess, shop_id: str, amount: int = 1000) -> dict[str, Any]:
@@ -142,12 +135,7 @@ def test_start_up_is_refused_without_a_variable_the_older_api_needs(
 def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, FlowPayLegacyFake]]:
     """A saga stack whose PGM has FlowPay's older API enabled against its own fake."""
     directory = tmp_path_factory.mktemp("flowpay-v1-saga")
-    with (
-        running_flowpay_legacy_fake() as legacy,
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS="sandbox,flowpay", **legacy.env()) as stack,
-    ):
-        legacy.webhook_url = f"{stack.pgm.url}/v3/flowpay/callback"
+    with running_flowpay_legacy_fake() as legacy, provider_saga_stack("flowpay", legacy, backend, directory) as stack:
         yield stack, legacy
 
 

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.flowpay import FlowPayFake, running_flowpay_fake
-from tests.support.databases import fresh_database
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 from tests.support.servers import wait_for
 
 PROVIDER_DATA = {
@@ -28,12 +27,7 @@ PROVIDER_DATA = {
 def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, FlowPayFake]]:
     """A saga stack whose PGM has FlowPay enabled against the fake."""
     directory = tmp_path_factory.mktemp("flowpay-saga")
-    with (
-        running_flowpay_fake() as fake,
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS="sandbox,flowpay", **fake.env()) as stack,
-    ):
-        fake.webhook_url = f"{stack.pgm.url}/v3/flowpay/callback"
+    with running_flowpay_fake() as fake, provider_saga_stack("flowpay", fake, backend, directory) as stack:
         yield stack, fake
 
 

@@ -45,12 +45,6 @@ def fnmpay_pgm(
         yield process
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
-
-
 def pay_body(shop_id: str, amount: int = 2_500, **extra: Any) -> dict[str, Any]:
     """A card payment on Fnmpay's page."""
     return {

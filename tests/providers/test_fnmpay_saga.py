@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.fnmpay import FnmpayFake, running_fnmpay_fake
-from tests.support.databases import fresh_database
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 from tests.support.servers import wait_for
 
 
@@ -22,12 +21,7 @@ from tests.support.servers import wait_for
 def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, FnmpayFake]]:
     """A saga stack whose PGM has Fnmpay enabled against the fake."""
     directory = tmp_path_factory.mktemp("fnmpay-saga")
-    with (
-        running_fnmpay_fake() as fake,
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS="sandbox,fnmpay", **fake.env()) as stack,
-    ):
-        fake.webhook_url = f"{stack.pgm.url}/v3/fnmpay/callback"
+    with running_fnmpay_fake() as fake, provider_saga_stack("fnmpay", fake, backend, directory) as stack:
         yield stack, fake
 
 

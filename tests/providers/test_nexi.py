@@ -43,12 +43,6 @@ def nexi_pgm(
         yield process
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
-
-
 def pay_body(shop_id: str, amount: int = 1000, **extra: Any) -> dict[str, Any]:
     """A pay request for Nexi's hosted page."""
     return {

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.nexi import NexiFake, running_nexi_fake
-from tests.support.databases import fresh_database
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 from tests.support.servers import wait_for
 
 
@@ -20,12 +19,7 @@ from tests.support.servers import wait_for
 def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, NexiFake]]:
     """A saga stack whose PGM has Nexi enabled against the fake."""
     directory = tmp_path_factory.mktemp("nexi-saga")
-    with (
-        running_nexi_fake() as fake,
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS="sandbox,nexi", **fake.env()) as stack,
-    ):
-        fake.webhook_url = f"{stack.pgm.url}/v3/nexi/callback"
+    with running_nexi_fake() as fake, provider_saga_stack("nexi", fake, backend, directory) as stack:
         yield stack, fake
 
 

@@ -15,8 +15,7 @@ from tests.fakes.adyen import running_adyen_fake
 from tests.fakes.satispay import running_satispay_fake
 from tests.fakes.stripe import running_stripe_fake
 from tests.support.adyen_requests import card
-from tests.support.databases import fresh_database
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 from tests.support.servers import wait_for
 
 FAKES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
@@ -37,11 +36,8 @@ def provider(request: pytest.FixtureRequest) -> str:
 def rig(provider: str, backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, Any]]:
     """A saga stack whose PGM has the provider enabled against its fake."""
     directory = tmp_path_factory.mktemp(provider)
-    with FAKES[provider]() as fake, fresh_database(backend, directory) as url:
-        env = {"ENABLED_PROVIDERS": f"sandbox,{provider}", **fake.env()}
-        with saga_stack(url, directory, **env) as stack:
-            fake.webhook_url = f"{stack.pgm.url}/v3/{provider}/callback"
-            yield stack, fake
+    with FAKES[provider]() as fake, provider_saga_stack(provider, fake, backend, directory) as stack:
+        yield stack, fake
 
 
 def metadata(provider: str, **extra: Any) -> dict[str, Any]:

@@ -49,12 +49,6 @@ def scalapay_pgm(
         yield process
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
-
-
 def pay_body(shop_id: str, amount: int = 30_000, **extra: Any) -> dict[str, Any]:
     """An order of `amount` cents."""
     return {

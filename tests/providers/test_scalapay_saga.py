@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.scalapay import ScalapayFake, running_scalapay_fake
-from tests.support.databases import fresh_database
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 from tests.support.servers import wait_for
 
 
@@ -20,12 +19,7 @@ from tests.support.servers import wait_for
 def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, ScalapayFake]]:
     """A saga stack whose PGM has Scalapay enabled against the fake."""
     directory = tmp_path_factory.mktemp("scalapay-saga")
-    with (
-        running_scalapay_fake() as fake,
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS="sandbox,scalapay", **fake.env()) as stack,
-    ):
-        fake.webhook_url = f"{stack.pgm.url}/v3/scalapay/callback"
+    with running_scalapay_fake() as fake, provider_saga_stack("scalapay", fake, backend, directory) as stack:
         yield stack, fake
 
 

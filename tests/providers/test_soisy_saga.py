@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.soisy import SoisyFake, running_soisy_fake
-from tests.support.databases import fresh_database
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 from tests.support.servers import wait_for
 
 
@@ -20,12 +19,7 @@ from tests.support.servers import wait_for
 def rig(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, SoisyFake]]:
     """A saga stack whose PGM has Soisy enabled against the fake."""
     directory = tmp_path_factory.mktemp("soisy-saga")
-    with (
-        running_soisy_fake() as fake,
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS="sandbox,soisy", **fake.env()) as stack,
-    ):
-        fake.webhook_url = f"{stack.pgm.url}/v3/soisy/callback"
+    with running_soisy_fake() as fake, provider_saga_stack("soisy", fake, backend, directory) as stack:
         yield stack, fake
 
 

@@ -45,12 +45,6 @@ def stripe_pgm(
         yield process
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver."""
-    return receiver[0]
-
-
 def refund(pgm: PgmProcess, payment_id: str, amount: int) -> dict[str, Any]:
     """POST /v3/stripe/refund and return the answer."""
     response = pgm.post("/v3/stripe/refund", {"amount": amount, "currency": "EUR", "paymentId": payment_id})

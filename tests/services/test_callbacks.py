@@ -15,12 +15,6 @@ from tests.support.signing import sandbox_event, send_callback
 from tests.support.store import execute
 
 
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver of the module's PGM."""
-    return receiver[0]
-
-
 def pending_payment(pgm: PgmProcess, shop_id: str) -> str:
     """A payment waiting for its outcome; returns its paymentId."""
     return str(pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "PENDING")).json()["paymentId"])

@@ -6,8 +6,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
-
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.sandbox_requests import pay_body, refund
@@ -19,12 +17,6 @@ def paid(pgm: PgmProcess, shop_id: str, amount: int = 1000) -> str:
     answer = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "OK", amount=amount)).json()
     assert answer["result"] == "OK"
     return str(answer["paymentId"])
-
-
-@pytest.fixture
-def notifications(receiver: tuple[RecordingReceiver, str]) -> RecordingReceiver:
-    """The PAYMENT_CALLBACK_URL receiver of the module's PGM."""
-    return receiver[0]
 
 
 def test_partial_refunds_up_to_the_paid_amount(pgm: PgmProcess, notifications: RecordingReceiver, shop_id: str) -> None:

@@ -14,6 +14,7 @@ import httpx
 
 from pgm.devstack.crud import create_crud_app
 from pgm.devstack.flow_manager import create_flow_manager_app, pgm_saga_config
+from tests.support.databases import fresh_database
 from tests.support.pgm_process import PgmProcess, free_port
 from tests.support.sandbox_requests import metadata
 from tests.support.servers import run_server_in_thread, wait_for
@@ -124,3 +125,15 @@ def paid_saga(stack: SagaStack, amount: int = 1000) -> tuple[str, dict[str, Any]
     saga_id = stack.create_saga(metadata("OK", amount=amount))
     stack.send_event(saga_id, "scheduleRequested")
     return saga_id, stack.wait_state(saga_id, "PAYMENT_EXECUTED")
+
+
+@contextmanager
+def provider_saga_stack(provider: str, fake: Any, backend: str, directory: Path, **pgm_env: str) -> Iterator[SagaStack]:
+    """A saga stack on a fresh database whose PGM has `provider` enabled against its `fake`, and the fake's
+    callbacks going to that PGM (as tests/support/provider_pgm.py does for a PGM alone)."""
+    with (
+        fresh_database(backend, directory) as url,
+        saga_stack(url, directory, ENABLED_PROVIDERS=f"sandbox,{provider}", **fake.env(), **pgm_env) as stack,
+    ):
+        fake.webhook_url = f"{stack.pgm.url}/v3/{provider}/callback"
+        yield stack
