@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from tests.support.notifications import statuses_for, wait_for_status
+from pgm.providers.base import CallbackRequest
+from pgm.services.callbacks import CallbackRejected
+from tests.fakes.external import CALLBACK_TOKEN, ExternalService, running_external_service
+from tests.support.in_process import (
+    ManualClock,
+    delivered_statuses,
+    delivering,
+    external_providers,
+    payment_awaiting_the_payer,
+    services,
+)
+from tests.support.notifications import STATUS_PATH, statuses_for, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.sandbox_requests import pay_body
-from tests.support.servers import RecordingReceiver, wait_for
+from tests.support.servers import RecordingReceiver, recording_receiver, wait_for
 from tests.support.signing import sandbox_event, send_callback
 from tests.support.store import execute
 
@@ -168,3 +181,42 @@ def test_a_reversal_the_provider_confirms_is_followed_and_reported_as_one(
     assert reversed_status["metadata"]["reversedFrom"] == "ACCEPTED"
     assert pgm.get("/v3/sandbox/status", params={"paymentId": payment_id}).json()["status"] == "FAILED"
     assert [s["status"] for s in statuses_for(notifications, shop_id)] == ["ACCEPTED", "FAILED"]
+
+
+# In-process: the CallbackService composed as the service composes it, with an external provider that
+# reads back its own callbacks (docs/api.md#external-providers).
+
+
+def test_a_callback_is_verified_by_the_provider_applied_once_and_a_refused_one_changes_nothing(
+    backend: str, tmp_path: Path, shop_id: str
+) -> None:
+    clock = ManualClock()
+
+    async def scenario(acme: ExternalService, receiver: RecordingReceiver, receiver_url: str) -> None:
+        env = {
+            "EXTERNAL_PROVIDERS_CONFIG": external_providers(tmp_path, acme=acme.base_url),
+            "PAYMENT_CALLBACK_URL": f"{receiver_url}{STATUS_PATH}",
+        }
+        async with services(backend, tmp_path, clock, **env) as service, delivering(service):
+            adapter = service.registry.get("acme")
+            assert adapter is not None
+            payment_id = await payment_awaiting_the_payer(service, shop_id)
+            at_acme = (await service.payments.reload(payment_id)).provider_payment_id or ""
+
+            def callback(token: str) -> CallbackRequest:
+                query = {"payment": at_acme, "token": token, "event": "paid-1"}
+                return CallbackRequest("GET", "/v3/acme/callback", query, {}, b"", clock.now())
+
+            with pytest.raises(CallbackRejected):
+                await service.callbacks.receive(adapter, callback("guessed"))
+            assert (await service.payments.reload(payment_id)).status == "PENDING"
+            for _ in range(2):
+                await service.callbacks.receive(adapter, callback(CALLBACK_TOKEN))
+            assert (await service.payments.reload(payment_id)).status == "ACCEPTED"
+            counted = service.metrics.registry.get_sample_value
+            assert counted("pgm_provider_callbacks_total", {"provider": "acme", "result": "duplicate"}) == 1
+            assert counted("pgm_provider_callbacks_total", {"provider": "acme", "result": "rejected"}) == 1
+            assert await delivered_statuses(receiver, shop_id, 2) == ["PENDING", "ACCEPTED"]
+
+    with running_external_service() as acme, recording_receiver() as (receiver, receiver_url):
+        asyncio.run(scenario(acme, receiver, receiver_url))

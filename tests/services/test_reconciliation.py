@@ -8,46 +8,23 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pgm.providers.base import Operation, PayRequest, PayResultCode
-from pgm.wiring import Service
 from tests.fakes.external import ExternalService, running_external_service
-from tests.support.in_process import ManualClock, external_providers, services
-from tests.support.notifications import STATUS_PATH, statuses_for, wait_for_status
+from tests.support.in_process import (
+    ManualClock,
+    delivered_statuses,
+    delivering,
+    external_providers,
+    payment_awaiting_the_payer,
+    services,
+)
+from tests.support.notifications import STATUS_PATH, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.servers import RecordingReceiver, recording_receiver, run_server_in_thread
-
-
-async def _pending_payment(service: Service, shop_id: str) -> str:
-    """A payment acme left waiting for its payer (REDIRECT_TO_URL); its id at the PGM."""
-    adapter = service.registry.get("acme")
-    assert adapter is not None
-    request = PayRequest(1299, "EUR", shop_id, "credit-cards", idempotency_key=f"key-{shop_id}")
-    outcome = await service.payments.start(adapter, Operation.PAY, request)
-    assert outcome.result is PayResultCode.REDIRECT_TO_URL
-    return outcome.payment.id
-
-
-async def _statuses(receiver: RecordingReceiver, shop_id: str, count: int) -> list[str]:
-    """The PaymentStatus values delivered for `shop_id`, once `count` notifications arrived."""
-    await asyncio.to_thread(receiver.wait_for_requests, count, path=STATUS_PATH)
-    return [status["status"] for status in statuses_for(receiver, shop_id)]
-
-
-@asynccontextmanager
-async def _delivering(service: Service) -> AsyncIterator[None]:
-    """The outbox dispatcher running in this event loop while the test acts."""
-    task = asyncio.create_task(service.dispatcher.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_pending_payment_is_settled_by_reconciliation_when_its_callback_is_lost(
@@ -58,15 +35,15 @@ def test_pending_payment_is_settled_by_reconciliation_when_its_callback_is_lost(
     async def scenario(acme: ExternalService, receiver: RecordingReceiver, receiver_url: str) -> None:
         config = external_providers(tmp_path, acme=acme.base_url)
         env = {"EXTERNAL_PROVIDERS_CONFIG": config, "PAYMENT_CALLBACK_URL": f"{receiver_url}{STATUS_PATH}"}
-        async with services(backend, tmp_path, clock, **env) as service, _delivering(service):
-            payment_id = await _pending_payment(service, shop_id)
+        async with services(backend, tmp_path, clock, **env) as service, delivering(service):
+            payment_id = await payment_awaiting_the_payer(service, shop_id)
             # The payer pays at acme, whose callback never reaches the PGM: only reconciliation can learn it.
             acme.set_status((await service.payments.reload(payment_id)).provider_payment_id or "", "ACCEPTED")
             assert await service.reconciler.run_once() == 0  # not due before its first check
             clock.advance(service.settings.reconcile_after_seconds)
             assert await service.reconciler.run_once() == 1
             assert (await service.payments.reload(payment_id)).status == "ACCEPTED"
-            assert await _statuses(receiver, shop_id, 2) == ["PENDING", "ACCEPTED"]
+            assert await delivered_statuses(receiver, shop_id, 2) == ["PENDING", "ACCEPTED"]
 
     with running_external_service() as acme, recording_receiver() as (receiver, receiver_url):
         asyncio.run(scenario(acme, receiver, receiver_url))
@@ -81,15 +58,15 @@ def test_payment_never_settled_fails_after_the_final_check(backend: str, tmp_pat
             "PAYMENT_CALLBACK_URL": f"{receiver_url}{STATUS_PATH}",
             "PGM_RECONCILE_MAX_ATTEMPTS": "2",
         }
-        async with services(backend, tmp_path, clock, **env) as service, _delivering(service):
-            payment_id = await _pending_payment(service, shop_id)
+        async with services(backend, tmp_path, clock, **env) as service, delivering(service):
+            payment_id = await payment_awaiting_the_payer(service, shop_id)
             checks = 0
             while (await service.payments.reload(payment_id)).status != "FAILED":
                 assert checks < 2, "still unsettled after the final check"
                 clock.advance(service.settings.reconcile_max_interval_seconds)
                 checks += await service.reconciler.run_once()
             assert checks == 2
-            assert await _statuses(receiver, shop_id, 2) == ["PENDING", "FAILED"]
+            assert await delivered_statuses(receiver, shop_id, 2) == ["PENDING", "FAILED"]
             assert "after 2 checks" in ((await service.payments.reload(payment_id)).description or "")
 
     with running_external_service() as acme, recording_receiver() as (receiver, receiver_url):

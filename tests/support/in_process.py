@@ -13,10 +13,13 @@ from pathlib import Path
 
 from pgm.config import load_settings
 from pgm.observability.metrics import Metrics
+from pgm.providers.base import Operation, PayRequest, PayResultCode
 from pgm.store import migrations
 from pgm.wiring import Service, compose
 from tests.support.databases import fresh_database
+from tests.support.notifications import STATUS_PATH, statuses_for
 from tests.support.pgm_process import FAST
+from tests.support.servers import RecordingReceiver
 
 
 class ManualClock:
@@ -54,3 +57,30 @@ async def services(backend: str, directory: Path, clock: ManualClock, **env: str
             yield service
         finally:
             await service.aclose()
+
+
+@asynccontextmanager
+async def delivering(service: Service) -> AsyncIterator[None]:
+    """The outbox dispatcher running in this event loop while the test acts."""
+    task = asyncio.create_task(service.dispatcher.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def payment_awaiting_the_payer(service: Service, shop_id: str, provider: str = "acme") -> str:
+    """A payment the external provider leaves waiting for its payer (REDIRECT_TO_URL); its id at the PGM."""
+    adapter = service.registry.get(provider)
+    assert adapter is not None
+    request = PayRequest(1299, "EUR", shop_id, "credit-cards", idempotency_key=f"key-{shop_id}")
+    outcome = await service.payments.start(adapter, Operation.PAY, request)
+    assert outcome.result is PayResultCode.REDIRECT_TO_URL
+    return outcome.payment.id
+
+
+async def delivered_statuses(receiver: RecordingReceiver, shop_id: str, count: int) -> list[str]:
+    """The PaymentStatus values delivered for `shop_id`, once `count` notifications arrived."""
+    await asyncio.to_thread(receiver.wait_for_requests, count, path=STATUS_PATH)
+    return [status["status"] for status in statuses_for(receiver, shop_id)]
