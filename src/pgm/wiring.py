@@ -18,7 +18,6 @@ import httpx
 from pgm.clock import Clock, SystemClock
 from pgm.config import Settings
 from pgm.observability.metrics import Metrics
-from pgm.observability.outcomes import OutcomeMetrics
 from pgm.outbound import http_client
 from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
 from pgm.outbox.writer import Destination
@@ -33,6 +32,7 @@ from pgm.sandbox.webhooks import webhook_sender
 from pgm.services.adoption import Adoption
 from pgm.services.callbacks import CallbackService
 from pgm.services.notifications import PaymentStatusNotifier, payment_callback_sender
+from pgm.services.outcome_metrics import OutcomeMetrics
 from pgm.services.payments import PaymentService
 from pgm.services.reconciliation import Reconciler
 from pgm.services.settlement import OutcomeListener, ReconcilePolicy, RefundWatch, Settlement

@@ -82,7 +82,7 @@ class Metrics:
             ("method", "outcome", "status", "uri"),
         )
         self.registry.register(self.old_pgm_http_server_max)
-        # Outcomes, counted as they are recorded (observability/outcomes.py).
+        # Outcomes, counted as they are recorded (services/outcome_metrics.py).
         self.payments = Counter(
             "pgm_payments_total",
             "Payments reaching a status (PENDING, ACCEPTED, FAILED, UNKNOWN) by provider and kind",
