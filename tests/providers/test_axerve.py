@@ -29,6 +29,7 @@ from tests.fakes.axerve import (
     running_axerve_fake,
 )
 from tests.support.notifications import statuses_for, wait_for_status
+from tests.support.pay_requests import pay_request
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
 from tests.support.servers import RecordingReceiver, wait_for
@@ -55,16 +56,7 @@ def axerve_pgm(
 
 def pay_body(shop_id: str, amount: int = 1000, **provider_data: Any) -> dict[str, Any]:
     """A pay request; providerData as given."""
-    body: dict[str, Any] = {
-        "amount": amount,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-    }
-    if provider_data:
-        body["providerData"] = provider_data
-    return body
+    return pay_request(shop_id, amount, **({"providerData": provider_data} if provider_data else {}))
 
 
 def pay(pgm: PgmProcess, shop_id: str, method: str = "credit-cards", amount: int = 1000, **data: Any) -> dict[str, Any]:

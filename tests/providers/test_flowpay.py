@@ -21,6 +21,7 @@ from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.flowpay import SANDBOX_BASE_URL, FlowPayAdapter, build
 from tests.fakes.flowpay import FlowPayFake, running_flowpay_fake
 from tests.support.notifications import statuses_for, wait_for_status
+from tests.support.pay_requests import pay_request
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
 from tests.support.servers import RecordingReceiver, wait_for
@@ -54,15 +55,7 @@ def flowpay_pgm(
 
 def pay_body(shop_id: str, amount: int = 1000, **extra: Any) -> dict[str, Any]:
     """A pay request for a FlowPay transfer."""
-    return {
-        "amount": amount,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-        "providerData": dict(PROVIDER_DATA),
-        **extra,
-    }
+    return pay_request(shop_id, amount, **{"providerData": dict(PROVIDER_DATA), **extra})
 
 
 def pay(pgm: PgmProcess, shop_id: str, amount: int = 1000, **kwargs: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.fnmpay import FnmpayAdapter, build, signature, status_of
 from tests.fakes.fnmpay import FnmpayFake, running_fnmpay_fake
 from tests.support.notifications import statuses_for, wait_for_status
+from tests.support.pay_requests import pay_request
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
 from tests.support.servers import RecordingReceiver, wait_for
@@ -47,15 +48,7 @@ def fnmpay_pgm(
 
 def pay_body(shop_id: str, amount: int = 2_500, **extra: Any) -> dict[str, Any]:
     """A card payment on Fnmpay's page."""
-    return {
-        "amount": amount,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-        "providerData": {"transactionType": "SALE"},
-        **extra,
-    }
+    return pay_request(shop_id, amount, **{"providerData": {"transactionType": "SALE"}, **extra})
 
 
 def pay(pgm: PgmProcess, shop_id: str, amount: int = 2_500, **kwargs: Any) -> dict[str, Any]:

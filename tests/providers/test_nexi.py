@@ -19,6 +19,7 @@ from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.nexi import SANDBOX_BASE_URL, NexiAdapter, build, notification_signature
 from tests.fakes.nexi import NexiFake, running_nexi_fake
 from tests.support.notifications import statuses_for, wait_for_status
+from tests.support.pay_requests import pay_request
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
 from tests.support.servers import RecordingReceiver, wait_for
@@ -45,14 +46,7 @@ def nexi_pgm(
 
 def pay_body(shop_id: str, amount: int = 1000, **extra: Any) -> dict[str, Any]:
     """A pay request for Nexi's hosted page."""
-    return {
-        "amount": amount,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-        **extra,
-    }
+    return pay_request(shop_id, amount, **extra)
 
 
 def pay(pgm: PgmProcess, shop_id: str, amount: int = 1000, **kwargs: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pgm.providers.soisy import (
 )
 from tests.fakes.soisy import SoisyFake, running_soisy_fake
 from tests.support.notifications import statuses_for, wait_for_status
+from tests.support.pay_requests import pay_request
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
 from tests.support.servers import RecordingReceiver, wait_for
@@ -51,14 +52,7 @@ def soisy_pgm(
 
 def pay_body(shop_id: str, amount: int = 120_000, **extra: Any) -> dict[str, Any]:
     """A loan request."""
-    return {
-        "amount": amount,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-        **extra,
-    }
+    return pay_request(shop_id, amount, **extra)
 
 
 def pay(pgm: PgmProcess, shop_id: str, amount: int = 120_000, **kwargs: Any) -> dict[str, Any]:

@@ -5,21 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from tests.support.pay_requests import pay_request
 from tests.support.pgm_process import PgmProcess
 
 
 def pay_body(shop_id: str, outcome: str | None = None, **extra: Any) -> dict[str, Any]:
     """A valid pay request for the sandbox."""
-    body: dict[str, Any] = {
-        "amount": 1299,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-        "providerData": {"sandboxOutcome": outcome} if outcome else {},
-    }
-    body.update(extra)
-    return body
+    return pay_request(
+        shop_id, **{"amount": 1299, "providerData": {"sandboxOutcome": outcome} if outcome else {}, **extra}
+    )
 
 
 def refund(pgm: PgmProcess, payment_id: str, amount: int, outcome: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.fakes.stripe import StripeFake
 from tests.support.notifications import wait_for_status
+from tests.support.pay_requests import pay_request
 from tests.support.pgm_process import PgmProcess
 from tests.support.servers import RecordingReceiver
 
@@ -14,14 +15,7 @@ SESSIONS = "/v1/checkout/sessions"
 
 def pay_body(shop_id: str, amount: int = 1000, **extra: Any) -> dict[str, Any]:
     """A /v3/stripe pay body."""
-    return {
-        "amount": amount,
-        "currency": "EUR",
-        "shopTransactionId": shop_id,
-        "successRedirectUrl": "https://shop.example/ok",
-        "failureRedirectUrl": "https://shop.example/ko",
-        **extra,
-    }
+    return pay_request(shop_id, amount, **extra)
 
 
 def pay(pgm: PgmProcess, shop_id: str, method: str = "credit-cards", **extra: Any) -> dict[str, Any]:
