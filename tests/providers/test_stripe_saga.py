@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from tests.fakes.stripe import StripeFake, running_stripe_fake
-from tests.support.databases import fresh_database
 from tests.support.saga_refunds import (
     MACHINES,
     PAID,
@@ -26,7 +25,7 @@ from tests.support.saga_refunds import (
     refunded,
     wait_settled,
 )
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, provider_saga_stack
 
 
 @pytest.fixture(scope="module", params=sorted(MACHINES))
@@ -39,11 +38,11 @@ def machine(request: pytest.FixtureRequest) -> str:
 def rig(backend: str, machine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SagaStack, StripeFake]]:
     """A saga stack whose PGM has Stripe enabled against the fake, which sends it signed webhooks."""
     directory = tmp_path_factory.mktemp("stripe-saga")
-    with running_stripe_fake() as fake, fresh_database(backend, directory) as url:
-        env = {"ENABLED_PROVIDERS": "sandbox,stripe", **fake.env()}
-        with saga_stack(url, directory, True, MACHINES[machine], **env) as stack:
-            fake.webhook_url = f"{stack.pgm.url}/v3/stripe/callback"
-            yield stack, fake
+    with (
+        running_stripe_fake() as fake,
+        provider_saga_stack("stripe", fake, backend, directory, MACHINES[machine]) as stack,
+    ):
+        yield stack, fake
 
 
 def paid_saga(stack: SagaStack, fake: StripeFake) -> tuple[str, str, str]:

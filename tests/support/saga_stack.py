@@ -128,12 +128,17 @@ def paid_saga(stack: SagaStack, amount: int = 1000) -> tuple[str, dict[str, Any]
 
 
 @contextmanager
-def provider_saga_stack(provider: str, fake: Any, backend: str, directory: Path, **pgm_env: str) -> Iterator[SagaStack]:
+def provider_saga_stack(
+    provider: str,
+    fake: Any,
+    backend: str,
+    directory: Path,
+    machine: Callable[[str], dict[str, Any]] = pgm_saga_config,
+    **pgm_env: str,
+) -> Iterator[SagaStack]:
     """A saga stack on a fresh database whose PGM has `provider` enabled against its `fake`, and the fake's
     callbacks going to that PGM (as tests/support/provider_pgm.py does for a PGM alone)."""
-    with (
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, ENABLED_PROVIDERS=f"sandbox,{provider}", **fake.env(), **pgm_env) as stack,
-    ):
+    env = {"ENABLED_PROVIDERS": f"sandbox,{provider}", **fake.env(), **pgm_env}
+    with fresh_database(backend, directory) as url, saga_stack(url, directory, machine=machine, **env) as stack:
         fake.webhook_url = f"{stack.pgm.url}/v3/{provider}/callback"
         yield stack
