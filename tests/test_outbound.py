@@ -1,15 +1,155 @@
-"""Outgoing requests: credentials written in a URL (user:password@host) are sent as HTTP Basic."""
+"""The outgoing HTTP client: how it builds requests, what it answers, and its two transports (aiohttp over
+real sockets on loopback; an ASGI application in process, with no port and no thread)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
 
-from pgm.outbound import http_client
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from pgm.outbound import ASGITransport, HttpClient, Request, TimedOut, basic_auth, http_client
 from tests.support.servers import recording_receiver
 
+Seen = list[dict[str, Any]]
 
-def test_credentials_in_a_url_are_sent_as_basic_authorization() -> None:
+
+def _echo_app(seen: Seen) -> Starlette:
+    """Records each request it gets and answers it back as JSON."""
+
+    async def echo(request: StarletteRequest) -> Response:
+        body = await request.body()
+        seen.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "raw_path": request.scope["raw_path"],
+                "query": request.url.query,
+                "headers": dict(request.headers),
+                "body": body,
+            }
+        )
+        return JSONResponse({"received": len(body)}, status_code=201, headers={"X-Echo": "yes"})
+
+    async def latin1(_: StarletteRequest) -> Response:
+        return PlainTextResponse("caf\xe9".encode("latin-1"), headers={"Content-Type": "text/plain; charset=latin-1"})
+
+    return Starlette(routes=[Route("/latin1", latin1), Route("/{rest:path}", echo, methods=["GET", "POST", "DELETE"])])
+
+
+def _in_process(call: Callable[[HttpClient], Awaitable[Any]], seen: Seen, **client: Any) -> Any:
+    async def run() -> Any:
+        async with HttpClient(5.0, transport=ASGITransport(_echo_app(seen)), **client) as http:
+            return await call(http)
+
+    return asyncio.run(run())
+
+
+def test_a_json_request_is_joined_to_the_base_url_with_its_query_and_headers() -> None:
+    seen: Seen = []
+    response = _in_process(
+        lambda http: http.post(
+            "/payments/a%2Fb",
+            params={"limit": 2, "active": True, "cursor": None, "q": '{"$or": "a+b&c=d é"}'},
+            json={"amount": 100, "note": "caffè"},
+            headers={"Idempotency-Key": "k-1"},
+        ),
+        seen,
+        base_url="http://provider.test/api",
+        headers={"Accept": "application/json"},
+    )
+    [request] = seen
+    assert request["method"] == "POST"
+    assert request["raw_path"] == b"/api/payments/a%2Fb"  # one segment, as path_segment encoded it
+    assert parse_qsl(request["query"], keep_blank_values=True) == [
+        ("limit", "2"),
+        ("active", "true"),
+        ("cursor", ""),
+        ("q", '{"$or": "a+b&c=d é"}'),
+    ]
+    assert request["headers"]["host"] == "provider.test"
+    assert request["headers"]["accept"] == "application/json"
+    assert request["headers"]["idempotency-key"] == "k-1"
+    assert request["headers"]["content-type"] == "application/json"
+    assert orjson.loads(request["body"]) == {"amount": 100, "note": "caffè"}
+    assert (response.status_code, response.is_success) == (201, True)
+    assert response.headers["x-echo"] == response.headers["X-Echo"] == "yes"
+    assert response.json() == {"received": len(request["body"])}
+
+
+def test_an_absolute_url_ignores_the_base_url_and_a_form_is_url_encoded() -> None:
+    seen: Seen = []
+    _in_process(
+        lambda http: http.post("http://elsewhere.test:8080/token", data={"grant_type": "client", "a": "b c"}),
+        seen,
+        base_url="http://provider.test/api",
+    )
+    [request] = seen
+    assert (request["headers"]["host"], request["path"]) == ("elsewhere.test:8080", "/token")
+    assert request["headers"]["content-type"] == "application/x-www-form-urlencoded"
+    assert request["body"] == b"grant_type=client&a=b+c"
+
+
+def test_the_text_of_an_answer_is_decoded_with_its_declared_charset() -> None:
+    response = _in_process(lambda http: http.get("http://provider.test/latin1"), [])
+    assert response.text == "café"
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        response.json()
+
+
+def test_credentials_in_a_url_become_basic_authorization_and_leave_the_url() -> None:
+    seen: Seen = []
+    _in_process(lambda http: http.post("http://notifier:s3cret@notify.test/payment-status", json={}), seen)
+    [request] = seen
+    assert request["headers"]["authorization"] == "Basic " + base64.b64encode(b"notifier:s3cret").decode()
+    assert request["headers"]["host"] == "notify.test"
+
+
+def test_an_auth_hook_sees_the_request_exactly_as_it_is_sent() -> None:
+    def sign(request: Request) -> None:
+        request.headers["X-Signed"] = hashlib.sha256(request.url.raw_path_qs.encode() + request.content).hexdigest()
+
+    seen: Seen = []
+    _in_process(
+        lambda http: http.post("/v1/pay", params={"x": "1"}, content=b"body"),
+        seen,
+        base_url="http://p.test/",
+        auth=sign,
+    )
+    [request] = seen
+    assert request["headers"]["x-signed"] == hashlib.sha256(b"/v1/pay?x=1body").hexdigest()
+
+
+def test_basic_auth_is_a_hook() -> None:
+    seen: Seen = []
+    _in_process(lambda http: http.get("http://p.test/"), seen, auth=basic_auth("merchant", "pw"))
+    assert seen[0]["headers"]["authorization"] == "Basic " + base64.b64encode(b"merchant:pw").decode()
+
+
+def test_an_application_that_does_not_answer_in_time_times_out() -> None:
+    never = asyncio.Event()
+
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        await never.wait()  # never set: the client gives up first
+
+    async def call() -> None:
+        async with HttpClient(0.05, transport=ASGITransport(silent)) as http:
+            await http.get("http://provider.test/")
+
+    with pytest.raises(TimedOut):
+        asyncio.run(call())
+
+
+def test_credentials_in_a_url_are_sent_as_basic_authorization_over_the_network() -> None:
     async def post(url: str) -> int:
         async with http_client(5.0) as client:
             return (await client.post(url, json={"status": "ACCEPTED"})).status_code

@@ -13,12 +13,10 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
-
 from pgm.clock import Clock, SystemClock
 from pgm.config import Settings
 from pgm.observability.metrics import Metrics
-from pgm.outbound import http_client
+from pgm.outbound import HttpClient
 from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
 from pgm.outbox.writer import Destination
 from pgm.providers.registry import ProviderRegistry, build_registry
@@ -58,7 +56,7 @@ class Service:
     reconciler: Reconciler
     dispatcher: OutboxDispatcher
     notifier: PaymentStatusNotifier
-    outbound: httpx.AsyncClient
+    outbound: list[HttpClient]
     saga_commands: SagaCommands | None
     sandbox: SandboxContext | None
 
@@ -82,7 +80,8 @@ class Service:
         if self.saga_commands is not None:
             await self.saga_commands.aclose()
         await self.registry.aclose()
-        await self.outbound.aclose()
+        for client in self.outbound:
+            await client.aclose()
         await self.database.dispose()
 
 
@@ -127,7 +126,6 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
     database = Database(settings.database_url, pool_settings(settings))
     secret = await webhook_secret(database, settings.sandbox_webhook_secret)
     registry = build_registry(settings, lambda: secret, metrics)
-    outbound = http_client(DELIVERY_TIMEOUT_SECONDS)
     notifier = PaymentStatusNotifier(enabled=settings.payment_callback_url is not None, now=clock.now)
     listeners: list[OutcomeListener] = [notifier, OutcomeMetrics(metrics)]
     saga_events = SagaEvents(clock, metrics) if settings.saga_enabled else None
@@ -147,16 +145,23 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
     adoption = Adoption(database, settlement, clock)
     callbacks = CallbackService(database, settlement, clock, metrics, adoption)
     payments = PaymentService(database, settlement, callbacks, clock, metrics, adoption)
-    crud = SagaCrud(settings.saga_crud_url, outbound) if settings.saga_crud_url else None
+    # One client (one connection pool) per destination: a slow receiver never holds another's connections.
+    outbound: list[HttpClient] = []
+
+    def client() -> HttpClient:
+        outbound.append(HttpClient(DELIVERY_TIMEOUT_SECONDS))
+        return outbound[-1]
+
+    crud = SagaCrud(settings.saga_crud_url, client()) if settings.saga_crud_url else None
     # The wiring only registers senders: each producer of outbox messages owns the one for its messages.
     senders: dict[str, Sender] = {}
     if settings.payment_callback_url:
-        senders[Destination.PAYMENT_CALLBACK.value] = payment_callback_sender(outbound, settings.payment_callback_url)
+        senders[Destination.PAYMENT_CALLBACK.value] = payment_callback_sender(client(), settings.payment_callback_url)
     if settings.flow_manager_url and crud is not None:
-        senders.update(flow_manager_senders(outbound, settings.flow_manager_url, crud))
+        senders.update(flow_manager_senders(client(), settings.flow_manager_url, crud))
     if "sandbox" in settings.enabled_providers:
         target = f"{settings.internal_url}/v3/sandbox/callback"
-        senders[Destination.SANDBOX_WEBHOOK.value] = webhook_sender(outbound, target, lambda: secret, clock)
+        senders[Destination.SANDBOX_WEBHOOK.value] = webhook_sender(client(), target, lambda: secret, clock)
     dispatcher = OutboxDispatcher(
         database,
         senders,

@@ -6,12 +6,24 @@ import json
 import logging
 from collections.abc import Iterator
 
-import httpx
 import pytest
+from yarl import URL
 
 from pgm.observability import logging as pgm_logging
+from pgm.outbound import REQUEST_LOG
 
-TOUCHED = ("", "httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access", "aiosqlite", "alembic", "stripe")
+TOUCHED = (
+    "",
+    "pgm.outbound",
+    "httpx",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "httpcore",
+    "aiosqlite",
+    "alembic",
+    "stripe",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -32,15 +44,15 @@ def restored_logging() -> Iterator[None]:
 
 def test_outgoing_request_lines_drop_credentials_in_urls(capsys: pytest.CaptureFixture[str]) -> None:
     pgm_logging.configure("INFO", "basic")
-    url = httpx.URL("https://notifier:s3cret@notify.example/payment-status")
-    # The line httpx writes for every request it sends.
-    logging.getLogger("httpx").info('HTTP Request: %s %s "%s %d %s"', "POST", url, "HTTP/1.1", 200, "OK")
-    [line] = [json.loads(text) for text in capsys.readouterr().out.splitlines() if '"httpx"' in text]
+    url = URL("https://notifier:s3cret@notify.example/payment-status")
+    # The line the outgoing client writes for every request it sends.
+    REQUEST_LOG.info('HTTP Request: %s %s "HTTP/1.1 %d %s"', "POST", url, 200, "OK")
+    [line] = [json.loads(text) for text in capsys.readouterr().out.splitlines() if '"pgm.outbound"' in text]
     assert line["event"] == 'HTTP Request: POST https://[redacted]@notify.example/payment-status "HTTP/1.1 200 OK"'
     assert line["level"] == "info"
 
 
 def test_without_http_log_level_outgoing_requests_are_not_logged(capsys: pytest.CaptureFixture[str]) -> None:
     pgm_logging.configure("INFO")
-    logging.getLogger("httpx").info("HTTP Request: GET https://provider.example/ 200")
+    REQUEST_LOG.info("HTTP Request: GET https://provider.example/ 200")
     assert "provider.example" not in capsys.readouterr().out

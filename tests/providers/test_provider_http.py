@@ -8,9 +8,13 @@ from urllib.parse import unquote
 
 import pytest
 
-from pgm.providers.base import OutcomeUnknown, ProviderRejected
+from pgm.outbound import ASGITransport
+from pgm.providers.base import OutcomeUnknown, PayRequest, PayResultCode, ProviderRejected
 from pgm.providers.http import path_segment, provider_client, send
+from pgm.providers.scalapay import ScalapayAdapter, ScalapayConfig
+from tests.fakes.scalapay import ScalapayFake
 
+PAYER = {"consumer": {"givenNames": "Ada", "surname": "Lovelace"}}
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -91,3 +95,29 @@ def test_a_dot_segment_is_no_identifier(identifier: str) -> None:
     # The transport would normalise even `%2E%2E` away and call the parent path: refused, as "not found".
     with pytest.raises(ProviderRejected):
         path_segment(identifier)
+
+
+def test_an_adapter_runs_in_process_against_its_provider_fake() -> None:
+    # The transport seam: the Scalapay adapter talks to the Scalapay fake's ASGI application directly (no
+    # port, no thread); a 5xx and a lost answer are classified as over the network.
+    fake = ScalapayFake()
+    fake.base_url = "http://scalapay.test"
+    config = ScalapayConfig(fake.base_url, fake.api_key, "https://shop.example/ok", "https://shop.example/ko", 0.5)
+
+    async def run() -> None:
+        adapter = ScalapayAdapter(config, transport=ASGITransport(fake.app))
+        try:
+            result = await adapter.pay(PayRequest(30_000, "EUR", "o-1", "scalapay", "k-1", provider_data=PAYER))
+            assert result.result is PayResultCode.REDIRECT_TO_URL
+            assert result.payment_id is not None
+            assert [order["token"] for order in fake.payments("o-1")] == [result.payment_id]
+            fake.fail_next(503, method="GET")
+            with pytest.raises(OutcomeUnknown, match="HTTP 503"):
+                await adapter.payment_status(result.payment_id)
+            fake.delay_next(5, method="GET")
+            with pytest.raises(OutcomeUnknown, match="did not answer in time"):
+                await adapter.payment_status(result.payment_id)
+        finally:
+            await adapter.aclose()
+
+    asyncio.run(run())

@@ -17,9 +17,12 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from multidict import CIMultiDict
+from yarl import URL
 
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Request
 from pgm.providers import satispay
 from pgm.providers.base import (
     CallbackRequest,
@@ -181,8 +184,8 @@ def test_unreadable_private_key_is_refused_without_echoing_it(text: str) -> None
 def test_request_signature_covers_the_host_path_query_and_body_actually_sent() -> None:
     key = load_private_key(TEST_KEY_PEM)
     auth = SatispaySignature("key-1", key, clock=lambda: calendar.timegm((2019, 3, 18, 15, 10, 24)))
-    request = httpx.Request("GET", "http://127.0.0.1:8123/g_business/v1/payments?limit=2&starting_after=x")
-    signed = next(auth.auth_flow(request))
+    signed = Request("GET", URL("http://127.0.0.1:8123/g_business/v1/payments?limit=2&starting_after=x"), CIMultiDict())
+    auth(signed)
     assert signed.headers["digest"] == EMPTY_DIGEST
     assert signed.headers["date"] == DOC_DATE
     expected = (
@@ -429,13 +432,14 @@ def test_fake_refuses_a_stale_signature(fake: SatispayFake) -> None:
 
 def test_fake_refuses_a_body_that_does_not_match_its_signed_digest(fake: SatispayFake) -> None:
     key = load_private_key(fake.env()["SATISPAY_PRIVATE_KEY"])
-    request = httpx.Request(
+    signed = Request(
         "POST",
-        f"{fake.base_url}/g_business/v1/payments",
-        json={"flow": "MATCH_CODE", "amount_unit": 100, "currency": "EUR"},
+        URL(f"{fake.base_url}/g_business/v1/payments"),
+        CIMultiDict({"Content-Type": "application/json"}),
+        b'{"flow":"MATCH_CODE","amount_unit":100,"currency":"EUR"}',
     )
-    signed = next(SatispaySignature(fake.key_id, key).auth_flow(request))
-    headers = {name: value for name, value in signed.headers.items() if name.lower() != "content-length"}
+    SatispaySignature(fake.key_id, key)(signed)
+    headers = dict(signed.headers)
     tampered = httpx.post(
         str(signed.url), content=b'{"flow":"MATCH_CODE","amount_unit":1,"currency":"EUR"}', headers=headers
     )

@@ -105,7 +105,7 @@ def test_http_log_level_logs_each_request_to_the_provider_and_never_its_secrets(
     requests = [
         json.loads(line)["event"]
         for line in log.splitlines()
-        if line.startswith("{") and json.loads(line).get("logger") == "httpx"
+        if line.startswith("{") and json.loads(line).get("logger") == "pgm.outbound"
     ]
     assert any(f"POST {fake.base_url}/v1/checkout/sessions" in line and "200 OK" in line for line in requests)
     assert fake.secret_key not in log

@@ -35,12 +35,14 @@ def _clean(key: str, value: Any) -> Any:
     return value
 
 
+# The logger of the outgoing HTTP client's request lines (pgm.outbound.REQUEST_LOG).
+OUTGOING = "pgm.outbound"
 # user:password@ in a URL (a PAYMENT_CALLBACK_URL or SAGA_CRUD_URL may carry them).
 URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 class _CredentialsInUrls(logging.Filter):
-    """Removes credentials from the URLs httpx logs for HTTP_LOG_LEVEL=basic."""
+    """Removes credentials from the URLs of the request lines HTTP_LOG_LEVEL=basic writes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = URL_CREDENTIALS.sub("[redacted]@", record.getMessage())
@@ -79,7 +81,8 @@ def configure(level: str, http_log_level: str = "none", *, console: bool = False
     short plain lines for a person at a terminal (`console=True`, what `pgm dev` uses).
 
     `http_log_level` is the old PGM's HTTP_LOG_LEVEL: `basic` logs every outgoing HTTP request (method,
-    URL, status) through httpx's own log line, whatever LOG_LEVEL is; anything else logs none."""
+    URL, status) as one line of the outgoing client (pgm.outbound), whatever LOG_LEVEL is; anything else logs
+    none."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -102,10 +105,10 @@ def configure(level: str, http_log_level: str = "none", *, console: bool = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level.upper(), level))
-    for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "alembic", "stripe"):
+    for noisy in ("uvicorn.access", OUTGOING, "httpx", "httpcore", "aiosqlite", "alembic", "stripe"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if http_log_level == "basic":
-        requests = logging.getLogger("httpx")
+        requests = logging.getLogger(OUTGOING)
         requests.setLevel(logging.INFO)
         if not any(isinstance(existing, _CredentialsInUrls) for existing in requests.filters):
             requests.addFilter(_CredentialsInUrls())

@@ -26,20 +26,20 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
 from sqlalchemy import Float, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from pgm.clock import Clock
 from pgm.observability.metrics import Metrics
+from pgm.outbound import NoAnswer, Response
 from pgm.outbox.writer import DeliveryStatus
 from pgm.store.database import Database
 from pgm.store.models import OutboxMessage, table_of
 
 log = logging.getLogger(__name__)
 
-Sender = Callable[[OutboxMessage], Awaitable[httpx.Response]]
+Sender = Callable[[OutboxMessage], Awaitable[Response]]
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 # Short, so that a crashed process's messages are re-sent within seconds; renewed every pass once half
 # of it is gone, so a delivery that takes longer (up to the client's time-out) keeps it.
@@ -283,7 +283,7 @@ class OutboxDispatcher:
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}: {response.text[:300]}"
-        except httpx.HTTPError as exc:
+        except NoAnswer as exc:
             error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
         except Exception as exc:  # a sender bug must not stop the dispatcher
             log.exception("outbox sender failed", extra={"destination": message.destination})

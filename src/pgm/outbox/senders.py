@@ -3,17 +3,16 @@ producer of messages builds the sender for its own destination from this (or sig
 
 from __future__ import annotations
 
-import httpx
-
+from pgm.outbound import HttpClient, Response
 from pgm.outbox.dispatcher import Sender
 from pgm.outbox.writer import message_id_header
 from pgm.store.models import OutboxMessage
 
 
-def post_json(client: httpx.AsyncClient, url: str) -> Sender:
+def post_json(client: HttpClient, url: str) -> Sender:
     """A sender that POSTs each message's payload to `url`."""
 
-    async def send(message: OutboxMessage) -> httpx.Response:
+    async def send(message: OutboxMessage) -> Response:
         return await client.post(url, json=message.payload, headers=message_id_header(message))
 
     return send

@@ -1,4 +1,4 @@
-"""Adapter for Adyen (Checkout API v71) over httpx, following the existing PGM's Adyen contract.
+"""Adapter for Adyen (Checkout API v71) over HTTP, following the existing PGM's Adyen contract.
 
 What Adyen offers and how it maps here (reference/providers.md §1.3 and §2):
 * card payments with client-side-encrypted fields (`POST /payments`), automatic capture;
@@ -29,10 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Response, Transport
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -279,9 +278,13 @@ class AdyenAdapter(ProviderAdapter):
         is_test: bool,
         return_url: str,
         timeout_seconds: float,
+        transport: Transport | None = None,
     ) -> None:
         self._client = provider_client(
-            base_url, timeout_seconds, headers={API_KEY_HEADER: api_key, "Content-Type": "application/json"}
+            base_url,
+            timeout_seconds,
+            headers={API_KEY_HEADER: api_key, "Content-Type": "application/json"},
+            transport=transport,
         )
         self._merchant_account = merchant_account
         self._hmac_key = hmac_key
@@ -562,7 +565,7 @@ def _shopper_reference(data: Mapping[str, Any]) -> str:
     return value
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def _error_code(response: Response) -> str | None:
     try:
         body = response.json()
     except ValueError:

@@ -1,4 +1,4 @@
-"""Adapter for Axerve (ex GestPay, Banca Sella) through its REST API v1, with httpx.
+"""Adapter for Axerve (ex GestPay, Banca Sella) through its REST API v1.
 
 What Axerve offers and how it maps here (docs/providers/axerve.md):
 * pay, in Axerve's two steps: `POST /payment/create` opens the payment (it answers a paymentToken and
@@ -36,10 +36,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Response, Transport
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -184,12 +183,13 @@ class AxerveAdapter(ProviderAdapter):
     name = "axerve"
     capabilities = CAPABILITIES
 
-    def __init__(self, config: AxerveConfig) -> None:
+    def __init__(self, config: AxerveConfig, *, transport: Transport | None = None) -> None:
         self._config = config
         self._client = provider_client(
             config.base_url,
             config.timeout_seconds,
             headers={"Accept": "application/json"},
+            transport=transport,
         )
         # Every call but payment/submit carries the merchant's API key; submit carries the payment's token.
         self._api_key_header = {"Authorization": f"apikey {config.api_key}"}
@@ -581,7 +581,7 @@ def _buyer(data: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def _envelope(response: httpx.Response) -> dict[str, Any]:
+def _envelope(response: Response) -> dict[str, Any]:
     """Axerve's `{error, payload}` envelope of any answer; 5xx and malformed answers leave the outcome unknown."""
     if response.status_code >= 500:
         raise OutcomeUnknown(f"Axerve answered HTTP {response.status_code}")

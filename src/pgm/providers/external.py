@@ -21,6 +21,7 @@ from typing import Any
 
 from pgm.config import ExternalService
 from pgm.domain.statuses import Status
+from pgm.outbound import Transport
 from pgm.providers.base import (
     CallbackRequest,
     Capabilities,
@@ -85,9 +86,9 @@ class ExternalAdapter(ProviderAdapter):
 
     capabilities = _capabilities()
 
-    def __init__(self, service: ExternalService, timeout_seconds: float) -> None:
+    def __init__(self, service: ExternalService, timeout_seconds: float, *, transport: Transport | None = None) -> None:
         self.name = service.name
-        self._client = provider_client(service.base_url, timeout_seconds)
+        self._client = provider_client(service.base_url, timeout_seconds, transport=transport)
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

@@ -1,4 +1,4 @@
-"""Adapter for FlowPay (Italian payment initiation service: account-to-account transfers), with httpx.
+"""Adapter for FlowPay (Italian payment initiation service: account-to-account transfers).
 
 FlowPay has two API generations (docs/providers/flowpay.md). FLOWPAY_CORE_BASE_URL selects the older
 OAuth one (flowpay_legacy.py); otherwise this adapter speaks the current one, the public v2 API
@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Transport
 from pgm.providers.base import (
     CallbackRequest,
     Capabilities,
@@ -177,12 +178,13 @@ class FlowPayAdapter(ProviderAdapter):
     name = "flowpay"
     capabilities = CAPABILITIES
 
-    def __init__(self, config: FlowPayConfig) -> None:
+    def __init__(self, config: FlowPayConfig, *, transport: Transport | None = None) -> None:
         self._config = config
         self._client = provider_client(
             config.api_base_url,
             config.timeout_seconds,
             headers={API_KEY_HEADER: config.api_key, "Accept": "application/json"},
+            transport=transport,
         )
 
     async def aclose(self) -> None:

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-import httpx
-
 from pgm.domain.statuses import Status
+from pgm.outbound import Response, Transport
 from pgm.providers.base import (
     CallbackRequest,
     InvalidCallback,
@@ -84,10 +83,11 @@ class FlowPayLegacyAdapter(ProviderAdapter):
     name = "flowpay"
     capabilities = CAPABILITIES
 
-    def __init__(self, config: FlowPayLegacyConfig) -> None:
+    def __init__(self, config: FlowPayLegacyConfig, *, transport: Transport | None = None) -> None:
         self._config = config
-        self._api = provider_client(config.api_base_url, config.timeout_seconds, {"Accept": "application/json"})
-        self._core = provider_client(config.core_base_url, config.timeout_seconds, {"Accept": "application/json"})
+        accept = {"Accept": "application/json"}
+        self._api = provider_client(config.api_base_url, config.timeout_seconds, accept, transport=transport)
+        self._core = provider_client(config.core_base_url, config.timeout_seconds, accept, transport=transport)
         self._token: _Token | None = None
         self._token_lock = asyncio.Lock()
         self._transfers: OrderedDict[str, str] = OrderedDict()
@@ -173,7 +173,7 @@ class FlowPayLegacyAdapter(ProviderAdapter):
             raise ProviderRejected(f"FlowPay has no such resource ({path[:80]})")
         return json_body(response)
 
-    async def _send(self, token: _Token, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, token: _Token, method: str, path: str, **kwargs: Any) -> Response:
         url = f"/{path_segment(token.tenant_id)}{path}"
         headers = {"Authorization": f"Bearer {token.access_token}"}
         return await send(self._api, method, url, headers=headers, **kwargs)

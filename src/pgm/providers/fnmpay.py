@@ -1,4 +1,4 @@
-"""Adapter for Fnmpay (card payments on Fnmpay's hosted page), with httpx.
+"""Adapter for Fnmpay (card payments on Fnmpay's hosted page).
 
 What the PGM uses of Fnmpay and how it maps here (docs/providers/fnmpay.md):
 * pay: `POST /merchants/{merchantId}/payments` (a SALE or an AUTH), answered with the payment's id and
@@ -26,10 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+from yarl import URL
 
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Transport
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -112,12 +113,13 @@ class FnmpayAdapter(ProviderAdapter):
     name = "fnmpay"
     capabilities = CAPABILITIES
 
-    def __init__(self, config: FnmpayConfig) -> None:
+    def __init__(self, config: FnmpayConfig, *, transport: Transport | None = None) -> None:
         self._config = config
         self._client = provider_client(
             f"{config.base_url}/merchants/{config.merchant_id}",
             config.timeout_seconds,
             headers={AUTH_HEADER: config.api_key, "Accept": "application/json"},
+            transport=transport,
         )
 
     async def aclose(self) -> None:
@@ -310,11 +312,11 @@ def _url(data: Mapping[str, Any], name: str) -> str | None:
     value = _text(data, name)
     if value is None:
         return None
-    # httpx refuses some malformed URLs with an exception: a client's bad URL is a 400, never a 500.
+    # The URL parser refuses some malformed URLs with an exception: a client's bad URL is a 400, never a 500.
     try:
-        url = httpx.URL(value)
+        url = URL(value)
         scheme, host = url.scheme, url.host
-    except httpx.InvalidURL:
+    except ValueError:
         scheme, host = "", ""
     if scheme not in ("http", "https") or not host or " " in value:
         raise InvalidProviderData(f"providerData.{name} must be an http(s) URL", field=f"providerData.{name}")

@@ -1,19 +1,24 @@
-"""The one way adapters talk HTTP: a shared httpx client with time-outs, and its faults classified."""
+"""The one way adapters talk HTTP: a client per provider with time-outs (pgm.outbound), and its faults classified."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
-from pgm.outbound import http_client
+from pgm.outbound import Auth, HttpClient, NoAnswer, Response, TimedOut, Transport
 from pgm.providers.base import OutcomeUnknown, ProviderRejected
 
 
-def provider_client(base_url: str, timeout_seconds: float, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+def provider_client(
+    base_url: str,
+    timeout_seconds: float,
+    headers: dict[str, str] | None = None,
+    *,
+    auth: Auth | None = None,
+    transport: Transport | None = None,
+) -> HttpClient:
     """An HTTP client for one provider: every call is bounded by the provider time-out."""
-    return http_client(timeout_seconds, base_url, headers)
+    return HttpClient(timeout_seconds, base_url, headers, auth=auth, transport=transport)
 
 
 def path_segment(identifier: str) -> str:
@@ -27,24 +32,24 @@ def path_segment(identifier: str) -> str:
     return quote(identifier, safe="")
 
 
-async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+async def send(client: HttpClient, method: str, url: str, **kwargs: Any) -> Response:
     """Send a request; a lost answer raises OutcomeUnknown, never a generic network error."""
     try:
         return await client.request(method, url, **kwargs)
-    except httpx.HTTPError as exc:
+    except NoAnswer as exc:
         raise lost_answer(exc) from exc
 
 
-def lost_answer(exc: httpx.HTTPError) -> OutcomeUnknown:
-    """Say what went wrong, from the transport's own exception: httpx-aiohttp maps every aiohttp
-    connection error, a connection the provider dropped included, to httpx.ConnectTimeout."""
+def lost_answer(exc: NoAnswer) -> OutcomeUnknown:
+    """Say what went wrong, naming the transport's own exception: a time-out is told apart from a
+    provider that could not be reached or dropped the connection (both leave the outcome unknown)."""
     cause = exc.__cause__ or exc
-    if isinstance(cause, TimeoutError) or (cause is exc and isinstance(exc, httpx.TimeoutException)):
+    if isinstance(exc, TimedOut):
         return OutcomeUnknown(f"the provider did not answer in time ({type(cause).__name__})")
     return OutcomeUnknown(f"the provider could not be reached or dropped the connection ({type(cause).__name__})")
 
 
-def json_body(response: httpx.Response) -> dict[str, Any]:
+def json_body(response: Response) -> dict[str, Any]:
     """The JSON object of a 2xx answer; 5xx and malformed answers leave the outcome unknown, 4xx is a refusal."""
     if response.status_code >= 500:
         raise OutcomeUnknown(f"the provider answered HTTP {response.status_code}")
@@ -59,7 +64,7 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: Response) -> str:
     try:
         body = response.json()
     except ValueError:

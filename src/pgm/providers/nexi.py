@@ -1,4 +1,4 @@
-"""Adapter for Nexi XPay (the API-key REST API, "phoenix" `/api/phoenix-0.0/psp/api/v1`), with httpx.
+"""Adapter for Nexi XPay (the API-key REST API, "phoenix" `/api/phoenix-0.0/psp/api/v1`).
 
 What Nexi offers and how it maps here (docs/providers/nexi.md):
 * pay: an order on Nexi's hosted payment page (`POST /orders/hpp`), answered REDIRECT_TO_URL with the
@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Response, Transport
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -172,12 +171,13 @@ class NexiAdapter(ProviderAdapter):
     name = "nexi"
     capabilities = CAPABILITIES
 
-    def __init__(self, config: NexiConfig) -> None:
+    def __init__(self, config: NexiConfig, *, transport: Transport | None = None) -> None:
         self._config = config
         self._client = provider_client(
             config.base_url,
             config.timeout_seconds,
             headers={API_KEY_HEADER: config.api_key, "Accept": "application/json"},
+            transport=transport,
         )
         self._security_tokens: OrderedDict[str, str] = OrderedDict()
         self._contracts: OrderedDict[str, str] = OrderedDict()
@@ -502,7 +502,7 @@ def _order(order_id: str, request: PayRequest) -> dict[str, Any]:
     }
 
 
-def _body(response: httpx.Response) -> dict[str, Any]:
+def _body(response: Response) -> dict[str, Any]:
     """The JSON object of a 2xx answer; 5xx and malformed answers leave the outcome unknown, 4xx is a refusal."""
     if response.status_code >= 500:
         raise OutcomeUnknown(f"Nexi answered HTTP {response.status_code}")

@@ -9,6 +9,7 @@ from typing import Any
 
 from pgm.crypto import timestamped_hmac
 from pgm.domain.statuses import Status
+from pgm.outbound import Transport
 from pgm.providers.base import (
     CallbackRequest,
     Capabilities,
@@ -75,9 +76,14 @@ class SandboxAdapter(ProviderAdapter):
         api_key: str,
         webhook_secret: Callable[[], str],
         timeout_seconds: float,
+        *,
+        transport: Transport | None = None,
     ) -> None:
         self._client = provider_client(
-            f"{base_url.rstrip('/')}/api/v1", timeout_seconds, headers={"Authorization": f"Bearer {api_key}"}
+            f"{base_url.rstrip('/')}/api/v1",
+            timeout_seconds,
+            headers={"Authorization": f"Bearer {api_key}"},
+            transport=transport,
         )
         self._webhook_secret = webhook_secret
 

@@ -1,4 +1,4 @@
-"""Adapter for Scalapay (Online API v2, pay in instalments), with httpx: Scalapay has no Python SDK.
+"""Adapter for Scalapay (Online API v2, pay in instalments): Scalapay has no Python SDK.
 
 What Scalapay offers and how it maps here (docs/providers/scalapay.md):
 * pay: an order (`POST /v2/orders`), answered with its `token` and the `checkoutUrl` the payer is sent
@@ -32,6 +32,7 @@ from typing import Any
 
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Transport
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -149,12 +150,13 @@ class ScalapayAdapter(ProviderAdapter):
     name = "scalapay"
     capabilities = CAPABILITIES
 
-    def __init__(self, config: ScalapayConfig) -> None:
+    def __init__(self, config: ScalapayConfig, *, transport: Transport | None = None) -> None:
         self._config = config
         self._client = provider_client(
             config.base_url,
             config.timeout_seconds,
             headers={"Authorization": f"Bearer {config.api_key}", "Accept": "application/json"},
+            transport=transport,
         )
         self._orders: OrderedDict[str, dict[str, Any]] = OrderedDict()
 

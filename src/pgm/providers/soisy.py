@@ -1,4 +1,4 @@
-"""Adapter for Soisy (instalment loans, the shop API `/api/shops/{shopId}`), with httpx.
+"""Adapter for Soisy (instalment loans, the shop API `/api/shops/{shopId}`).
 
 What Soisy offers and how it maps here (docs/providers/soisy.md):
 * pay: a loan request (`POST /orders`), answered with the order's `token`; the payer is sent to Soisy's
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-import httpx
+from yarl import URL
 
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Transport
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -122,8 +123,8 @@ class SoisyConfig:
 def loan_page_url(base_url: str, shop_id: str, token: str) -> str:
     """Where the payer applies for the loan: Soisy's shop site beside its API host (`api.` → `shop.`);
     a base URL on another host (a proxy, a test server) serves the page on its own origin."""
-    url = httpx.URL(base_url)
-    host = url.host
+    url = URL(base_url)
+    host = url.host or ""
     origin = f"{url.scheme}://shop.{host.removeprefix('api.')}" if host.startswith("api.") else f"{base_url}/shop"
     return f"{origin}/{shop_id}#/loan-request?token={token}"
 
@@ -134,12 +135,13 @@ class SoisyAdapter(ProviderAdapter):
     name = "soisy"
     capabilities = CAPABILITIES
 
-    def __init__(self, config: SoisyConfig) -> None:
+    def __init__(self, config: SoisyConfig, *, transport: Transport | None = None) -> None:
         self._config = config
         self._client = provider_client(
             f"{config.base_url}/api/shops/{config.shop_id}",
             config.timeout_seconds,
             headers={AUTH_HEADER: config.partner_key, "Accept": "application/json"},
+            transport=transport,
         )
 
     async def aclose(self) -> None:

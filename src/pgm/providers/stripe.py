@@ -2,21 +2,23 @@
 pay-by-link, Refunds, and webhooks verified with `Stripe-Signature` (with STRIPE_WEBHOOK_SECRET) or,
 without it, confirmed by fetching the event they name from Stripe's API.
 
-It uses the official SDK's async client (`StripeClient` with `stripe.HTTPXClient`), so no call blocks
-the event loop; every result is turned into a plain dict at once, so a malformed answer is a missing
-key we detect, never an attribute error. Every POST carries an `Idempotency-Key`, every call the pinned
+It uses the official SDK's async client (`StripeClient`), sending through the PGM's own HTTP client
+(pgm.outbound, as the SDK's custom `HTTPClient`), so no call blocks the event loop; every result is
+turned into a plain dict at once, so a malformed answer is a missing key we detect, never an attribute
+error. Every POST carries an `Idempotency-Key`, every call the pinned
 `Stripe-Version` and the provider time-out, and the SDK's own retries are off: a lost answer is left
 UNKNOWN and settled by a lookup (docs/reliability.md), never by a blind retry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -34,6 +36,7 @@ from stripe.params.checkout import SessionCreateParams, SessionListParams
 from pgm.config import ConfigurationError, Settings
 from pgm.crypto import timestamped_hmac
 from pgm.domain.statuses import Status
+from pgm.outbound import HttpClient, NoAnswer, Transport
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -150,6 +153,46 @@ REFUND_EVENTS = frozenset({"refund.created", "charge.refund.updated", "refund.up
 T = TypeVar("T")
 
 
+class SdkHttpClient(stripe.HTTPClient):
+    """The SDK's requests sent through our client: aiohttp directly (the SDK's own HTTPX client costs about
+    three times the CPU per request), our time-outs, our request log line for HTTP_LOG_LEVEL=basic, and a
+    transport tests can replace. Only the async half exists: the adapter never calls the SDK synchronously."""
+
+    name = "pgm"
+
+    def __init__(self, client: HttpClient) -> None:
+        super().__init__()
+        self._client = client
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        body = post_data.encode() if isinstance(post_data, str) else post_data
+        try:
+            response = await self._client.request(method.upper(), url, headers=headers, content=body)
+        except NoAnswer as exc:
+            # Never retried (max_network_retries=0): the adapter reports the outcome as unknown.
+            lost = stripe.APIConnectionError(f"Stripe gave no answer ({exc})", should_retry=False)  # type: ignore[no-untyped-call]
+            raise lost from exc
+        return response.content, response.status_code, response.headers
+
+    async def request_stream_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[AsyncIterator[bytes], int, Mapping[str, str]]:
+        content, status, answer_headers = await self.request_async(method, url, headers, post_data)
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield content
+
+        return whole(), status, answer_headers
+
+    async def close_async(self) -> None:
+        await self._client.aclose()
+
+    def sleep_async(self, secs: float) -> Awaitable[None]:
+        return asyncio.sleep(secs)
+
+
 class StripeAdapter(ProviderAdapter):
     """Stripe behind the common adapter interface."""
 
@@ -163,8 +206,10 @@ class StripeAdapter(ProviderAdapter):
         base_url: str,
         timeout_seconds: float,
         clock: Callable[[], float] = time.time,
+        *,
+        transport: Transport | None = None,
     ) -> None:
-        self._http = stripe.HTTPXClient(timeout=timeout_seconds)
+        self._http = SdkHttpClient(HttpClient(timeout_seconds, transport=transport))
         self._client = stripe.StripeClient(
             api_key,
             stripe_version=STRIPE_VERSION,
@@ -177,7 +222,7 @@ class StripeAdapter(ProviderAdapter):
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP client."""
-        await self._http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
+        await self._http.close_async()
 
     def check(self, operation: Operation, request: PayRequest | RefundRequest) -> None:
         """Validate providerData and the redirect URLs Checkout needs before anything is stored."""

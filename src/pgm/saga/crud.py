@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+from pgm.outbound import HttpClient, NoAnswer
 
 
-class CrudUnavailable(httpx.HTTPError):
-    """The CRUD could not answer (time-out, 5xx, nonsense): retry later (an HTTP failure to the outbox too)."""
+class CrudUnavailable(NoAnswer):
+    """The CRUD gave no usable answer (time-out, 5xx, nonsense): retry later (a failed delivery to the outbox too)."""
 
 
 class SagaCrud:
     """GET {SAGA_CRUD_URL}?sagaId= and ?_q= on the saga collection."""
 
-    def __init__(self, collection_url: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, collection_url: str, client: HttpClient) -> None:
         # The collection URL may be configured with or without its trailing slash.
         self.collection_url = collection_url.rstrip("/") + "/"
         self.client = client
@@ -34,7 +34,7 @@ class SagaCrud:
     async def _query(self, params: dict[str, str]) -> list[dict[str, Any]]:
         try:
             response = await self.client.get(self.collection_url, params=params)
-        except httpx.HTTPError as exc:
+        except NoAnswer as exc:
             raise CrudUnavailable(f"the CRUD could not be reached ({type(exc).__name__})") from exc
         if response.status_code == 404:
             return []

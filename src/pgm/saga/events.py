@@ -11,7 +11,6 @@ import json
 import logging
 from typing import Any
 
-import httpx
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +26,7 @@ from pgm.domain.saga import (
 )
 from pgm.domain.statuses import PaymentKind, Status
 from pgm.observability.metrics import Metrics
+from pgm.outbound import HttpClient, Response
 from pgm.outbox.dispatcher import Sender
 from pgm.outbox.senders import post_json
 from pgm.outbox.writer import Destination, enqueue, message_id_header
@@ -237,16 +237,16 @@ class SagaEvents:
         await enqueue(session, Destination.FLOW_MANAGER_LOOKUP, payment.id, lookup, self.clock.now())
 
 
-def flow_manager_senders(client: httpx.AsyncClient, flow_manager_url: str, crud: SagaCrud) -> dict[str, Sender]:
+def flow_manager_senders(client: HttpClient, flow_manager_url: str, crud: SagaCrud) -> dict[str, Sender]:
     """Deliver the events this module queues to `{FLOW_MANAGER_URL}/event`, by destination."""
     event_url = f"{flow_manager_url}/event"
 
-    async def find_saga_then_send(message: OutboxMessage) -> httpx.Response:
+    async def find_saga_then_send(message: OutboxMessage) -> Response:
         # A payment the PGM did not start for a saga: its saga is the one whose metadata names it.
         document = await crud.saga_by_payment(str(message.payload["paymentId"]))
         saga_id = document.get("sagaId") if document else None
         if not isinstance(saga_id, str):
-            return httpx.Response(204, request=httpx.Request("GET", crud.collection_url))
+            return Response(204)
         event = envelope(saga_id, Event(message.payload["event"]), message.payload["messagePayload"])
         return await client.post(event_url, json=event, headers=message_id_header(message))
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.domain.statuses import Status
+from pgm.outbound import HttpClient
 from pgm.outbox.dispatcher import Sender
 from pgm.outbox.senders import post_json
 from pgm.outbox.writer import Destination, enqueue
@@ -84,6 +84,6 @@ def _reversed_from(change: PaymentChange | RefundChange) -> str | None:
     return change.previous.value if change.transition.reversal else None
 
 
-def payment_callback_sender(client: httpx.AsyncClient, payment_callback_url: str) -> Sender:
+def payment_callback_sender(client: HttpClient, payment_callback_url: str) -> Sender:
     """Delivers the PaymentStatus documents this module queues to PAYMENT_CALLBACK_URL."""
     return post_json(client, payment_callback_url)

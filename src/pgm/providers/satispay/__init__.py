@@ -1,4 +1,4 @@
-"""Adapter for Satispay, over its GBusiness API v1 (https://developers.satispay.com), with httpx.
+"""Adapter for Satispay, over its GBusiness API v1 (https://developers.satispay.com).
 
 * Pay: a MATCH_CODE payment; the payer approves it on Satispay's web page or in the app, so the
   answer is REDIRECT_TO_URL (web page, plus the same page returning to the app's link for mobile).
@@ -19,11 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
+from yarl import URL
 
 from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
+from pgm.outbound import Transport
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -135,12 +136,17 @@ class SatispayAdapter(ProviderAdapter):
     name = "satispay"
     capabilities = CAPABILITIES
 
-    def __init__(self, config: SatispayConfig, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, config: SatispayConfig, clock: Callable[[], float] | None = None, *, transport: Transport | None = None
+    ) -> None:
         self._config = config
         self._client = provider_client(
-            f"{config.base_url.rstrip('/')}{API_PREFIX}", config.timeout_seconds, headers={"Accept": "application/json"}
+            f"{config.base_url.rstrip('/')}{API_PREFIX}",
+            config.timeout_seconds,
+            headers={"Accept": "application/json"},
+            auth=SatispaySignature(config.key_id, config.private_key, clock or time.time),
+            transport=transport,
         )
-        self._client.auth = SatispaySignature(config.key_id, config.private_key, clock or time.time)
         # Ids known to be authorization tokens, so their lookups skip the payments endpoint. Only an
         # optimisation: after a restart an unknown id is tried as a payment first, then as a token.
         self._tokens: OrderedDict[str, None] = OrderedDict()
@@ -370,8 +376,7 @@ class SatispayAdapter(ProviderAdapter):
         """The same Satispay page, sending the payer back to the app's link instead of the web page."""
         if not isinstance(page_url, str) or not self._config.mobile_redirect_url:
             return None
-        url = httpx.URL(page_url)
-        return str(url.copy_with(params=url.params.set("redirect_url", self._config.mobile_redirect_url)))
+        return str(URL(page_url).update_query(redirect_url=self._config.mobile_redirect_url))
 
     def _waiting(self) -> dict[str, Any]:
         """Long polling: Satispay holds a lookup of a pending payment up to this long for a change."""
@@ -379,7 +384,7 @@ class SatispayAdapter(ProviderAdapter):
             return {}
         return {
             "headers": {"x-satispay-response-wait-time": str(self._config.waiting_seconds)},
-            "timeout": httpx.Timeout(self._config.timeout_seconds + self._config.waiting_seconds),
+            "timeout_seconds": self._config.timeout_seconds + self._config.waiting_seconds,
         }
 
     def _remember_token(self, token: str) -> None:

@@ -15,14 +15,15 @@ import hashlib
 import re
 import textwrap
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-import httpx
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from pgm.outbound import Request, host_header
 
 SIGNED_HEADERS = ("(request-target)", "host", "date", "digest")
 _PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----(.*?)-----END \1-----", re.DOTALL)
@@ -93,23 +94,21 @@ def load_private_key(text: str) -> rsa.RSAPrivateKey:
     return key
 
 
-class SatispaySignature(httpx.Auth):
-    """httpx authentication that signs each request exactly as it is sent (host, path, query, body)."""
-
-    requires_request_body = True
+class SatispaySignature:
+    """A request hook of the HTTP client that signs each request exactly as it is sent (host, path, query,
+    body): the Host header is set here, so what is signed is what goes out."""
 
     def __init__(self, key_id: str, private_key: rsa.RSAPrivateKey, clock: Callable[[], float] = time.time) -> None:
         self._key_id = key_id
         self._private_key = private_key
         self._clock = clock
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Add Digest, Date and Authorization; the signature covers the Host header httpx will send."""
+    def __call__(self, request: Request) -> None:
+        """Add Host, Digest, Date and Authorization."""
         body_digest = digest(request.content)
         date = http_date(self._clock())
-        target = request.url.raw_path.decode("ascii")
-        message = signing_string(request.method, target, request.headers["host"], date, body_digest)
+        host = request.headers.setdefault("Host", host_header(request.url))
+        message = signing_string(request.method, request.url.raw_path_qs, host, date, body_digest)
         request.headers["Digest"] = body_digest
         request.headers["Date"] = date
         request.headers["Authorization"] = authorization(self._key_id, sign(self._private_key, message))
-        yield request
