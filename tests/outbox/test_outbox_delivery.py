@@ -1,49 +1,66 @@
 """PaymentStatus notifications through the durable outbox (docs/reliability.md): a receiver that is down or
-failing delays them, never loses them; order holds per payment; dead letters can be re-sent."""
+failing delays them, never loses them; order holds per payment (the dispatcher in-process); dead letters can
+be re-sent through the operator's API, and two replicas share one outbox (PGM processes)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
+from pgm.clock import SystemClock
+from pgm.domain.statuses import Status
+from pgm.providers.base import CallbackRequest, RefundRequest
+from tests.fakes.external import CALLBACK_TOKEN, ExternalService, running_external_service
+from tests.support.in_process import delivering, external_providers, payment_awaiting_the_payer, services
 from tests.support.notifications import STATUS_PATH
 from tests.support.pgm_process import PgmProcess, free_port
-from tests.support.sandbox_requests import pay_body, refund
+from tests.support.sandbox_requests import pay_body
 from tests.support.servers import RecordingReceiver, run_server_in_thread, wait_for
 
 
-def test_receiver_refusing_then_failing_gets_every_notification_in_order(
-    start_pgm: Callable[..., PgmProcess], shop_id: str
-) -> None:
+def test_receiver_refusing_then_failing_gets_every_notification_in_order(tmp_path: Path, backend: str) -> None:
+    shop_id = "order-outbox"
     port = free_port()
-    pgm = start_pgm(PAYMENT_CALLBACK_URL=f"http://127.0.0.1:{port}{STATUS_PATH}")
-    # Nothing listens on the port: connection refused while the payment moves on.
-    payment = pgm.post("/v3/sandbox/credit-cards/pay", pay_body(shop_id, "PENDING", amount=1000)).json()
-    pgm.decide(payment["redirectToUrl"], "approve")
-    wait_for(
-        lambda: pgm.get("/v3/sandbox/status", params={"paymentId": payment["paymentId"]}).json()["status"] == "ACCEPTED"
-    )
-    assert refund(pgm, payment["paymentId"], 400)["result"] == "OK"
-    assert refund(pgm, payment["paymentId"], 600)["result"] == "OK"
 
-    receiver = RecordingReceiver()
-    receiver.respond(503, times=5)
-    with run_server_in_thread(receiver.app, port=port):
-        wait_for(
-            lambda: len([r for r in receiver.requests if r.status == 200]) == 4, timeout=20, what="4 notifications"
-        )
-    delivered = [r.json for r in receiver.requests if r.status == 200]
-    assert [(d["action"], d["status"]) for d in delivered] == [
-        ("PAYMENT", "PENDING"),
-        ("PAYMENT", "ACCEPTED"),
-        ("REFUND", "ACCEPTED"),
-        ("REFUND", "ACCEPTED"),
-    ]
-    assert [d["metadata"]["totalRefundedAmount"] for d in delivered[2:]] == [400, 1000]
-    assert [r.status for r in receiver.requests[:5]] == [503] * 5
-    # Every message went out once it succeeded: a retried message is the same message.
-    ids = Counter(r.headers["x-pgm-message-id"] for r in receiver.requests if r.status == 200)
-    assert set(ids.values()) == {1}
+    async def scenario(acme: ExternalService) -> None:
+        env = {
+            "EXTERNAL_PROVIDERS_CONFIG": external_providers(tmp_path, acme=acme.base_url),
+            # Nothing listens on the port yet: connection refused while the payment moves on.
+            "PAYMENT_CALLBACK_URL": f"http://127.0.0.1:{port}{STATUS_PATH}",
+        }
+        # The wall clock: the retries' back-off (50 to 400 ms here) is what the test goes through.
+        async with services(backend, tmp_path, SystemClock(), **env) as service, delivering(service):
+            adapter = service.registry.get("acme")
+            assert adapter is not None
+            payment_id = await payment_awaiting_the_payer(service, shop_id)
+            at_acme = (await service.payments.reload(payment_id)).provider_payment_id or ""
+            paid = {"payment": at_acme, "token": CALLBACK_TOKEN, "event": "paid"}
+            await service.callbacks.receive(adapter, CallbackRequest("GET", "/v3/acme/callback", paid, {}, b"", 0.0))
+            for amount in (400, 899):
+                request = RefundRequest(at_acme, amount, "EUR", idempotency_key=f"refund-{amount}")
+                assert (await service.payments.refund(adapter, request)).status is Status.ACCEPTED
+
+            receiver = RecordingReceiver()
+            receiver.respond(503, times=5)
+            with run_server_in_thread(receiver.app, port=port):
+                await asyncio.to_thread(receiver.wait_for_requests, 9, timeout=20)
+            delivered = [r.json for r in receiver.requests if r.status == 200]
+            assert [(d["action"], d["status"]) for d in delivered] == [
+                ("PAYMENT", "PENDING"),
+                ("PAYMENT", "ACCEPTED"),
+                ("REFUND", "ACCEPTED"),
+                ("REFUND", "ACCEPTED"),
+            ]
+            assert [d["metadata"]["totalRefundedAmount"] for d in delivered[2:]] == [400, 1299]
+            assert [r.status for r in receiver.requests[:5]] == [503] * 5
+            # Every message went out once it succeeded: a retried message is the same message.
+            ids = Counter(r.headers["x-pgm-message-id"] for r in receiver.requests if r.status == 200)
+            assert set(ids.values()) == {1}
+
+    with running_external_service() as acme:
+        asyncio.run(scenario(acme))
 
 
 def test_permanent_refusal_becomes_a_dead_letter_that_can_be_resent(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from pgm.clock import Clock
 from pgm.config import load_settings
 from pgm.observability.metrics import Metrics
 from pgm.providers.base import Operation, PayRequest, PayResultCode
@@ -46,7 +47,7 @@ def external_providers(directory: Path, **base_urls: str) -> str:
 
 
 @asynccontextmanager
-async def services(backend: str, directory: Path, clock: ManualClock, **env: str) -> AsyncIterator[Service]:
+async def services(backend: str, directory: Path, clock: Clock, **env: str) -> AsyncIterator[Service]:
     """The parts of a PGM configured by `env`, composed as `pgm serve` composes them, on a fresh migrated
     database; their background loops are not started. Released at the end."""
     with fresh_database(backend, directory) as url:
