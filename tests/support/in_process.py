@@ -1,6 +1,7 @@
 """The PGM's services built in the test's own process, wired as the service wires them, on a real database
-(SQLite or PostgreSQL) and a clock the test moves: the middle of the test pyramid, between the pure domain
-and a PGM process spoken to over HTTP. Background loops do not run by themselves; a test runs a pass."""
+(SQLite or PostgreSQL) and the clock the test chooses (a ManualClock it moves, for schedules): the middle of
+the test pyramid, between the pure domain and a PGM process spoken to over HTTP. Background loops do not
+run by themselves: a test runs a pass, or the dispatcher while it acts (`delivering`)."""
 
 from __future__ import annotations
 
