@@ -34,7 +34,7 @@ from pgm.services.outcome_metrics import OutcomeMetrics
 from pgm.services.payments import PaymentService
 from pgm.services.reconciliation import Reconciler
 from pgm.services.settlement import OutcomeListener, ReconcilePolicy, RefundWatch, Settlement
-from pgm.store import migrations
+from pgm.store import migrator
 from pgm.store.database import Database, PoolSettings
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Wiring:
     async def running(self) -> AsyncIterator[Service]:
         """The service from start to stop: migrate the store, build the parts, run the background loops
         while the caller serves, then stop the loops and release the parts."""
-        await asyncio.to_thread(migrations.upgrade, self.settings.database_url)
+        await asyncio.to_thread(migrator.upgrade, self.settings.database_url)
         service = await compose(self.settings, self.clock, self.metrics)
         tasks = service.start_background()
         log.info("PGM started", extra={"providers": service.registry.names, "port": self.settings.http_port})
@@ -172,6 +172,8 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
         metrics,
         settings.outbox_poll_seconds,
     )
+    # Every commit that writes outbox rows wakes the dispatcher (no writer has to remember to).
+    database.on_outbox_commit(dispatcher.wake)
     saga_commands = None
     if saga_events is not None and crud is not None:
         saga_commands = SagaCommands(

@@ -26,16 +26,14 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Select, bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from pgm.clock import Clock
 from pgm.observability.metrics import Metrics
 from pgm.outbound import NoAnswer, Response
 from pgm.outbox.writer import DeliveryStatus
 from pgm.store.database import Database
-from pgm.store.models import OutboxMessage, table_of
+from pgm.store.records import OutboxMessage
+from pgm.store.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -52,68 +50,6 @@ CONCURRENCY = 32
 # delivery is back well within it, so a pass still records a whole batch in one transaction
 # (docs/performance.md); a slower delivery is recorded by a later pass instead of holding up the rest.
 STRAGGLER_SECONDS = 0.2
-_OUTBOX = table_of(OutboxMessage)
-# The claim's statements, built once: building a statement and its cache key on every call costs more
-# than running it (docs/performance.md).
-_LEASE = (
-    update(_OUTBOX)
-    .where(
-        _OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
-        _OUTBOX.c.status == DeliveryStatus.PENDING.value,
-        _OUTBOX.c.lease_until.is_(None) | (_OUTBOX.c.lease_until < bindparam("now")),
-    )
-    .values(lease_until=bindparam("until"))
-    .returning(_OUTBOX.c.id)
-)
-_BY_IDS = select(OutboxMessage).where(OutboxMessage.id.in_(bindparam("ids", expanding=True)))
-# Extends the leases of the deliveries still running here (a delivered or dead message keeps its status).
-_RENEW = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)), _OUTBOX.c.status == DeliveryStatus.PENDING.value)
-    .values(lease_until=bindparam("until"))
-)
-# A delivered message needs nothing read back: one UPDATE for all of a batch's deliveries.
-_DELIVERED = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("delivered_id"))
-    .values(
-        status=DeliveryStatus.DELIVERED.value,
-        attempts=_OUTBOX.c.attempts + 1,
-        lease_until=None,
-        last_status_code=bindparam("code"),
-        last_error=None,
-        delivered_at=bindparam("at"),
-    )
-)
-
-
-def _heads_statement() -> Select[OutboxMessage]:
-    """The oldest pending message of each ordering key, due and not leased (bind `now` and the
-    `destinations` with room for more deliveries)."""
-    earlier = aliased(OutboxMessage)
-    is_head = ~(
-        select(earlier.id)
-        .where(
-            earlier.destination == OutboxMessage.destination,
-            earlier.ordering_key == OutboxMessage.ordering_key,
-            earlier.status == DeliveryStatus.PENDING.value,
-            earlier.id < OutboxMessage.id,
-        )
-        .exists()
-    )
-    now = bindparam("now", type_=Float)
-    return (
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.status == DeliveryStatus.PENDING.value,
-            OutboxMessage.destination.in_(bindparam("destinations", expanding=True)),
-            OutboxMessage.next_attempt_at <= now,
-            OutboxMessage.lease_until.is_(None) | (OutboxMessage.lease_until < now),
-            is_head,
-        )
-        .order_by(OutboxMessage.id)
-        .limit(BATCH)
-    )
 
 
 @dataclass(frozen=True)
@@ -163,7 +99,6 @@ class OutboxDispatcher:
     ) -> None:
         self.database = database
         self.senders = senders
-        self._heads = _heads_statement()
         self.policy = policy
         self.clock = clock
         self.metrics = metrics
@@ -246,25 +181,19 @@ class OutboxDispatcher:
         ]
         room = self._room()
         claimed: list[OutboxMessage] = []
-        async with self.database.write() as session:
-            results = await self._record(session, attempts, now) if attempts else []
+        async with self.database.transaction() as tx:
+            results = await self._record(tx, attempts, now) if attempts else []
             if renew:
-                await session.execute(_RENEW, {"ids": renew, "until": until})
+                await tx.outbox.renew(renew, until)
             if room:
-                heads = (await session.scalars(self._heads, {"now": now, "destinations": list(room)})).all()
+                heads = await tx.outbox.heads(list(room), now, BATCH)
                 # A delivery of this process that outlived its lease is still running: never start it twice.
                 for message in heads:
                     if message.id not in self._in_flight and room[message.destination] > 0:
                         room[message.destination] -= 1
                         claimed.append(message)
                 if claimed:
-                    leased = set(
-                        (
-                            await session.scalars(
-                                _LEASE, {"ids": [message.id for message in claimed], "now": now, "until": until}
-                            )
-                        ).all()
-                    )
+                    leased = await tx.outbox.lease([message.id for message in claimed], now, until)
                     claimed = [message for message in claimed if message.id in leased]
         for message_id in renew:
             delivery = self._in_flight.get(message_id)
@@ -290,19 +219,17 @@ class OutboxDispatcher:
             error = f"{type(exc).__name__}"
         return Attempt(message.id, message.destination, status_code, error)
 
-    async def _record(self, session: AsyncSession, attempts: list[Attempt], now: float) -> list[tuple[str, str]]:
+    async def _record(self, tx: Transaction, attempts: list[Attempt], now: float) -> list[tuple[str, str]]:
         """Record a batch's attempts; return (destination, delivered|retry|dead) for each."""
         delivered = [attempt for attempt in attempts if attempt.error is None]
         failed = [attempt for attempt in attempts if attempt.error is not None]
         results: list[tuple[str, str]] = [(attempt.destination, "delivered") for attempt in delivered]
         if delivered:
-            await session.execute(
-                _DELIVERED,
-                [{"delivered_id": attempt.message_id, "code": attempt.status_code, "at": now} for attempt in delivered],
-            )
+            await tx.outbox.delivered([(attempt.message_id, attempt.status_code) for attempt in delivered], now)
         if failed:
-            # The back-off and the dead-letter decision depend on the attempts so far: read them.
-            rows = await session.scalars(_BY_IDS, {"ids": [attempt.message_id for attempt in failed]})
+            # The back-off and the dead-letter decision depend on the attempts so far: read them (the
+            # transaction writes back what _apply_failure changes).
+            rows = await tx.outbox.by_ids([attempt.message_id for attempt in failed])
             by_id = {row.id: row for row in rows}
             for attempt in failed:
                 row = by_id.get(attempt.message_id)
@@ -330,29 +257,14 @@ class OutboxDispatcher:
 
     async def refresh_backlog_metrics(self) -> None:
         """Update the outbox gauge from the store."""
-        async with self.database.read() as session:
-            rows = (
-                await session.execute(
-                    select(OutboxMessage.destination, OutboxMessage.status, func.count())
-                    .where(OutboxMessage.status != DeliveryStatus.DELIVERED.value)
-                    .group_by(OutboxMessage.destination, OutboxMessage.status)
-                )
-            ).all()
+        async with self.database.snapshot() as tx:
+            rows = await tx.outbox.backlog()
         self.metrics.outbox_backlog.clear()
         for destination, status, count in rows:
             self.metrics.outbox_backlog.labels(destination, status).set(count)
 
     async def resend(self, message_id: int) -> bool:
         """Put a dead letter back in line; False when there is no such dead letter."""
-        async with self.database.write() as session:
-            result = await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message_id, OutboxMessage.status == DeliveryStatus.DEAD.value)
-                .values(
-                    status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=self.clock.now(), lease_until=None
-                )
-            )
-            resent = bool(result.rowcount == 1)  # type: ignore[attr-defined]
-        if resent:
-            self.wake()
-        return resent
+        # The commit wakes the dispatcher (Database.on_outbox_commit).
+        async with self.database.transaction() as tx:
+            return await tx.outbox.resend(message_id, self.clock.now())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pgm.outbound import HttpClient, Response
 from pgm.outbox.dispatcher import Sender
 from pgm.outbox.writer import message_id_header
-from pgm.store.models import OutboxMessage
+from pgm.store.records import OutboxMessage
 
 
 def post_json(client: HttpClient, url: str) -> Sender:

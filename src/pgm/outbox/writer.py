@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pgm.store.database import insert_row
-from pgm.store.models import OutboxMessage
+from pgm.store.database import as_transaction
+from pgm.store.records import OutboxMessage
+from pgm.store.transaction import Transaction
 
 
 class Destination(enum.StrEnum):
@@ -29,7 +30,7 @@ class DeliveryStatus(enum.StrEnum):
 
 
 async def enqueue(
-    session: AsyncSession,
+    tx: Transaction | AsyncSession,
     destination: Destination,
     ordering_key: str,
     payload: dict[str, Any],
@@ -39,7 +40,9 @@ async def enqueue(
     """Add a message and return its id; it is delivered only if the surrounding transaction commits.
 
     `message_id` is the X-Pgm-Message-Id to send, when the message carries a logical event that may be
-    sent again in another row (a saga event); otherwise the row's id is sent."""
+    sent again in another row (a saga event); otherwise the row's id is sent. The dispatcher is woken once
+    the transaction commits (Database.on_outbox_commit). A session is accepted while callers move off the
+    ORM: the message goes into the store transaction that shares its connection."""
     message = OutboxMessage(
         message_id=message_id,
         destination=destination.value,
@@ -50,7 +53,7 @@ async def enqueue(
         next_attempt_at=now,
         created_at=now,
     )
-    return (await insert_row(session, message)).id
+    return await (await as_transaction(tx)).outbox.add(message)
 
 
 def message_id_header(message: OutboxMessage) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pgm.clock import Clock
 from pgm.crypto import timestamped_hmac
 from pgm.outbound import HttpClient, Response
 from pgm.outbox.dispatcher import Sender
-from pgm.store.models import OutboxMessage
+from pgm.store.records import OutboxMessage
 
 
 def webhook_sender(client: HttpClient, target: str, secret: Callable[[], str], clock: Clock) -> Sender:

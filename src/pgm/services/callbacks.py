@@ -262,7 +262,6 @@ class CallbackService:
             return False
         payment, refund = subject
         locked = await self.database.lock_payment(session, payment.id)
-        assert locked is not None
         if refund is not None:
             await session.refresh(refund)  # read under the lock: the status the reversal check compares with
         claimed = notification.status
@@ -347,7 +346,6 @@ class CallbackService:
         if payment is None:
             return None
         locked = await self.database.lock_payment(session, payment.id)
-        assert locked is not None
         adopted = await self.adoption.adopt_refund(
             session, locked, notification.refund_id, notification.amount, Source.CALLBACK
         )

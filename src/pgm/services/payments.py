@@ -171,7 +171,6 @@ class PaymentService:
             return await self._after_lost_answer(adapter, payment, str(lost))
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment.id)
-            assert locked is not None
             await self.settlement.answered(session, locked, result)
             if on_answer is not None:
                 await on_answer(session, f"{result.result.value}: {result.description}")
@@ -272,7 +271,6 @@ class PaymentService:
         if found is None:
             async with self.database.write() as session:
                 locked = await self.database.lock_payment(session, payment.id)
-                assert locked is not None
                 locked.description = description
                 await self.settlement.record(session, locked, Status.UNKNOWN, Source.ANSWER, reason)
                 payment = locked
@@ -286,7 +284,6 @@ class PaymentService:
         """Record what the provider said about a payment when asked."""
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment_id)
-            assert locked is not None
             if not locked.provider_payment_id:
                 locked.provider_payment_id = found.payment_id
             if found.subscription_token and not locked.subscription_token:
@@ -302,7 +299,6 @@ class PaymentService:
     async def _settle(self, payment_id: str, status: Status, source: Source, note: str) -> Payment:
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment_id)
-            assert locked is not None
             await self.settlement.payment_status(session, locked, status, source, note)
             return locked
 
@@ -383,7 +379,6 @@ class PaymentService:
             if payment is None:
                 raise RefundRefused(f"payment {request.payment_id} is not known to provider {adapter.name} here")
             locked = await self.database.lock_payment(session, payment.id)
-            assert locked is not None
             existing = await session.scalar(select(Refund).where(Refund.idempotency_key == request.idempotency_key))
             if existing is not None:
                 return existing, locked, False
@@ -426,7 +421,6 @@ class PaymentService:
             refund = await session.get(Refund, refund_id)
             assert refund is not None
             payment = await self.database.lock_payment(session, refund.payment_id)
-            assert payment is not None
             await session.refresh(refund)
             if result.refund_id and not refund.provider_refund_id:
                 refund.provider_refund_id = result.refund_id

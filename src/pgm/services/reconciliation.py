@@ -182,7 +182,6 @@ class Reconciler:
             payment = await self.payments.apply_lookup(adapter, payment_id, lookup, Source.RECONCILIATION)
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment_id)
-            assert locked is not None
             if Status(locked.status).is_final:
                 self.metrics.reconciliations.labels(adapter.name, "settled").inc()
                 return
@@ -219,7 +218,6 @@ class Reconciler:
             refund, payment = await self.payments.apply_refund_result(refund_id, found, Source.RECONCILIATION)
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment.id)
-            assert locked is not None
             current = await session.get(Refund, refund_id, populate_existing=True)
             assert current is not None
             if Status(current.status).is_final:
@@ -262,7 +260,6 @@ class Reconciler:
         settlement = self.settlement
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment_id)
-            assert locked is not None
             if locked.status != Status.ACCEPTED:
                 return  # no longer paid (a reversal): nothing to watch; its own schedule stands
             found = 0

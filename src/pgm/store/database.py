@@ -5,6 +5,11 @@ front, so two writers never deadlock on a lock upgrade, and holding it is SQLite
 lock. In one process an asyncio lock queues writers fairly instead of letting them spin on
 busy_timeout. On PostgreSQL a payment is locked with SELECT ... FOR UPDATE.
 
+Two ways in, on the same connections: `transaction()` / `snapshot()` yield a store Transaction whose
+repositories run SQL on the driver itself (sqlite3, asyncpg); `write()` / `read()` yield the SQLAlchemy
+session that modules not yet moved onto the repositories still use (a Transaction can lend one, and
+`transaction_of(session)` gives the Transaction of a session, so both share one database transaction).
+
 Rule for callers: never await a provider or any other network call inside a write transaction.
 """
 
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,28 +25,41 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Insert, Table, event, insert, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.sql.dml import ReturningInsert
 
 from pgm.store import sqlite_inline
 from pgm.store.models import Base, Payment, table_of
+from pgm.store.sql import dump_json, load_json
+from pgm.store.transaction import SESSION_KEY, RowNotFound, Transaction
 
 T = TypeVar("T", bound=Base)
 
 
 def async_url(url: str) -> str:
-    """The async driver for a configured URL (sqlite → aiosqlite; PostgreSQL keeps psycopg 3)."""
+    """The async driver for a configured URL (sqlite → aiosqlite's interface, run inline; PostgreSQL →
+    asyncpg, whose connections the store's transactions use directly)."""
     parsed = make_url(url)
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
-        return str(parsed.set(drivername="sqlite+aiosqlite"))
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if parsed.get_backend_name() == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     return url
 
 
 def sync_url(url: str) -> str:
-    """The synchronous driver for the same database (used by Alembic)."""
+    """The synchronous driver for the same database (used by Alembic: psycopg 3 on PostgreSQL)."""
     parsed = make_url(url)
     if parsed.drivername == "sqlite+aiosqlite":
-        return str(parsed.set(drivername="sqlite"))
+        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
+    if parsed.drivername == "postgresql+asyncpg":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return url
 
 
@@ -64,7 +82,9 @@ def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Straight to sqlite3: BEGIN through exec_driver_sql costs a statement's worth of SQLAlchemy work.
-        connection.connection.driver_connection.begin(begin)
+        driver = connection.connection.driver_connection
+        if not driver.sqlite.in_transaction:
+            driver.begin(begin)
 
     return engine
 
@@ -127,23 +147,77 @@ class Database:
                 max_overflow=pool.max_overflow,
                 pool_timeout=pool.timeout_seconds,
                 pool_pre_ping=True,
-                # libpq counts whole seconds; 0 would mean wait forever.
-                connect_args={"connect_timeout": max(1, round(pool.connect_timeout_seconds))},
+                connect_args={"timeout": pool.connect_timeout_seconds},
+                # JSON columns: the same codec for the ORM and the store's own statements (store/sql.py).
+                json_serializer=dump_json,
+                json_deserializer=load_json,
             )
             self._read_engine = self._write_engine
         self._writes = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._reads = async_sessionmaker(self._read_engine, expire_on_commit=False)
         self._sqlite_writer = asyncio.Lock()
+        self._outbox_hooks: list[Callable[[], None]] = []
+
+    def on_outbox_commit(self, hook: Callable[[], None]) -> None:
+        """Call `hook` after every commit that wrote outbox rows (the dispatcher's wake-up: whoever wires
+        the dispatcher registers it, so no writer has to remember to wake it)."""
+        self._outbox_hooks.append(hook)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A read-write store transaction, committed when the block ends without error."""
+        if self.is_sqlite:
+            async with self._sqlite_writer, self._open(self._write_engine, writable=True) as tx:
+                yield tx
+        else:
+            async with self._open(self._write_engine, writable=True) as tx:
+                yield tx
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Transaction]:
+        """A read-only store transaction (a consistent snapshot on both databases)."""
+        async with self._open(self._read_engine, writable=False) as tx:
+            yield tx
+
+    @asynccontextmanager
+    async def _open(self, engine: AsyncEngine, writable: bool) -> AsyncIterator[Transaction]:
+        async with engine.connect() as connection:
+            await connection.begin()
+            tx = await _transaction_on(connection, writable)
+            try:
+                yield tx
+                await tx.flush()
+            except BaseException:
+                await connection.rollback()
+                raise
+            finally:
+                if tx._session is not None:
+                    await tx._session.close()
+            await connection.commit()
+        tx.committed()
+        self._committed(tx)
+
+    def _committed(self, tx: Transaction) -> None:
+        if tx.wrote_outbox:
+            for hook in self._outbox_hooks:
+                hook()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A read-write transaction, committed when the block ends without error."""
+        """A read-write transaction as a SQLAlchemy session, committed when the block ends without error
+        (for modules not yet moved onto `transaction()`)."""
         if self.is_sqlite:
             async with self._sqlite_writer, self._writes.begin() as session:
                 yield session
+                await _flush_bridged(session)
         else:
             async with self._writes.begin() as session:
                 yield session
+                await _flush_bridged(session)
+        bridged = session.info.get(SESSION_KEY)
+        if isinstance(bridged, Transaction):
+            bridged.committed()
+            self._committed(bridged)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -151,16 +225,24 @@ class Database:
         async with self._reads.begin() as session:
             yield session
 
-    async def lock_payment(self, session: AsyncSession, payment_id: str) -> Payment | None:
-        """Lock one payment for the rest of the transaction and return it fresh from the store."""
+    async def lock_payment(self, session: AsyncSession, payment_id: str) -> Payment:
+        """Lock one payment for the rest of the transaction and return it fresh from the store; raises
+        RowNotFound when there is none (callers lock a payment they know)."""
         if self.is_sqlite:
             # The transaction holds SQLite's write lock since its BEGIN IMMEDIATE, and its session is new:
             # whatever the session loaded is current, so one it already holds is not read again.
-            return await session.get(Payment, payment_id)
-        statement = select(Payment).where(Payment.id == payment_id).execution_options(populate_existing=True)
-        if not self.is_sqlite:
-            statement = statement.with_for_update()
-        return (await session.execute(statement)).scalar_one_or_none()
+            payment = await session.get(Payment, payment_id)
+        else:
+            statement = (
+                select(Payment)
+                .where(Payment.id == payment_id)
+                .execution_options(populate_existing=True)
+                .with_for_update()
+            )
+            payment = (await session.execute(statement)).scalar_one_or_none()
+        if payment is None:
+            raise RowNotFound(f"payment {payment_id} not found")
+        return payment
 
     async def ping(self) -> None:
         """Raise when the store cannot answer a trivial query."""
@@ -172,3 +254,39 @@ class Database:
         await self._write_engine.dispose()
         if self._read_engine is not self._write_engine:
             await self._read_engine.dispose()
+
+
+async def transaction_of(session: AsyncSession) -> Transaction:
+    """The store transaction running on a SQLAlchemy session's connection (made on first use), so that a
+    module on the repositories can be called by one still on the session, in one database transaction."""
+    bridged = session.info.get(SESSION_KEY)
+    if isinstance(bridged, Transaction):
+        return bridged
+    tx = await _transaction_on(await session.connection(), writable=True)
+    tx.attach_session(session)
+    return tx
+
+
+async def as_transaction(tx: Transaction | AsyncSession) -> Transaction:
+    """A store transaction, from a caller on the store layer or one still on a session (transitional)."""
+    return tx if isinstance(tx, Transaction) else await transaction_of(tx)
+
+
+async def _flush_bridged(session: AsyncSession) -> None:
+    bridged = session.info.get(SESSION_KEY)
+    if isinstance(bridged, Transaction):
+        await bridged.flush()
+
+
+async def _transaction_on(connection: AsyncConnection, writable: bool) -> Transaction:
+    """A store transaction on the driver connection under a SQLAlchemy connection that has begun."""
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if isinstance(driver, sqlite_inline.InlineConnection):
+        return Transaction(sqlite=driver.sqlite, sa_connection=connection, writable=writable)
+    # SQLAlchemy's asyncpg adapter opens its transaction at its first statement: open it now, so the
+    # store's statements run inside it rather than in autocommit.
+    adapter: Any = raw.dbapi_connection
+    if adapter._transaction is None:
+        await adapter._start_transaction()
+    return Transaction(postgres=driver, sa_connection=connection, writable=writable)

@@ -98,6 +98,11 @@ class InlineConnection:
         self._tx = _Immediate()
 
     @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The sqlite3 connection itself, for the store's own statements (store/transaction.py)."""
+        return self._conn
+
+    @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 

@@ -9,13 +9,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from pgm.http.dependencies import Parts, require_token
 from pgm.http.errors import ApiError
 from pgm.observability import store_gauges
-from pgm.store.migrations import current_revision, schema_state
-from pgm.store.models import OutboxMessage
+from pgm.store.migrator import current_revision, schema_state
 
 # Row ids are 64-bit signed integers in both databases: anything larger cannot name a row.
 MAX_ROW_ID = 2**63 - 1
@@ -78,12 +76,8 @@ def build_router() -> APIRouter:
         status: Annotated[Literal["PENDING", "DELIVERED", "DEAD"], Query()] = "DEAD",
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[OutboxEntry]:
-        async with parts.database.read() as session:
-            rows = (
-                await session.scalars(
-                    select(OutboxMessage).where(OutboxMessage.status == status).order_by(OutboxMessage.id).limit(limit)
-                )
-            ).all()
+        async with parts.database.snapshot() as tx:
+            rows = await tx.outbox.with_status(status, limit)
         return [
             OutboxEntry(
                 id=row.id,

@@ -1,0 +1,258 @@
+"""The store's transactions on the drivers themselves, on SQLite and PostgreSQL: records written back
+when they change, one object per row, locks, commit and rollback, the outbox's wake-up after commit,
+and a session lent on the same transaction for modules still on the ORM."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sqlalchemy import select
+
+from pgm.store import migrator, models
+from pgm.store.database import Database, transaction_of
+from pgm.store.records import LedgerEntry, OutboxMessage, Payment, SagaEvent
+from pgm.store.sql import Sql
+from pgm.store.transaction import RowNotFound
+from tests.support.databases import fresh_database
+
+# Async tests on asyncio, through anyio's pytest plugin.
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with fresh_database(backend, tmp_path_factory.mktemp("store")) as url:
+        migrator.upgrade(url)
+        yield url
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+def a_payment(**changes: object) -> Payment:
+    payment = Payment(
+        id=f"pay_{uuid.uuid4().hex[:12]}",
+        provider="sandbox",
+        payment_method="CREDIT_CARD",
+        kind="PAYMENT",
+        status="UNKNOWN",
+        amount=1250,
+        currency="EUR",
+        shop_transaction_id=f"order-{uuid.uuid4().hex[:8]}",
+        idempotency_key=uuid.uuid4().hex,
+        created_at=1000.0,
+        updated_at=1000.0,
+        saga_context={"payRequestData": {"amount": 1250}},
+    )
+    for name, value in changes.items():
+        setattr(payment, name, value)
+    return payment
+
+
+def an_outbox_message(key: str, now: float = 1000.0) -> OutboxMessage:
+    return OutboxMessage(
+        destination="flow-manager",
+        ordering_key=key,
+        payload={"event": "paymentExecuted", "amount": 5, "nested": {"ok": True}},
+        status="PENDING",
+        next_attempt_at=now,
+        created_at=now,
+    )
+
+
+async def test_a_record_changed_in_a_transaction_is_written_back_column_by_column(database: Database) -> None:
+    payment = a_payment()
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+        payment.status = "PENDING"
+    async with database.transaction() as tx:
+        stored = await tx.payments.lock(payment.id)
+        assert (stored.status, stored.saga_context) == ("PENDING", {"payRequestData": {"amount": 1250}})
+        # A JSON document changed in place is seen too.
+        stored.saga_context["payRequestData"]["amount"] = 99
+        stored.provider_payment_id = "sbx_1"
+    async with database.snapshot() as tx:
+        again = await tx.payments.get(payment.id)
+    assert again is not None
+    assert (again.provider_payment_id, again.saga_context["payRequestData"]["amount"]) == ("sbx_1", 99)
+
+
+async def test_one_object_per_row_and_changes_flushed_before_a_query(database: Database) -> None:
+    payment = a_payment(status="PENDING")
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+    async with database.transaction() as tx:
+        first = await tx.payments.get(payment.id)
+        assert first is not None
+        first.status = "ACCEPTED"
+        # A query in the same transaction sees the change (written before it runs) ...
+        seen = await tx.fetchval(Sql("SELECT status FROM payments WHERE id = :id"), {"id": payment.id})
+        assert seen == "ACCEPTED"
+        # ... and loading the row again gives the same object.
+        assert await tx.payments.lock(payment.id) is first
+        assert await tx.payments.of_saga("no-such-saga") == []
+
+
+async def test_a_transaction_that_raises_leaves_nothing_and_wakes_nobody(database: Database) -> None:
+    woken: list[str] = []
+    database.on_outbox_commit(lambda: woken.append("woken"))
+    payment = a_payment()
+    key = uuid.uuid4().hex
+
+    async def fail_half_way() -> None:
+        async with database.transaction() as tx:
+            await tx.payments.add(payment)
+            await tx.outbox.add(an_outbox_message(key))
+            raise RuntimeError("the service failed half way")
+
+    with pytest.raises(RuntimeError):
+        await fail_half_way()
+    async with database.snapshot() as tx:
+        assert await tx.payments.get(payment.id) is None
+        pending = await tx.fetchval(Sql("SELECT COUNT(*) FROM outbox WHERE ordering_key = :k"), {"k": key})
+        assert pending == 0
+    assert woken == []
+
+
+async def test_a_commit_that_wrote_outbox_rows_wakes_the_dispatcher_once(database: Database) -> None:
+    woken: list[str] = []
+    database.on_outbox_commit(lambda: woken.append("woken"))
+    async with database.transaction() as tx:
+        await tx.payments.add(a_payment())
+    assert woken == []
+    async with database.transaction() as tx:
+        await tx.outbox.add(an_outbox_message(uuid.uuid4().hex))
+        await tx.outbox.add(an_outbox_message(uuid.uuid4().hex))
+        assert woken == []  # not before the commit
+    assert woken == ["woken"]
+
+
+async def test_outbox_heads_lease_and_delivery(database: Database) -> None:
+    key = f"saga-{uuid.uuid4().hex}"
+    async with database.transaction() as tx:
+        first = await tx.outbox.add(an_outbox_message(key))
+        second = await tx.outbox.add(an_outbox_message(key))
+    assert second > first
+    async with database.transaction() as tx:
+        heads = [m for m in await tx.outbox.heads(["flow-manager"], now=1000.0, limit=1000) if m.ordering_key == key]
+        assert [m.id for m in heads] == [first]  # only the oldest of its key
+        assert heads[0].payload == {"event": "paymentExecuted", "amount": 5, "nested": {"ok": True}}
+        assert await tx.outbox.lease([first], now=1000.0, until=1005.0) == {first}
+        assert await tx.outbox.lease([first], now=1001.0, until=1006.0) == set()  # leased already
+        await tx.outbox.delivered([(first, 200)], at=1002.0)
+    async with database.transaction() as tx:
+        heads = [m for m in await tx.outbox.heads(["flow-manager"], now=1003.0, limit=1000) if m.ordering_key == key]
+        assert [m.id for m in heads] == [second]
+        (row,) = await tx.outbox.by_ids([first])
+        assert (row.status, row.attempts, row.last_status_code, row.lease_until) == ("DELIVERED", 1, 200, None)
+
+
+async def test_write_once_rows_get_their_generated_keys(database: Database) -> None:
+    payment = a_payment()
+    operation = uuid.uuid4().hex
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+        entry = LedgerEntry(payment.id, "PAYMENT", "UNKNOWN", 1250, "REQUEST", 1000.0, reversal=True)
+        await tx.payments.record(entry)
+        assert entry.id > 0
+        for label in ("paymentExecuted", "paymentExecuted", "paymentFailed"):
+            await tx.saga_events.add(SagaEvent("saga-1", label, {"body": [1, 2]}, 1000.0, operation_key=operation))
+    async with database.snapshot() as tx:
+        assert await tx.saga_events.count(operation, "paymentExecuted") == 2
+        latest = await tx.saga_events.latest(operation)
+        assert latest is not None
+        assert (latest.label, latest.envelope) == ("paymentFailed", {"body": [1, 2]})
+        reversal = await tx.fetchval(Sql("SELECT reversal FROM ledger_entries WHERE id = :id"), {"id": entry.id})
+        assert bool(reversal) is True
+
+
+async def test_locking_a_payment_that_does_not_exist_raises(database: Database) -> None:
+    async with database.transaction() as tx:
+        with pytest.raises(RowNotFound):
+            await tx.payments.lock("pay_missing")
+    async with database.write() as session:
+        with pytest.raises(RowNotFound):
+            await database.lock_payment(session, "pay_missing")
+
+
+async def test_a_payment_lock_holds_off_a_second_writer_until_commit(database: Database) -> None:
+    payment = a_payment(status="PENDING")
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+    order: list[str] = []
+    first_holds = asyncio.Event()
+
+    async def first() -> None:
+        async with database.transaction() as tx:
+            locked = await tx.payments.lock(payment.id)
+            first_holds.set()
+            await asyncio.sleep(0)  # let the second writer try while the lock is held
+            locked.status = "ACCEPTED"
+            order.append("first commits")
+
+    async def second() -> None:
+        await first_holds.wait()
+        async with database.transaction() as tx:
+            locked = await tx.payments.lock(payment.id)
+            order.append(f"second sees {locked.status}")
+
+    await asyncio.gather(first(), second())
+    assert order == ["first commits", "second sees ACCEPTED"]
+
+
+async def test_a_session_lent_by_a_transaction_shares_it(database: Database) -> None:
+    """Modules still on the ORM and modules on the repositories meet in one database transaction."""
+    payment = a_payment()
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+        orm = await tx.session.get(models.Payment, payment.id)
+        assert orm is not None
+        orm.status = "PENDING"
+        # The ORM's change is flushed before the store's next query.
+        assert await tx.fetchval(Sql("SELECT status FROM payments WHERE id = :id"), {"id": payment.id}) == "PENDING"
+    woken: list[str] = []
+    database.on_outbox_commit(lambda: woken.append("woken"))
+    key = uuid.uuid4().hex
+    async with database.write() as session:
+        row = (await session.scalars(select(models.Payment).where(models.Payment.id == payment.id))).one()
+        row.status = "ACCEPTED"
+        bridged = await transaction_of(session)
+        assert bridged is await transaction_of(session)
+        await bridged.outbox.add(an_outbox_message(key))
+    assert woken == ["woken"]
+    async with database.snapshot() as tx:
+        stored = await tx.payments.get(payment.id)
+        assert stored is not None
+        assert stored.status == "ACCEPTED"
+        assert await tx.fetchval(Sql("SELECT COUNT(*) FROM outbox WHERE ordering_key = :k"), {"k": key}) == 1
+
+
+async def test_settings_keep_the_first_value_written(database: Database) -> None:
+    key = f"setting-{uuid.uuid4().hex[:8]}"
+    async with database.transaction() as tx:
+        assert await tx.settings.get(key) is None
+        await tx.settings.add_if_absent(key, "first")
+    async with database.transaction() as tx:
+        await tx.settings.add_if_absent(key, "second")
+        assert await tx.settings.get(key) == "first"
+
+
+def test_statements_are_translated_once_for_both_drivers() -> None:
+    statement = Sql(
+        "SELECT id FROM outbox WHERE id = ANY(:ids) AND status = :status AND lease_until < :now OR :now > 0"
+    )
+    assert statement.postgres == (
+        "SELECT id FROM outbox WHERE id = ANY($1) AND status = $2 AND lease_until < $3 OR $3 > 0"
+    )
+    assert statement.names == ("ids", "status", "now")
+    assert "json_each(:ids)" in statement.sqlite
+    assert statement.sqlite_parameters({"ids": [1, 2], "status": "PENDING", "now": 1.0})["ids"] == "[1, 2]".replace(
+        " ", ""
+    )
