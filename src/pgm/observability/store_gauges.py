@@ -5,39 +5,15 @@ take max() over instances, not sum()."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
-from pgm.domain.statuses import Status
 from pgm.observability.metrics import Metrics
 from pgm.store.database import Database
-from pgm.store.models import InboxCommand, Payment, Refund
-
-UNSETTLED = (Status.PENDING.value, Status.UNKNOWN.value)
-# The inbox's status of a command not yet done (pgm.saga.commands).
-INBOX_PENDING = "PENDING"
 
 
 async def refresh(database: Database, metrics: Metrics, now: float) -> None:
     """Set the store-derived gauges."""
-    async with database.read() as session:
-        payments = (
-            await session.execute(
-                select(Payment.provider, func.count()).where(Payment.status.in_(UNSETTLED)).group_by(Payment.provider)
-            )
-        ).all()
-        refunds = (
-            await session.execute(
-                select(Payment.provider, func.count())
-                .join(Refund, Refund.payment_id == Payment.id)
-                .where(Refund.status.in_(UNSETTLED))
-                .group_by(Payment.provider)
-            )
-        ).all()
-        pending, oldest = (
-            await session.execute(
-                select(func.count(), func.min(InboxCommand.created_at)).where(InboxCommand.status == INBOX_PENDING)
-            )
-        ).one()
+    async with database.snapshot() as tx:
+        payments, refunds = await tx.payments.unsettled_by_provider()
+        pending, oldest = await tx.inbox.pending()
     metrics.reconciliation_queue.clear()
     for kind, rows in (("payment", payments), ("refund", refunds)):
         for provider, count in rows:

@@ -26,7 +26,6 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-
 from pgm.clock import Clock
 from pgm.observability.metrics import Metrics
 from pgm.outbound import NoAnswer, Response

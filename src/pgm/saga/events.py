@@ -11,7 +11,6 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
@@ -33,19 +32,15 @@ from pgm.outbox.writer import Destination, enqueue, message_id_header
 from pgm.providers.base import PayResult, PayResultCode
 from pgm.saga.crud import SagaCrud
 from pgm.services.settlement import PaymentChange, RefundChange, Source
-from pgm.store.database import insert_row
-from pgm.store.models import OutboxMessage, Payment, Refund, SagaEvent
+from pgm.store import records
+from pgm.store.database import as_transaction
+from pgm.store.models import Payment, Refund
+from pgm.store.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION_KINDS = frozenset(
     {PaymentKind.SUBSCRIPTION_SCHEDULE, PaymentKind.SUBSCRIPTION_START, PaymentKind.SUBSCRIPTION_PAY}
-)
-
-
-# How many events of one label an operation has had: the ordinal that tells a reversal from a repeat.
-_EARLIER_EVENTS = select(func.count()).where(
-    SagaEvent.operation_key == bindparam("key"), SagaEvent.label == bindparam("label")
 )
 
 
@@ -68,7 +63,7 @@ class SagaEvents:
 
     async def emit(
         self,
-        session: AsyncSession,
+        session: Transaction | AsyncSession,
         saga_id: str,
         operation_key: str | None,
         event: Event,
@@ -80,21 +75,22 @@ class SagaEvents:
         Its X-Pgm-Message-Id is derived from the saga, what the event answers and the event (see
         `stable_message_id`): `operation_key` for an operation's outcome; `origin` for an event that
         answers a command without an operation (a refused command: see SagaCommands._fail)."""
+        tx = await as_transaction(session)
         document = envelope(saga_id, event, payload)
         if operation_key is not None:
             # The n-th such event of the operation: a reversal (executed, failed, executed again) is a new
             # event with a new id; a replay copies the id of the event it re-sends instead.
-            earlier = await session.scalar(_EARLIER_EVENTS, {"key": operation_key, "label": event.value})
-            message_id = stable_message_id(saga_id, operation_key, event.value, earlier or 0)
+            earlier = await tx.saga_events.count(operation_key, event.value)
+            message_id = stable_message_id(saga_id, operation_key, event.value, earlier)
         elif origin is not None:
             message_id = stable_message_id(saga_id, origin, event.value, 0, payload)
         else:
             message_id = None
-        await self._record(session, saga_id, operation_key, event.value, document, message_id)
+        await self._record(tx, saga_id, operation_key, event.value, document, message_id)
 
     async def _record(
         self,
-        session: AsyncSession,
+        tx: Transaction,
         saga_id: str,
         operation_key: str | None,
         label: str,
@@ -102,34 +98,28 @@ class SagaEvents:
         message_id: str | None,
     ) -> None:
         now = self.clock.now()
-        outbox_id = await enqueue(session, Destination.FLOW_MANAGER, saga_id, document, now, message_id)
-        await insert_row(
-            session,
-            SagaEvent(
+        outbox_id = await enqueue(tx, Destination.FLOW_MANAGER, saga_id, document, now, message_id)
+        await tx.saga_events.add(
+            records.SagaEvent(
                 saga_id=saga_id,
                 operation_key=operation_key,
                 label=label,
                 envelope=document,
                 outbox_id=outbox_id,
                 created_at=now,
-            ),
+            )
         )
         self.metrics.saga_events.labels(label).inc()
 
-    async def replay(self, session: AsyncSession, saga_id: str, operation_key: str) -> bool:
+    async def replay(self, session: Transaction | AsyncSession, saga_id: str, operation_key: str) -> bool:
         """Re-send the latest outcome of an operation (a repeated command), with the X-Pgm-Message-Id it
         was first sent with; False when there is none."""
-        latest = await session.scalar(
-            select(SagaEvent).where(SagaEvent.operation_key == operation_key).order_by(SagaEvent.id.desc()).limit(1)
-        )
+        tx = await as_transaction(session)
+        latest = await tx.saga_events.latest(operation_key)
         if latest is None:
             return False
-        first_sent = (
-            await session.scalar(select(OutboxMessage.message_id).where(OutboxMessage.id == latest.outbox_id))
-            if latest.outbox_id is not None
-            else None
-        )
-        await self._record(session, saga_id, operation_key, latest.label, latest.envelope, first_sent)
+        first_sent = await tx.outbox.message_id(latest.outbox_id) if latest.outbox_id is not None else None
+        await self._record(tx, saga_id, operation_key, latest.label, latest.envelope, first_sent)
         return True
 
     async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
@@ -241,7 +231,7 @@ def flow_manager_senders(client: HttpClient, flow_manager_url: str, crud: SagaCr
     """Deliver the events this module queues to `{FLOW_MANAGER_URL}/event`, by destination."""
     event_url = f"{flow_manager_url}/event"
 
-    async def find_saga_then_send(message: OutboxMessage) -> Response:
+    async def find_saga_then_send(message: records.OutboxMessage) -> Response:
         # A payment the PGM did not start for a saga: its saga is the one whose metadata names it.
         document = await crud.saga_by_payment(str(message.payload["paymentId"]))
         saga_id = document.get("sagaId") if document else None

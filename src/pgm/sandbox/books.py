@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import enum
-import functools
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from sqlalchemy import Select, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
 from pgm.outbox.writer import Destination, enqueue
-from pgm.store.database import insert_row
 from pgm.store.ids import new_id
-from pgm.store.models import SandboxPayment, SandboxRefund, SandboxToken
-
-Keyed = TypeVar("Keyed", SandboxPayment, SandboxRefund, SandboxToken)
+from pgm.store.records import SandboxPayment, SandboxRefund, SandboxToken
+from pgm.store.transaction import Transaction
 
 
 class Outcome(enum.StrEnum):
@@ -126,25 +120,19 @@ def token_json(token: SandboxToken, public_url: str) -> dict[str, Any]:
     }
 
 
-@functools.cache
-def _by_key_statement(model: type[Keyed]) -> Select[Keyed]:
-    # Built once per table: building a statement and its cache key on every call costs more than running it.
-    return select(model).where(model.idempotency_key == bindparam("key"))
-
-
 class Books:
     """Operations on the sandbox's tables; every method runs inside the caller's write transaction."""
 
     def __init__(self, public_url: str) -> None:
         self.public_url = public_url
 
-    async def create_payment(self, session: AsyncSession, order: PaymentOrder, now: float) -> SandboxPayment:
+    async def create_payment(self, tx: Transaction, order: PaymentOrder, now: float) -> SandboxPayment:
         """Create a payment (or return the one created earlier with the same idempotency key)."""
         if order.idempotency_key:
-            existing = await self._by_key(session, SandboxPayment, order.idempotency_key)
-            if existing is not None:
-                return existing
-        token = await self._token_for(session, order, now)
+            existing = await tx.sandbox.payments_by_key(order.idempotency_key)
+            if existing:
+                return existing[0]
+        token = await self._token_for(tx, order, now)
         settled: tuple[str, str | None] | None = None
         if order.kind is PaymentKind.SUBSCRIPTION_PAY and (token is None or token.status != "ACTIVE"):
             settled = ("FAILED", "the subscription token is not active")
@@ -156,8 +144,7 @@ class Books:
             settled = ("FAILED", DECLINE_REASON)
         status, reason = settled or ("PENDING", None)
         # Inserted with its final status (one statement), then settled like any other: token, webhook.
-        payment = await insert_row(
-            session,
+        payment = await tx.sandbox.add(
             SandboxPayment(
                 id=new_id("sbx_pay"),
                 kind=order.kind.value,
@@ -175,12 +162,12 @@ class Books:
             ),
         )
         if settled is not None:
-            await self._settle_payment(session, payment, status, now, reason)
+            await self._settle_payment(tx, payment, status, now, reason)
         return payment
 
-    async def _token_for(self, session: AsyncSession, order: PaymentOrder, now: float) -> SandboxToken | None:
+    async def _token_for(self, tx: Transaction, order: PaymentOrder, now: float) -> SandboxToken | None:
         if order.kind is PaymentKind.SUBSCRIPTION_PAY:
-            return await session.get(SandboxToken, order.token) if order.token else None
+            return await tx.sandbox.token(order.token) if order.token else None
         if order.kind not in (PaymentKind.SUBSCRIPTION_SCHEDULE, PaymentKind.SUBSCRIPTION_START):
             return None
         token = SandboxToken(
@@ -197,15 +184,14 @@ class Books:
             created_at=now,
             updated_at=now,
         )
-        session.add(token)
-        return token
+        return await tx.sandbox.add(token)
 
-    async def create_authorization(self, session: AsyncSession, order: PaymentOrder, now: float) -> SandboxToken:
+    async def create_authorization(self, tx: Transaction, order: PaymentOrder, now: float) -> SandboxToken:
         """Create a payer authorization (a mandate the payer approves on the hosted page)."""
         if order.idempotency_key:
-            existing = await self._by_key(session, SandboxToken, order.idempotency_key)
-            if existing is not None:
-                return existing
+            tokens = await tx.sandbox.tokens_by_key(order.idempotency_key)
+            if tokens:
+                return tokens[0]
         token = SandboxToken(
             token=new_id("sbx_auth"),
             kind=TokenKind.AUTHORIZATION.value,
@@ -219,42 +205,41 @@ class Books:
             created_at=now,
             updated_at=now,
         )
-        session.add(token)
-        await session.flush()
+        await tx.sandbox.add(token)
         if order.outcome in (Outcome.OK, Outcome.TIMEOUT):
-            await self.decide_authorization(session, token, approve=True, now=now)
+            await self.decide_authorization(tx, token, approve=True, now=now)
         elif order.outcome is Outcome.KO:
-            await self.decide_authorization(session, token, approve=False, now=now)
+            await self.decide_authorization(tx, token, approve=False, now=now)
         return token
 
-    async def decide_payment(self, session: AsyncSession, payment: SandboxPayment, approve: bool, now: float) -> None:
+    async def decide_payment(self, tx: Transaction, payment: SandboxPayment, approve: bool, now: float) -> None:
         """The payer's decision on the hosted page."""
         if payment.status != "PENDING":
             raise SandboxRefusal(f"payment {payment.id} is already {payment.status}", status_code=409)
         if approve:
-            await self._settle_payment(session, payment, "ACCEPTED", now)
+            await self._settle_payment(tx, payment, "ACCEPTED", now)
         else:
-            await self._settle_payment(session, payment, "FAILED", now, "Declined by the payer on the hosted page")
+            await self._settle_payment(tx, payment, "FAILED", now, "Declined by the payer on the hosted page")
 
-    async def decide_authorization(self, session: AsyncSession, token: SandboxToken, approve: bool, now: float) -> None:
+    async def decide_authorization(self, tx: Transaction, token: SandboxToken, approve: bool, now: float) -> None:
         """The payer's decision on an authorization request."""
         if token.status != "PENDING":
             raise SandboxRefusal(f"authorization {token.token} is already {token.status}", status_code=409)
         token.status = "ACTIVE" if approve else "CANCELED"
         token.updated_at = now
-        await self._webhook(session, "token.updated", token.token, token_json(token, self.public_url), now)
+        await self._webhook(tx, "token.updated", token.token, token_json(token, self.public_url), now)
 
     async def refund(
-        self, session: AsyncSession, payment: SandboxPayment, amount: int, outcome: Outcome, key: str | None, now: float
+        self, tx: Transaction, payment: SandboxPayment, amount: int, outcome: Outcome, key: str | None, now: float
     ) -> SandboxRefund:
         """Refund part of an accepted payment; refuses more than what is left, as real providers do."""
         if key:
-            existing = await self._by_key(session, SandboxRefund, key)
-            if existing is not None:
-                return existing
+            earlier = await tx.sandbox.refunds_by_key(key)
+            if earlier:
+                return earlier[0]
         if payment.status != "ACCEPTED":
             raise SandboxRefusal(f"payment {payment.id} is {payment.status}; only accepted payments can be refunded")
-        refunds = (await session.scalars(select(SandboxRefund).where(SandboxRefund.payment_id == payment.id))).all()
+        refunds = await tx.sandbox.refunds_of([payment.id])
         committed = sum(r.amount for r in refunds if r.status in ("ACCEPTED", "PENDING"))
         if amount > payment.amount - committed:
             raise SandboxRefusal(f"refund of {amount} exceeds the {payment.amount - committed} left on {payment.id}")
@@ -267,41 +252,36 @@ class Books:
             created_at=now,
             updated_at=now,
         )
-        session.add(refund)
-        await session.flush()
+        await tx.sandbox.add(refund)
         if outcome is Outcome.OK:
-            await self.decide_refund(session, refund, approve=True, now=now)
+            await self.decide_refund(tx, refund, approve=True, now=now)
         elif outcome is Outcome.KO:
-            await self.decide_refund(session, refund, approve=False, now=now)
+            await self.decide_refund(tx, refund, approve=False, now=now)
         return refund
 
-    async def decide_refund(self, session: AsyncSession, refund: SandboxRefund, approve: bool, now: float) -> None:
+    async def decide_refund(self, tx: Transaction, refund: SandboxRefund, approve: bool, now: float) -> None:
         """Complete a pending refund (from its page, or at once for OK/KO outcomes)."""
         if refund.status != "PENDING":
             raise SandboxRefusal(f"refund {refund.id} is already {refund.status}", status_code=409)
         refund.status = "ACCEPTED" if approve else "FAILED"
         refund.updated_at = now
-        await self._webhook(session, "refund.updated", refund.payment_id, refund_json(refund, self.public_url), now)
+        await self._webhook(tx, "refund.updated", refund.payment_id, refund_json(refund, self.public_url), now)
 
     async def _settle_payment(
-        self, session: AsyncSession, payment: SandboxPayment, status: str, now: float, reason: str | None = None
+        self, tx: Transaction, payment: SandboxPayment, status: str, now: float, reason: str | None = None
     ) -> None:
         payment.status = status
         payment.decline_reason = reason
         payment.updated_at = now
         if payment.token and payment.kind != PaymentKind.SUBSCRIPTION_PAY:
-            token = await session.get(SandboxToken, payment.token)
+            token = await tx.sandbox.token(payment.token)
             if token is not None and token.status == "PENDING":
                 token.status = "ACTIVE" if status == "ACCEPTED" else "CANCELED"
                 token.updated_at = now
-        await self._webhook(session, "payment.updated", payment.id, payment_json(payment, self.public_url), now)
+        await self._webhook(tx, "payment.updated", payment.id, payment_json(payment, self.public_url), now)
 
     async def _webhook(
-        self, session: AsyncSession, event_type: str, ordering_key: str, data: dict[str, Any], now: float
+        self, tx: Transaction, event_type: str, ordering_key: str, data: dict[str, Any], now: float
     ) -> None:
         event = {"id": new_id("evt"), "type": event_type, "createdAt": int(now), "data": data}
-        await enqueue(session, Destination.SANDBOX_WEBHOOK, ordering_key, event, now)
-
-    @staticmethod
-    async def _by_key(session: AsyncSession, model: type[Keyed], key: str) -> Keyed | None:
-        return (await session.scalars(_by_key_statement(model), {"key": key})).first()
+        await enqueue(tx, Destination.SANDBOX_WEBHOOK, ordering_key, event, now)

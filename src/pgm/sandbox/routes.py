@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from pgm.clock import Clock
 from pgm.http.errors import ApiError
@@ -30,7 +29,7 @@ from pgm.sandbox.books import (
 )
 from pgm.services.validation import redirect_url_problem
 from pgm.store.database import Database
-from pgm.store.models import SandboxPayment, SandboxRefund, SandboxToken
+from pgm.store.records import SandboxPayment, SandboxRefund
 
 INDEX_LIMIT = 50
 TEMPLATES = Environment(
@@ -161,8 +160,8 @@ def build_router() -> APIRouter:
             interval_count=body.intervalCount,
             token=body.token,
         )
-        async with context.database.write() as session:
-            payment = await context.books.create_payment(session, order, context.clock.now())
+        async with context.database.transaction() as tx:
+            payment = await context.books.create_payment(tx, order, context.clock.now())
             result = payment_json(payment, context.books.public_url)
         await answer_later(context, body.outcome, body.delayMs)
         result["nextAction"] = "redirect" if body.outcome is Outcome.REDIRECT_TO_URL else None
@@ -174,11 +173,11 @@ def build_router() -> APIRouter:
     ) -> Response:
         if not _authorised(context, authorization):
             return _error(401, "invalid API key")
-        async with context.database.read() as session:
-            payment = await session.get(SandboxPayment, payment_id)
+        async with context.database.snapshot() as tx:
+            payment = await tx.sandbox.payment(payment_id)
             if payment is None:
                 return _error(404, f"no payment {payment_id}")
-            refunds = (await session.scalars(select(SandboxRefund).where(SandboxRefund.payment_id == payment_id))).all()
+            refunds = await tx.sandbox.refunds_of([payment_id])
             # Its refunds, as real providers list them: a payment made before the PGM knew it is adopted
             # with them (docs/reliability.md#adopting-payments-made-before-the-switch).
             listed = [{"id": r.id, "amount": r.amount, "status": r.status} for r in refunds]
@@ -192,10 +191,8 @@ def build_router() -> APIRouter:
     ) -> Response:
         if not _authorised(context, authorization):
             return _error(401, "invalid API key")
-        async with context.database.read() as session:
-            payments = (
-                await session.scalars(select(SandboxPayment).where(SandboxPayment.idempotency_key == idempotency_key))
-            ).all()
+        async with context.database.snapshot() as tx:
+            payments = await tx.sandbox.payments_by_key(idempotency_key)
             return JSONResponse({"data": [payment_json(p, context.books.public_url) for p in payments]})
 
     @router.post(api + "/payments/{payment_id}/refunds")
@@ -211,12 +208,12 @@ def build_router() -> APIRouter:
         if body.outcome not in (Outcome.OK, Outcome.KO, Outcome.PENDING):
             return _error(400, "refund outcome must be OK, KO or PENDING")
         try:
-            async with context.database.write() as session:
-                payment = await session.get(SandboxPayment, payment_id)
+            async with context.database.transaction() as tx:
+                payment = await tx.sandbox.payment(payment_id)
                 if payment is None:
                     return _error(404, f"no payment {payment_id}")
                 refund = await context.books.refund(
-                    session, payment, body.amount, body.outcome, idempotency_key, context.clock.now()
+                    tx, payment, body.amount, body.outcome, idempotency_key, context.clock.now()
                 )
                 result = refund_json(refund, context.books.public_url)
         except SandboxRefusal as refusal:
@@ -230,8 +227,8 @@ def build_router() -> APIRouter:
     ) -> Response:
         if not _authorised(context, authorization):
             return _error(401, "invalid API key")
-        async with context.database.read() as session:
-            refund = await session.get(SandboxRefund, refund_id)
+        async with context.database.snapshot() as tx:
+            refund = await tx.sandbox.refund(refund_id)
             if refund is None:
                 return _error(404, f"no refund {refund_id}")
             return JSONResponse(refund_json(refund, context.books.public_url))
@@ -244,10 +241,8 @@ def build_router() -> APIRouter:
     ) -> Response:
         if not _authorised(context, authorization):
             return _error(401, "invalid API key")
-        async with context.database.read() as session:
-            refunds = (
-                await session.scalars(select(SandboxRefund).where(SandboxRefund.idempotency_key == idempotency_key))
-            ).all()
+        async with context.database.snapshot() as tx:
+            refunds = await tx.sandbox.refunds_by_key(idempotency_key)
             return JSONResponse({"data": [refund_json(r, context.books.public_url) for r in refunds]})
 
     @router.post(api + "/authorizations")
@@ -272,8 +267,8 @@ def build_router() -> APIRouter:
             success_url=body.successUrl,
             failure_url=body.failureUrl,
         )
-        async with context.database.write() as session:
-            token = await context.books.create_authorization(session, order, context.clock.now())
+        async with context.database.transaction() as tx:
+            token = await context.books.create_authorization(tx, order, context.clock.now())
             result = token_json(token, context.books.public_url)
         await answer_later(context, body.outcome, body.delayMs)
         result["nextAction"] = "redirect" if body.outcome is Outcome.REDIRECT_TO_URL else None
@@ -287,10 +282,8 @@ def build_router() -> APIRouter:
     ) -> Response:
         if not _authorised(context, authorization):
             return _error(401, "invalid API key")
-        async with context.database.read() as session:
-            tokens = (
-                await session.scalars(select(SandboxToken).where(SandboxToken.idempotency_key == idempotency_key))
-            ).all()
+        async with context.database.snapshot() as tx:
+            tokens = await tx.sandbox.tokens_by_key(idempotency_key)
             return JSONResponse({"data": [token_json(t, context.books.public_url) for t in tokens]})
 
     @router.get(api + "/tokens/{token}")
@@ -299,8 +292,8 @@ def build_router() -> APIRouter:
     ) -> Response:
         if not _authorised(context, authorization):
             return _error(401, "invalid API key")
-        async with context.database.read() as session:
-            found = await session.get(SandboxToken, token)
+        async with context.database.snapshot() as tx:
+            found = await tx.sandbox.token(token)
             if found is None:
                 return _error(404, f"no token {token}")
             return JSONResponse(token_json(found, context.books.public_url))
@@ -311,8 +304,8 @@ def build_router() -> APIRouter:
     ) -> Response:
         if not _authorised(context, authorization):
             return _error(401, "invalid API key")
-        async with context.database.write() as session:
-            found = await session.get(SandboxToken, token)
+        async with context.database.transaction() as tx:
+            found = await tx.sandbox.token(token)
             if found is None:
                 return _error(404, f"no token {token}")
             if found.status in ("CANCELED", "EXPIRED"):
@@ -329,8 +322,8 @@ def build_router() -> APIRouter:
     ) -> Response:
         if not _authorised(context, authorization):
             return _error(401, "invalid API key")
-        async with context.database.write() as session:
-            found = await session.get(SandboxToken, token)
+        async with context.database.transaction() as tx:
+            found = await tx.sandbox.token(token)
             if found is None:
                 return _error(404, f"no token {token}")
             if found.status not in ("CANCELED", "EXPIRED"):
@@ -347,21 +340,9 @@ def build_router() -> APIRouter:
         """Introspection: the sandbox's payments for a merchant reference, with their refunds."""
         if context.listing_needs_key and not _authorised(context, authorization):
             raise ApiError(401, "unauthorized", "in production the sandbox's listing needs its key (SANDBOX_API_KEY)")
-        async with context.database.read() as session:
-            payments = (
-                await session.scalars(
-                    select(SandboxPayment)
-                    .where(SandboxPayment.shop_transaction_id == shop_transaction_id)
-                    .order_by(SandboxPayment.created_at, SandboxPayment.id)
-                )
-            ).all()
-            refunds = (
-                await session.scalars(
-                    select(SandboxRefund)
-                    .where(SandboxRefund.payment_id.in_([p.id for p in payments]))
-                    .order_by(SandboxRefund.created_at, SandboxRefund.id)
-                )
-            ).all()
+        async with context.database.snapshot() as tx:
+            payments = await tx.sandbox.payments_by_reference(shop_transaction_id)
+            refunds = await tx.sandbox.refunds_of([p.id for p in payments])
         return JSONResponse([_introspection(p, [r for r in refunds if r.payment_id == p.id]) for p in payments])
 
     @router.get("/", response_class=HTMLResponse)
@@ -370,18 +351,14 @@ def build_router() -> APIRouter:
         if context.listing_needs_key:
             # A browser page cannot send the key; in production the hosted pages are reached by their URL only.
             return _page("index.html", 200, payments=None)
-        async with context.database.read() as session:
-            payments = (
-                await session.scalars(
-                    select(SandboxPayment).order_by(SandboxPayment.created_at.desc()).limit(INDEX_LIMIT)
-                )
-            ).all()
+        async with context.database.snapshot() as tx:
+            payments = await tx.sandbox.latest_payments(INDEX_LIMIT)
         return _page("index.html", 200, payments=payments)
 
     @router.get("/checkout/{payment_id}", response_class=HTMLResponse)
     async def checkout_page(payment_id: str, context: Context) -> Response:
-        async with context.database.read() as session:
-            payment = await session.get(SandboxPayment, payment_id)
+        async with context.database.snapshot() as tx:
+            payment = await tx.sandbox.payment(payment_id)
         if payment is None:
             return _page("missing.html", 404, what="payment", ident=payment_id)
         return _page("checkout.html", 200, payment=payment)
@@ -391,11 +368,11 @@ def build_router() -> APIRouter:
         if decision not in ("approve", "decline"):
             return _page("missing.html", 400, what="decision", ident=decision)
         try:
-            async with context.database.write() as session:
-                payment = await session.get(SandboxPayment, payment_id)
+            async with context.database.transaction() as tx:
+                payment = await tx.sandbox.payment(payment_id)
                 if payment is None:
                     return _page("missing.html", 404, what="payment", ident=payment_id)
-                await context.books.decide_payment(session, payment, decision == "approve", context.clock.now())
+                await context.books.decide_payment(tx, payment, decision == "approve", context.clock.now())
         except SandboxRefusal as refusal:
             return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
         context.wake_dispatcher()
@@ -410,8 +387,8 @@ def build_router() -> APIRouter:
 
     @router.get("/authorizations/{token}", response_class=HTMLResponse)
     async def authorization_page(token: str, context: Context) -> Response:
-        async with context.database.read() as session:
-            found = await session.get(SandboxToken, token)
+        async with context.database.snapshot() as tx:
+            found = await tx.sandbox.token(token)
         if found is None:
             return _page("missing.html", 404, what="authorization", ident=token)
         return _page("authorization.html", 200, token=found)
@@ -421,11 +398,11 @@ def build_router() -> APIRouter:
         if decision not in ("approve", "decline"):
             return _page("missing.html", 400, what="decision", ident=decision)
         try:
-            async with context.database.write() as session:
-                found = await session.get(SandboxToken, token)
+            async with context.database.transaction() as tx:
+                found = await tx.sandbox.token(token)
                 if found is None:
                     return _page("missing.html", 404, what="authorization", ident=token)
-                await context.books.decide_authorization(session, found, decision == "approve", context.clock.now())
+                await context.books.decide_authorization(tx, found, decision == "approve", context.clock.now())
         except SandboxRefusal as refusal:
             return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
         context.wake_dispatcher()
@@ -440,8 +417,8 @@ def build_router() -> APIRouter:
 
     @router.get("/refunds/{refund_id}", response_class=HTMLResponse)
     async def refund_page(refund_id: str, context: Context) -> Response:
-        async with context.database.read() as session:
-            refund = await session.get(SandboxRefund, refund_id)
+        async with context.database.snapshot() as tx:
+            refund = await tx.sandbox.refund(refund_id)
         if refund is None:
             return _page("missing.html", 404, what="refund", ident=refund_id)
         return _page("refund.html", 200, refund=refund)
@@ -451,11 +428,11 @@ def build_router() -> APIRouter:
         if decision not in ("approve", "decline"):
             return _page("missing.html", 400, what="decision", ident=decision)
         try:
-            async with context.database.write() as session:
-                refund = await session.get(SandboxRefund, refund_id)
+            async with context.database.transaction() as tx:
+                refund = await tx.sandbox.refund(refund_id)
                 if refund is None:
                     return _page("missing.html", 404, what="refund", ident=refund_id)
-                await context.books.decide_refund(session, refund, decision == "approve", context.clock.now())
+                await context.books.decide_refund(tx, refund, decision == "approve", context.clock.now())
         except SandboxRefusal as refusal:
             return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
         context.wake_dispatcher()

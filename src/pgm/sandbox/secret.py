@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy.exc import IntegrityError
-
 from pgm.store.database import Database
-from pgm.store.models import Setting
 
 SETTING_KEY = "sandbox_webhook_secret"
 
@@ -17,16 +14,13 @@ async def webhook_secret(database: Database, configured: str | None) -> str:
     """The secret to sign and verify sandbox callbacks with."""
     if configured:
         return configured
-    async with database.read() as session:
-        stored = await session.get(Setting, SETTING_KEY)
-        if stored is not None:
-            return stored.value
-    try:
-        async with database.write() as session:
-            session.add(Setting(key=SETTING_KEY, value="whsec_" + secrets.token_hex(24)))
-    except IntegrityError:
-        pass  # another replica generated it first; read theirs
-    async with database.read() as session:
-        stored = await session.get(Setting, SETTING_KEY)
-        assert stored is not None
-        return stored.value
+    async with database.snapshot() as tx:
+        stored = await tx.settings.get(SETTING_KEY)
+    if stored is not None:
+        return stored
+    # Several replicas may start at once: the first secret written wins, and every one reads it back.
+    async with database.transaction() as tx:
+        await tx.settings.add_if_absent(SETTING_KEY, "whsec_" + secrets.token_hex(24))
+        stored = await tx.settings.get(SETTING_KEY)
+    assert stored is not None
+    return stored

@@ -6,12 +6,11 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import select
 
 from pgm.domain.saga import taken_by_the_machine
 from pgm.http.dependencies import Parts, require_token
 from pgm.saga.crud import CrudUnavailable
-from pgm.store.models import InboxCommand, OutboxMessage, Payment, Refund, SagaEvent
+from pgm.store.records import OutboxMessage
 from pgm.wiring import Service
 
 log = logging.getLogger(__name__)
@@ -23,28 +22,13 @@ def build_router() -> APIRouter:
 
     @router.get("/-/sagas/{saga_id}", summary="Commands, events, deliveries and payments of one saga")
     async def saga(saga_id: str, parts: Parts) -> dict[str, Any]:
-        async with parts.database.read() as session:
-            commands = (
-                await session.scalars(
-                    select(InboxCommand).where(InboxCommand.saga_id == saga_id).order_by(InboxCommand.id)
-                )
-            ).all()
-            events = (
-                await session.scalars(select(SagaEvent).where(SagaEvent.saga_id == saga_id).order_by(SagaEvent.id))
-            ).all()
+        async with parts.database.snapshot() as tx:
+            commands = await tx.inbox.of_saga(saga_id)
+            events = await tx.saga_events.of_saga(saga_id)
             outbox_ids = [event.outbox_id for event in events if event.outbox_id is not None]
-            deliveries = {
-                row.id: row
-                for row in (await session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(outbox_ids)))).all()
-            }
-            payments = (
-                await session.scalars(select(Payment).where(Payment.saga_id == saga_id).order_by(Payment.created_at))
-            ).all()
-            refunds = (
-                await session.scalars(
-                    select(Refund).where(Refund.payment_id.in_([p.id for p in payments])).order_by(Refund.created_at)
-                )
-            ).all()
+            deliveries = {row.id: row for row in await tx.outbox.by_ids(outbox_ids)} if outbox_ids else {}
+            payments = await tx.payments.of_saga(saga_id)
+            refunds = await tx.payments.refunds_of_many([p.id for p in payments])
         described = [
             {
                 "label": e.label,
