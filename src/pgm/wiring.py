@@ -198,7 +198,6 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
             clock=clock,
             api_key=settings.sandbox_api_key,
             provider_timeout_seconds=settings.provider_timeout_seconds,
-            wake_dispatcher=dispatcher.wake,
             listing_needs_key=settings.production,
         )
     return Service(

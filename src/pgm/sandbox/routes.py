@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,7 +46,6 @@ class SandboxContext:
     clock: Clock
     api_key: str
     provider_timeout_seconds: float
-    wake_dispatcher: Callable[[], None]
     # In production the introspection listing needs the sandbox's key too: open, it hands out payment ids
     # anyone could then approve on the hosted page (docs/sandbox.md).
     listing_needs_key: bool = False
@@ -127,7 +125,6 @@ def build_router() -> APIRouter:
     api = "/api/v1"
 
     async def answer_later(context: SandboxContext, outcome: Outcome, delay_ms: int) -> None:
-        context.wake_dispatcher()
         delay = delay_ms / 1000
         if outcome is Outcome.TIMEOUT:
             # Answer only after the PGM has given up waiting: the answer is lost in transit.
@@ -375,7 +372,6 @@ def build_router() -> APIRouter:
                 await context.books.decide_payment(tx, payment, decision == "approve", context.clock.now())
         except SandboxRefusal as refusal:
             return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
-        context.wake_dispatcher()
         approved = payment.status == "ACCEPTED"
         return _page(
             "result.html",
@@ -405,7 +401,6 @@ def build_router() -> APIRouter:
                 await context.books.decide_authorization(tx, found, decision == "approve", context.clock.now())
         except SandboxRefusal as refusal:
             return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
-        context.wake_dispatcher()
         approved = found.status == "ACTIVE"
         return _page(
             "result.html",
@@ -435,7 +430,6 @@ def build_router() -> APIRouter:
                 await context.books.decide_refund(tx, refund, decision == "approve", context.clock.now())
         except SandboxRefusal as refusal:
             return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
-        context.wake_dispatcher()
         return _page(
             "result.html",
             200,
