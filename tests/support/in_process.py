@@ -16,7 +16,7 @@ from pgm.clock import Clock
 from pgm.config import load_settings
 from pgm.observability.metrics import Metrics
 from pgm.providers.base import Operation, PayRequest, PayResultCode
-from pgm.store import migrations
+from pgm.store import migrator
 from pgm.wiring import Service, compose
 from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH, statuses_for
@@ -53,7 +53,7 @@ async def services(backend: str, directory: Path, clock: Clock, **env: str) -> A
     database; their background loops are not started. Released at the end."""
     with fresh_database(backend, directory) as url:
         settings = load_settings({**FAST, "PGM_DATABASE_URL": url, **env})
-        await asyncio.to_thread(migrations.upgrade, settings.database_url)
+        await asyncio.to_thread(migrator.upgrade, settings.database_url)
         service = await compose(settings, clock, Metrics())
         try:
             yield service
