@@ -189,7 +189,7 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
             retry_base_seconds=settings.outbox_backoff_base_seconds,
             wake_dispatcher=dispatcher.wake,
         )
-    reconciler = Reconciler(database, registry, payments, settlement, callbacks, clock, metrics)
+    reconciler = Reconciler(database, registry, payments, settlement, adoption, callbacks, clock, metrics)
     sandbox = None
     if "sandbox" in settings.enabled_providers:
         sandbox = SandboxContext(

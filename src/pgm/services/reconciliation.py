@@ -33,6 +33,7 @@ from pgm.providers.base import (
     RefundResult,
 )
 from pgm.providers.registry import ProviderRegistry
+from pgm.services.adoption import Adoption
 from pgm.services.callbacks import CallbackService
 from pgm.services.payments import PaymentService
 from pgm.services.settlement import Settlement, Source
@@ -56,6 +57,7 @@ class Reconciler:
         registry: ProviderRegistry,
         payments: PaymentService,
         settlement: Settlement,
+        adoption: Adoption,
         callbacks: CallbackService,
         clock: Clock,
         metrics: Metrics,
@@ -67,6 +69,7 @@ class Reconciler:
         self.clock = clock
         self.metrics = metrics
         self.settlement = settlement
+        self.adoption = adoption
         self.policy = settlement.policy
 
     async def run_once(self) -> int:
@@ -266,7 +269,7 @@ class Reconciler:
             for refund in listed:
                 if refund.status is Status.FAILED:
                     continue  # moved no money: nothing for the saga to follow
-                adopted = await self.payments.adoption.adopt_refund(
+                adopted = await self.adoption.adopt_refund(
                     session, locked, refund.refund_id, refund.amount, Source.RECONCILIATION
                 )
                 if adopted is not None and adopted[1]:
