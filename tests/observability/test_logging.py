@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
+import structlog
 from yarl import URL
 
 from pgm.observability import logging as pgm_logging
@@ -14,6 +16,7 @@ from pgm.outbound import REQUEST_LOG
 
 TOUCHED = (
     "",
+    "pgm.access",
     "pgm.outbound",
     "httpx",
     "uvicorn",
@@ -56,3 +59,33 @@ def test_without_http_log_level_outgoing_requests_are_not_logged(capsys: pytest.
     pgm_logging.configure("INFO")
     REQUEST_LOG.info("HTTP Request: GET https://provider.example/ 200")
     assert "provider.example" not in capsys.readouterr().out
+
+
+def test_the_access_line_is_json_with_the_keys_of_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    pgm_logging.configure("INFO")
+    structlog.contextvars.bind_contextvars(request_id="req-1")
+    try:
+        logging.getLogger("pgm.access").info(
+            "request", extra={"method": "POST", "path": "/saga/pay", "status": 202, "durationMs": 1.5}
+        )
+        logging.getLogger("pgm.other").info("something else")
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    access, other = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert {
+        k: access[k] for k in ("event", "request_id", "method", "path", "status", "durationMs", "level", "logger")
+    } == {
+        "event": "request",
+        "request_id": "req-1",
+        "method": "POST",
+        "path": "/saga/pay",
+        "status": 202,
+        "durationMs": 1.5,
+        "level": "info",
+        "logger": "pgm.access",
+    }
+    # The same timestamp format as every other line: ISO 8601 in UTC.
+    for line in (access, other):
+        assert line["timestamp"].endswith("Z")
+        assert datetime.fromisoformat(line["timestamp"]).utcoffset() == timedelta(0)
+    assert other["event"] == "something else"

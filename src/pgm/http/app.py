@@ -61,12 +61,14 @@ def create_app(wiring: Wiring) -> FastAPI:
         from pgm.http.routes import axerve as axerve_routes
 
         app.include_router(axerve_routes.build_router())
-    app.include_router(v3.build_router())
+    # The saga commands and the sandbox's provider API come before /v3's parametric routes: routing tries
+    # each route in order, and these are the hot path of a saga (the paths never overlap).
     if settings.saga_enabled:
         app.include_router(saga_routes.build_router())
         app.include_router(inspection.build_router())
     if "sandbox" in settings.enabled_providers:
         app.include_router(sandbox_routes.build_router())
+    app.include_router(v3.build_router())
     app.add_middleware(RejectUnstorableText)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, callback_max_bytes=settings.callback_max_bytes)
     # Outside the body checks: a shed request costs no read of its body.

@@ -3,7 +3,6 @@ and text that cannot be stored."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -11,6 +10,7 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +32,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        incoming = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), b"").decode("latin-1")
         request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = {"status": 500}
@@ -211,7 +211,7 @@ async def _answer_error(
         "message": message,
         "requestId": state.get("request_id"),
     }
-    payload = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+    payload = orjson.dumps({k: v for k, v in body.items() if v is not None})
     await send(
         {
             "type": "http.response.start",

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pgm.clock import Clock
 from pgm.http.errors import ApiError
+from pgm.http.responses import JSONResponse
 from pgm.sandbox.books import (
     Books,
     Outcome,
