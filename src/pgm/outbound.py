@@ -149,7 +149,7 @@ class AiohttpTransport:
             ) as answer:
                 content = await answer.read()
                 return Response(answer.status, answer.headers, content, request.url, answer.reason or "")
-        except TimeoutError as exc:  # aiohttp's ServerTimeoutError and ConnectionTimeoutError are both
+        except TimeoutError as exc:  # aiohttp's ServerTimeoutError and ConnectionTimeoutError are TimeoutErrors
             raise TimedOut(_describe(exc)) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionFailed(_describe(exc)) from exc
