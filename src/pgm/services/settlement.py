@@ -17,8 +17,9 @@ from pgm.clock import Clock
 from pgm.domain.refunds import RefundEntry, RefundPosition, refund_position
 from pgm.domain.statuses import OperationKind, PaymentKind, Status, Transition, transition
 from pgm.providers.base import PayResult
-from pgm.store.database import insert_row
-from pgm.store.models import LedgerEntry, Payment, Refund
+from pgm.store.database import as_transaction
+from pgm.store.models import Payment, Refund
+from pgm.store.records import LedgerEntry
 
 
 class Source(enum.StrEnum):
@@ -144,8 +145,8 @@ class Settlement:
         reversal: bool = False,
     ) -> None:
         """Append one fact to the ledger (the payment and the refund must be in the store already)."""
-        await insert_row(
-            session,
+        tx = await as_transaction(session)
+        await tx.payments.record(
             LedgerEntry(
                 payment_id=payment.id,
                 refund_id=refund.id if refund else None,
@@ -156,7 +157,7 @@ class Settlement:
                 reversal=reversal,
                 note=note,
                 created_at=self.clock.now(),
-            ),
+            )
         )
 
     async def answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> Transition:

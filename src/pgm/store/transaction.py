@@ -169,6 +169,10 @@ class Transaction:
     async def insert(self, record: R, tracked: bool = True) -> R:
         """INSERT a record now (its generated key is set on it) and, when `tracked`, write later changes
         to it back like those of a loaded record."""
+        if self._session is not None:
+            # A lent session's pending rows go first, as its own statements would flush them (a ledger
+            # entry names a refund the session added).
+            await self._flush_session()
         mapping = record.TABLE
         statement = _insert_statement(record.TABLE)
         parameters = {
@@ -233,8 +237,7 @@ class Transaction:
     async def flush(self) -> None:
         """Write the changed columns of every tracked record (and, during the move off the ORM, what the
         SQLAlchemy session of this transaction holds)."""
-        if self._session is not None and (self._session.new or self._session.dirty or self._session.deleted):
-            await self._session.flush()
+        await self._flush_session()
         for identity, (record, before) in self._tracked.items():
             after = snapshot(record)
             if after == before:
@@ -245,6 +248,10 @@ class Transaction:
             parameters["key"] = identity[1]
             await self._execute(_update_statement(record.TABLE, changed), parameters)
             self._tracked[identity] = (record, after)
+
+    async def _flush_session(self) -> None:
+        if self._session is not None and (self._session.new or self._session.dirty or self._session.deleted):
+            await self._session.flush()
 
     # -- commit hooks -------------------------------------------------------------------------------
 
