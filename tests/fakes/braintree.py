@@ -352,7 +352,7 @@ class Fake:
             self._emit("transaction_settled", {"transaction": xml})
 
     def refund_in_control_panel(self, transaction_id: str, amount: int) -> str:
-        """Someone refunds a settled sale in the Control Panel: a credit, which no webhook reports. Its id."""
+        """Someone refunds a settled sale in the Control Panel: a credit, and no webhook the PGM reads. Its id."""
         with self._lock:
             _, credit, _ = self._refund({"id": transaction_id}, {"amount": f"{Decimal(amount) / 100:.2f}"})
             return str(credit["id"])

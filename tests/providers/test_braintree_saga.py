@@ -68,7 +68,7 @@ def test_a_refund_made_in_the_control_panel_is_found_by_reconciliation(rig: tupl
     saga_id, saga = paid_saga(stack)
     payment_id, reference = saga["metadata"]["paymentId"], saga["metadata"]["shopTransactionId"]
     fake.settle(payment_id)
-    # No Braintree webhook reports a refund: only the sale's refund ids, which reconciliation reads.
+    # No webhook the PGM reads reports a refund: only the sale's refund ids, which reconciliation reads.
     fake.refund_in_control_panel(payment_id, 250)
     [looked] = [row for row in reconcile_now(stack.pgm) if row["id"] == payment_id]
     assert looked["checked"] is True

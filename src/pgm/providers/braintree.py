@@ -102,7 +102,7 @@ CAPABILITIES = Capabilities(
     # Braintree plans bill every N months; the existing PGM offers MONTH only.
     intervals=frozenset({Interval.MONTH}),
     currencies=frozenset({"EUR"}),
-    # A sale carries its refunds' ids: the only way to learn of a Control Panel refund, which no webhook reports.
+    # A sale carries its refunds' ids: how the PGM learns of a Control Panel refund (no webhook it reads reports one).
     lists_refunds=True,
 )
 
