@@ -23,6 +23,7 @@ from pgm.providers.registry import ProviderRegistry, build_registry
 from pgm.saga.commands import SagaCommands
 from pgm.saga.crud import SagaCrud
 from pgm.saga.events import SagaEvents, flow_manager_senders
+from pgm.saga.inbox import Inbox
 from pgm.sandbox.books import Books
 from pgm.sandbox.routes import SandboxContext
 from pgm.sandbox.secret import webhook_secret
@@ -57,12 +58,13 @@ class Service:
     dispatcher: OutboxDispatcher
     notifier: PaymentStatusNotifier
     outbound: list[HttpClient]
-    saga_commands: SagaCommands | None
+    saga_inbox: Inbox | None
+    saga_crud: SagaCrud | None
     sandbox: SandboxContext | None
 
     def start_background(self) -> list[asyncio.Task[None]]:
         """Start the loops that work without a request: the outbox, reconciliation, raw-callback pruning
-        and, with a Flow Manager, the saga commands."""
+        and, with a Flow Manager, the saga inbox."""
         settings = self.settings
         tasks = [
             asyncio.create_task(self.dispatcher.run(), name="outbox"),
@@ -71,14 +73,14 @@ class Service:
                 self.callbacks.prune_forever(settings.callback_retention_seconds), name="callback-pruning"
             ),
         ]
-        if self.saga_commands is not None:
-            tasks.append(asyncio.create_task(self.saga_commands.run(), name="saga-commands"))
+        if self.saga_inbox is not None:
+            tasks.append(asyncio.create_task(self.saga_inbox.run(), name="saga-inbox"))
         return tasks
 
     async def aclose(self) -> None:
         """Release what the parts hold: connections to providers, to receivers and to the store."""
-        if self.saga_commands is not None:
-            await self.saga_commands.aclose()
+        if self.saga_inbox is not None:
+            await self.saga_inbox.aclose()
         await self.registry.aclose()
         for client in self.outbound:
             await client.aclose()
@@ -174,14 +176,11 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
     )
     # Every commit that writes outbox rows wakes the dispatcher (no writer has to remember to).
     database.on_outbox_commit(dispatcher.wake)
-    saga_commands = None
+    saga_inbox = None
     if saga_events is not None and crud is not None:
-        saga_commands = SagaCommands(
+        saga_inbox = Inbox(
             database,
-            registry,
-            payments,
-            saga_events,
-            crud,
+            SagaCommands(database, registry, payments, saga_events, crud),
             clock,
             metrics,
             lease_seconds=settings.inbox_lease_seconds,
@@ -212,6 +211,7 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
         dispatcher=dispatcher,
         notifier=notifier,
         outbound=outbound,
-        saga_commands=saga_commands,
+        saga_inbox=saga_inbox,
+        saga_crud=crud,
         sandbox=sandbox,
     )

@@ -1,6 +1,6 @@
-"""Saga commands in (docs/flow-manager.md, docs/reliability.md): each delivery is stored before the 202, then
-executed by a worker that survives restarts. Well-formed commands that cannot succeed end in a failure event, so a
-saga never stalls.
+"""What a saga command means (docs/flow-manager.md): the saga's data turned into a payment service call,
+and its outcome into the command's result. The inbox (`saga/inbox.py`) stores and runs the commands;
+well-formed commands that cannot succeed end in a failure event, so a saga never stalls.
 
 Money moves at most once: a command resolves to a deterministic operation key,
 `saga:<id>:<operation>:<n>` for pay-like commands (a saga pays once) and
@@ -12,19 +12,14 @@ it is still running, does nothing and lets it report).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import uuid
-from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pgm.clock import Clock
 from pgm.domain.idempotency import saga_key_part, saga_operation_key
 from pgm.domain.saga import (
     Event,
@@ -37,7 +32,6 @@ from pgm.domain.saga import (
     refund_details,
 )
 from pgm.domain.statuses import Status
-from pgm.observability.metrics import Metrics
 from pgm.providers.base import (
     MAX_SUBSCRIPTION_PAYMENTS,
     Interval,
@@ -51,10 +45,11 @@ from pgm.providers.base import (
 from pgm.providers.registry import ProviderRegistry
 from pgm.saga.crud import CrudUnavailable, SagaCrud
 from pgm.saga.events import SagaEvents
+from pgm.saga.inbox import CommandDone, CommandRefused, RetryLater
 from pgm.services.payments import PaymentService
 from pgm.services.validation import RequestRefused
-from pgm.store.database import Database, insert_row
-from pgm.store.models import InboxCommand, Payment, Refund, table_of
+from pgm.store.database import Database
+from pgm.store.models import InboxCommand, Payment, Refund
 
 log = logging.getLogger(__name__)
 
@@ -67,41 +62,13 @@ OPERATIONS = {
     Route.SUBSCRIPTION_AUTHORIZATION: Operation.AUTHORIZATION_TOKEN,
     Route.PAY_BY_LINK: Operation.PAY_BY_LINK,
 }
-PENDING, DONE = "PENDING", "DONE"
 # Read from the saga document when the payload lacks them, but a command can do without them.
 OPTIONAL_FIELDS = frozenset({"payRequestData", "refundDetails"})
-# Core statements on the inbox table: ORM-enabled INSERT/UPDATE add a unit-of-work or session
-# synchronisation pass that costs about as much as the statement (docs/performance.md).
-_INBOX = table_of(InboxCommand)
-# Built once: building a statement and its cache key on every call costs more than running it.
-_MARK_DONE = (
-    update(_INBOX)
-    .where(_INBOX.c.id == bindparam("command_id"))
-    .values(status=DONE, operation_key=bindparam("key"), result=bindparam("summary"), updated_at=bindparam("now"))
-)
-# Renews a lease this process holds: a compare-and-set on the value it wrote (see _renew_leases).
-_RENEW_LEASE = (
-    update(_INBOX)
-    .where(
-        _INBOX.c.id == bindparam("command_id"),
-        _INBOX.c.status == PENDING,
-        _INBOX.c.lease_until == bindparam("lease"),
-    )
-    .values(lease_until=bindparam("until"))
-)
-CONCURRENCY = 32
-
-
-class CannotSucceed(Exception):
-    """A well-formed command that cannot succeed: answered with a failure event naming why."""
-
-
-class RetryLater(Exception):
-    """Something the command needs is unavailable for now (the CRUD): run it again later."""
 
 
 class SagaCommands:
-    """Accepts command deliveries and executes them."""
+    """What a saga command means: the inbox's executor, from a command to a PaymentService call and
+    from its outcome to the command's result (the outcome's event comes from the settlement)."""
 
     def __init__(
         self,
@@ -110,206 +77,21 @@ class SagaCommands:
         payments: PaymentService,
         events: SagaEvents,
         crud: SagaCrud,
-        clock: Clock,
-        metrics: Metrics,
-        lease_seconds: float,
-        retry_base_seconds: float,
-        wake_dispatcher: Callable[[], None],
-        max_attempts: int = 30,
     ) -> None:
         self.database = database
         self.registry = registry
         self.payments = payments
         self.events = events
         self.crud = crud
-        self.clock = clock
-        self.metrics = metrics
-        self.lease_seconds = lease_seconds
-        self.max_attempts = max_attempts
-        self.retry_base_seconds = retry_base_seconds
-        self.wake_dispatcher = wake_dispatcher
-        self._wake = asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
-        # The lease this process holds on each command it runs, renewed while the command runs.
-        self._leases: dict[int, float] = {}
-        self._semaphore = asyncio.Semaphore(CONCURRENCY)
-        self._worker_running = False  # set by run(): commands run in this process only while the worker does
 
-    async def accept(self, route: Route, saga_id: str, label: str, payload: dict[str, Any]) -> str:
-        """Store one delivery durably; it runs after the caller has its 202."""
-        now = self.clock.now()
-        delivery_id = uuid.uuid4().hex
-        # With room to run it, this process leases the row in the insert and runs it from memory: no
-        # claim and no read of it back (three transactions fewer per command). Otherwise, or after a crash
-        # (the lease runs out), the worker's claim picks it up like any other.
-        run_now = self._worker_running and len(self._running) < CONCURRENCY
-        command = InboxCommand(
-            delivery_id=delivery_id,
-            saga_id=saga_id,
-            route=route.value,
-            label=label,
-            payload=payload,
-            status=PENDING,
-            attempts=1 if run_now else 0,
-            lease_until=now + self.lease_seconds if run_now else None,
-            created_at=now,
-            updated_at=now,
-        )
-        async with self.database.write() as session:
-            await insert_row(session, command)
-        self.metrics.saga_commands.labels(route.value, "accepted").inc()
-        if run_now:
-            assert command.lease_until is not None
-            self._spawn(command.id, command.lease_until, command)
-        else:
-            self._wake.set()
-        return delivery_id
-
-    def _spawn(self, command_id: int, lease_until: float, command: InboxCommand | None = None) -> None:
-        self._leases[command_id] = lease_until
-        task = asyncio.create_task(self._execute_guarded(command_id, command))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def run(self) -> None:
-        """Execute deliveries until cancelled, including those a crashed process left behind."""
-        self._worker_running = True
-        while True:
-            claimed: list[tuple[int, float]] = []
-            try:
-                await self._renew_leases()
-                claimed = await self._claim()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("inbox pass failed")
-            for command_id, lease_until in claimed:
-                self._spawn(command_id, lease_until)
-            if not claimed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(self.lease_seconds / 3, 1.0))
-                self._wake.clear()
-
-    async def _renew_leases(self) -> None:
-        """Extend the leases of the commands running here once a third of them is gone, so a command keeps
-        its lease however long its provider call takes, while a crashed process's leases run out within
-        `lease_seconds`. Each renewal is a compare-and-set on the lease this process wrote: a command that
-        finished, was put off (`_retry_later`) or was taken over by another process is left alone."""
-        now = self.clock.now()
-        due = [
-            (command_id, lease)
-            for command_id, lease in self._leases.items()
-            if lease - now < self.lease_seconds * 2 / 3
-        ]
-        if not due:
-            return
-        until = now + self.lease_seconds
-        renewed: list[int] = []
-        async with self.database.write() as session:
-            for command_id, lease in due:
-                result = await session.execute(_RENEW_LEASE, {"command_id": command_id, "lease": lease, "until": until})
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    renewed.append(command_id)
-        for command_id, _ in due:
-            if command_id not in self._leases:
-                continue  # finished meanwhile
-            if command_id in renewed:
-                self._leases[command_id] = until
-            else:
-                # Nothing more to renew. Should another process have taken it over (this one stalled for a
-                # whole lease), its run finds the operation recorded under its key and does not call the
-                # provider again (docs/reliability.md).
-                del self._leases[command_id]
-
-    async def _claim(self) -> list[tuple[int, float]]:
-        """Lease runnable commands: new ones, and those whose lease ran out (their process died). Returns
-        (command id, lease) for each command claimed."""
-        now = self.clock.now()
-        async with self.database.read() as session:
-            due = (
-                await session.execute(
-                    select(InboxCommand.id, InboxCommand.lease_until)
-                    .where(
-                        InboxCommand.status == PENDING,
-                        (InboxCommand.lease_until.is_(None)) | (InboxCommand.lease_until < now),
-                    )
-                    .order_by(InboxCommand.id)
-                    .limit(CONCURRENCY)
-                )
-            ).all()
-        # A command still running here whose renewal failed is never started a second time in this process.
-        runnable = [(command_id, lease) for command_id, lease in due if command_id not in self._leases]
-        claimed: list[tuple[int, float]] = []
-        if not runnable:
-            return claimed
-        until = now + self.lease_seconds
-        # One transaction for the batch (each row still claimed by its own compare-and-set on the lease):
-        # a transaction per command cost a BEGIN IMMEDIATE/COMMIT each under load.
-        async with self.database.write() as session:
-            for command_id, lease in runnable:
-                condition = _INBOX.c.lease_until.is_(None) if lease is None else _INBOX.c.lease_until == lease
-                result = await session.execute(
-                    update(_INBOX)
-                    .where(_INBOX.c.id == command_id, _INBOX.c.status == PENDING, condition)
-                    .values(lease_until=until, attempts=_INBOX.c.attempts + 1)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append((command_id, until))
-        return claimed
-
-    async def _execute_guarded(self, command_id: int, command: InboxCommand | None = None) -> None:
-        async with self._semaphore:
-            try:
-                await self.execute(command_id, command)
-            except Exception as exc:
-                # Left PENDING: its lease runs out and it is tried again, up to the attempt cap.
-                log.exception("saga command failed", extra={"commandId": command_id})
-                await self._give_up_when_exhausted(command_id, exc)
-            finally:
-                self._leases.pop(command_id, None)
-            self.wake_dispatcher()
-
-    async def _give_up_when_exhausted(self, command_id: int, error: Exception) -> None:
-        """A command that failed `max_attempts` times ends in its failure event instead of running forever
-        (a fault that repeats on every attempt would otherwise keep the saga waiting, with no event)."""
-        try:
-            async with self.database.read() as session:
-                command = await session.get(InboxCommand, command_id)
-            if command is None or command.status != PENDING or command.attempts < self.max_attempts:
-                return
-            cause = getattr(error, "orig", None) or error
-            detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
-            reason = f"gave up after {command.attempts} attempts: {type(cause).__name__}: {detail}"
-            await self._fail(command, Route(command.route), reason)
-            self.metrics.saga_commands.labels(command.route, "gave_up").inc()
-        except Exception:
-            log.exception("saga command could not be given up", extra={"commandId": command_id})
-
-    async def execute(self, command_id: int, command: InboxCommand | None = None) -> None:
-        """Run one claimed delivery to its outcome (`command`: the row as just leased, when at hand)."""
-        if command is None:
-            async with self.database.read() as session:
-                command = await session.get(InboxCommand, command_id)
-        if command is None or command.status != PENDING:
-            return
+    async def execute(self, command: InboxCommand) -> CommandDone:
+        """Run one command to its outcome; raises CommandRefused or RetryLater."""
         route = Route(command.route)
-        try:
-            saga = await self._saga_data(command, route)
-            adapter = self._adapter(saga, route)
-            finished = False
-            if route is Route.REFUND:
-                key, result = await self._refund(command, saga, adapter)
-            else:
-                key, result, finished = await self._pay_like(command, saga, adapter, route)
-            if not finished:
-                await self._finish(command_id, key, result)
-            self.metrics.saga_commands.labels(route.value, "executed").inc()
-        except CannotSucceed as reason:
-            await self._fail(command, route, str(reason))
-            self.metrics.saga_commands.labels(route.value, "refused").inc()
-        except RetryLater as reason:
-            await self._retry_later(command, str(reason))
-            self.metrics.saga_commands.labels(route.value, "retry").inc()
+        saga = await self._saga_data(command, route)
+        adapter = self._adapter(saga, route)
+        if route is Route.REFUND:
+            return await self._refund(command, saga, adapter)
+        return await self._pay_like(command, saga, adapter, route)
 
     async def _saga_data(self, command: InboxCommand, route: Route) -> SagaData:
         payload = command.payload
@@ -321,40 +103,31 @@ class SagaCommands:
                 raise RetryLater(str(exc)) from exc
             if document is None:
                 if not set(missing_fields(route, payload)) <= OPTIONAL_FIELDS:
-                    raise CannotSucceed(f"saga {command.saga_id} was not found in the CRUD")
+                    raise CommandRefused(f"saga {command.saga_id} was not found in the CRUD")
             else:
                 metadata = document.get("metadata")
                 stored = metadata if isinstance(metadata, dict) else {}
         try:
             return read_saga_data(command.saga_id, route, merge(stored, payload))
         except SagaDataError as exc:
-            raise CannotSucceed(str(exc)) from exc
+            raise CommandRefused(str(exc)) from exc
 
     def _adapter(self, saga: SagaData, route: Route) -> ProviderAdapter:
         adapter = self.registry.get(saga.provider)
         if adapter is None:
-            raise CannotSucceed(f"provider {saga.provider!r} is unknown or not enabled")
+            raise CommandRefused(f"provider {saga.provider!r} is unknown or not enabled")
         operation = OPERATIONS[route]
         if operation not in adapter.capabilities.operations:
-            raise CannotSucceed(f"provider {adapter.name} does not support {operation.value}")
+            raise CommandRefused(f"provider {adapter.name} does not support {operation.value}")
         # Payment method, currency, amounts, redirect URLs...: the payment service's rules
         # (services/validation.py), the same for /v3 and sagas.
         return adapter
 
     async def _pay_like(
         self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter, route: Route
-    ) -> tuple[str, str, bool]:
-        """Run the operation; returns its key, its result, and whether the command was marked DONE already
-        (in the transaction of the provider's answer)."""
+    ) -> CommandDone:
         operation = OPERATIONS[route]
         key = saga_operation_key(saga.saga_id, route.value, 1)
-        finished = False
-
-        async def finish_with_the_answer(session: AsyncSession, summary: str) -> None:
-            nonlocal finished
-            await self._mark_done(session, command.id, key, summary)
-            finished = True
-
         request = PayRequest(
             amount=saga.amount,
             currency=saga.currency,
@@ -373,12 +146,11 @@ class SagaCommands:
                 request,
                 saga_id=saga.saga_id,
                 saga_context={"payRequestData": saga.pay_request_data},
-                on_answer=finish_with_the_answer,
             )
         except RequestRefused as exc:
-            raise CannotSucceed(_saga_wording(exc)) from exc
+            raise CommandRefused(_saga_wording(exc)) from exc
         except InvalidProviderData as exc:
-            raise CannotSucceed(str(exc)) from exc
+            raise CommandRefused(str(exc)) from exc
         if outcome.conflict:
             # The saga's key is its own id: a delivery asking for something else than the first one
             # (its data changed in between) gets the first outcome again, never a second payment.
@@ -389,7 +161,7 @@ class SagaCommands:
             outcome = await self.payments.resume_interrupted(adapter, outcome.payment)
         elif outcome.replayed:
             await self._replay(saga.saga_id, key, Status(outcome.payment.status))
-        return key, f"{outcome.result.value}: {outcome.description}", finished
+        return CommandDone(key, f"{outcome.result.value}: {outcome.description}")
 
     def _subscription(self, saga: SagaData, route: Route, adapter: ProviderAdapter) -> SubscriptionInfo | None:
         if route not in (Route.SUBSCRIPTION_SCHEDULE, Route.SUBSCRIPTION_START, Route.SUBSCRIPTION_PAY):
@@ -398,31 +170,31 @@ class SagaCommands:
         token = _text(info.get("token"))
         if route is Route.SUBSCRIPTION_PAY:
             if token is None:
-                raise CannotSucceed("payRequestData.subscriptionInfo.token is missing")
+                raise CommandRefused("payRequestData.subscriptionInfo.token is missing")
             return SubscriptionInfo(token=token)
         raw_interval = info.get("interval")
         try:
             interval = Interval(str(raw_interval))
         except ValueError as exc:
-            raise CannotSucceed(
+            raise CommandRefused(
                 f"payRequestData.subscriptionInfo.interval {raw_interval!r} is not DAY, WEEK, MONTH or YEAR"
             ) from exc
         count = info.get("intervalCount", 1)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise CannotSucceed("payRequestData.subscriptionInfo.intervalCount must be a positive integer")
+            raise CommandRefused("payRequestData.subscriptionInfo.intervalCount must be a positive integer")
         expires_after = info.get("expiresAfter")
         if expires_after is not None and (
             isinstance(expires_after, bool)
             or not isinstance(expires_after, int)
             or not 1 <= expires_after <= MAX_SUBSCRIPTION_PAYMENTS
         ):
-            raise CannotSucceed(
+            raise CommandRefused(
                 "payRequestData.subscriptionInfo.expiresAfter must be an integer from 1 to "
                 f"{MAX_SUBSCRIPTION_PAYMENTS} (the maximum number of payments)"
             )
         return SubscriptionInfo(token=token, interval=interval, interval_count=count, expires_after=expires_after)
 
-    async def _refund(self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter) -> tuple[str, str]:
+    async def _refund(self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter) -> CommandDone:
         assert saga.payment_id is not None
         if saga.started_refund_id is not None:
             return await self._started_refund(saga, saga.started_refund_id)
@@ -439,14 +211,14 @@ class SagaCommands:
         try:
             outcome = await self.payments.refund(adapter, request, saga_id=saga.saga_id)
         except RequestRefused as exc:
-            raise CannotSucceed(_saga_wording(exc)) from exc
+            raise CommandRefused(_saga_wording(exc)) from exc
         except InvalidProviderData as exc:
-            raise CannotSucceed(str(exc)) from exc
+            raise CommandRefused(str(exc)) from exc
         if outcome.refund is None:
             if outcome.retryable:
                 # A payment made before the switch the provider could not be asked about yet.
                 raise RetryLater(outcome.description)
-            raise CannotSucceed(outcome.description)
+            raise CommandRefused(outcome.description)
         refund = outcome.refund
         if outcome.replayed and refund.status == Status.UNKNOWN and command.attempts > 1:
             # As for a payment (_pay_like): the previous run died during the provider call; ask now.
@@ -454,9 +226,9 @@ class SagaCommands:
             outcome = await self.payments.resume_interrupted_refund(adapter, refund, outcome.payment)
         elif outcome.replayed:
             await self._replay(saga.saga_id, key, Status(refund.status))
-        return key, f"{outcome.status.value}: {outcome.description}"
+        return CommandDone(key, f"{outcome.status.value}: {outcome.description}")
 
-    async def _started_refund(self, saga: SagaData, refund_id: str) -> tuple[str, str]:
+    async def _started_refund(self, saga: SagaData, refund_id: str) -> CommandDone:
         """The command a Flow Manager sends on entering REFUND_REQUESTED after the PGM's `refundRequested`
         for a refund that started outside the saga: it is that refund, never a new one. Its outcome event
         is already in the outbox behind `refundRequested` (or follows when the provider settles it), so
@@ -468,14 +240,13 @@ class SagaCommands:
                 )
             ).first()
         if found is None or found[1].saga_id != saga.saga_id:
-            raise CannotSucceed(f"refundRequestData.refundId {refund_id!r} is not a refund of saga {saga.saga_id}")
+            raise CommandRefused(f"refundRequestData.refundId {refund_id!r} is not a refund of saga {saga.saga_id}")
         refund = found[0]
         log.info(
             "refund command resolved to a refund already started", extra={"sagaId": saga.saga_id, "refundId": refund_id}
         )
-        return (
-            refund.idempotency_key,
-            f"{Status(refund.status).public}: the refund {refund_id} started outside the saga",
+        return CommandDone(
+            refund.idempotency_key, f"{Status(refund.status).public}: the refund {refund_id} started outside the saga"
         )
 
     async def _refund_attempt(self, base: str) -> int:
@@ -499,41 +270,23 @@ class SagaCommands:
         async with self.database.write() as session:
             await self.events.replay(session, saga_id, key)
 
-    async def _finish(self, command_id: int, key: str, result: str) -> None:
-        async with self.database.write() as session:
-            await self._mark_done(session, command_id, key, result)
-
-    async def _mark_done(self, session: AsyncSession, command_id: int, key: str, result: str) -> None:
-        await session.execute(
-            _MARK_DONE, {"command_id": command_id, "key": key, "summary": result[:1000], "now": self.clock.now()}
-        )
-
-    async def _fail(self, command: InboxCommand, route: Route, reason: str) -> None:
-        """Answer a command that cannot succeed with the failure event of its route, and close it."""
+    async def refuse(self, session: AsyncSession, command: InboxCommand, reason: str) -> None:
+        """Answer a command that cannot succeed with the failure event of its route."""
         # The refusal answers this command's content: a duplicate delivery refused for the same reason gets
         # an event with the same X-Pgm-Message-Id (docs/reliability.md).
         content = json.dumps([command.route, command.payload], sort_keys=True, separators=(",", ":"), default=str)
         origin = f"refused:{hashlib.sha256(content.encode()).hexdigest()}"
-        async with self.database.write() as session:
-            saga_id = command.saga_id
-            if route is Route.REFUND:
-                details = await self._refund_details(command)
-                refused = {"error": reason, "refundDetails": details}
-                await self.events.emit(session, saga_id, None, Event.REFUND_FAILED, refused, origin=origin)
-            else:
-                if route is Route.SUBSCRIPTION_AUTHORIZATION:
-                    pay_request = command.payload.get("payRequestData")
-                    scheduled = {"payRequestData": pay_request if isinstance(pay_request, dict) else {}}
-                    await self.events.emit(
-                        session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled, origin=origin
-                    )
-                await self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason}, origin=origin)
-            await session.execute(
-                update(_INBOX)
-                .where(_INBOX.c.id == command.id)
-                .values(status=DONE, result=f"refused: {reason}"[:1000], updated_at=self.clock.now())
-            )
-        log.info("saga command refused", extra={"sagaId": command.saga_id, "route": route.value, "reason": reason})
+        saga_id, route = command.saga_id, Route(command.route)
+        if route is Route.REFUND:
+            details = await self._refund_details(command)
+            refused = {"error": reason, "refundDetails": details}
+            await self.events.emit(session, saga_id, None, Event.REFUND_FAILED, refused, origin=origin)
+            return
+        if route is Route.SUBSCRIPTION_AUTHORIZATION:
+            pay_request = command.payload.get("payRequestData")
+            scheduled = {"payRequestData": pay_request if isinstance(pay_request, dict) else {}}
+            await self.events.emit(session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled, origin=origin)
+        await self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason}, origin=origin)
 
     async def _refund_details(self, command: InboxCommand) -> dict[str, Any]:
         """refundDetails as they stand (unchanged by a refused refund): from our ledger when we know the payment."""
@@ -549,24 +302,6 @@ class SagaCommands:
                 return refund_details((await self.payments.settlement.position(session, payment)).succeeded)
         details = command.payload.get("refundDetails")
         return details if isinstance(details, dict) else refund_details([])
-
-    async def _retry_later(self, command: InboxCommand, reason: str) -> None:
-        if command.attempts >= self.max_attempts:
-            await self._fail(command, Route(command.route), f"gave up after {command.attempts} attempts: {reason}")
-            return
-        delay = min(self.retry_base_seconds * 2 ** max(command.attempts - 1, 0), 60.0)
-        async with self.database.write() as session:
-            await session.execute(
-                update(_INBOX)
-                .where(_INBOX.c.id == command.id)
-                .values(lease_until=self.clock.now() + delay, result=f"retrying: {reason}"[:1000])
-            )
-
-    async def aclose(self) -> None:
-        """Let running commands finish their current step (they resume after a restart otherwise)."""
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
 
 
 def _text(value: Any) -> str | None:

@@ -74,7 +74,7 @@ class SagaEvents:
 
         Its X-Pgm-Message-Id is derived from the saga, what the event answers and the event (see
         `stable_message_id`): `operation_key` for an operation's outcome; `origin` for an event that
-        answers a command without an operation (a refused command: see SagaCommands._fail)."""
+        answers a command without an operation (a refused command: see SagaCommands.refuse)."""
         tx = await as_transaction(session)
         document = envelope(saga_id, event, payload)
         if operation_key is not None:

@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from pgm.clock import Clock
 from pgm.domain.idempotency import provider_idempotency_key
@@ -148,12 +147,8 @@ class PaymentService:
         request: PayRequest,
         saga_id: str | None = None,
         saga_context: dict[str, Any] | None = None,
-        on_answer: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
     ) -> PayOutcome:
-        """Run a pay-like operation once per idempotency key (`request.idempotency_key` is ours).
-
-        `on_answer(session, summary)` runs inside the transaction that records the provider's answer, so
-        that a caller's own bookkeeping commits with it (not called on a replay, a refusal or a lost answer)."""
+        """Run a pay-like operation once per idempotency key (`request.idempotency_key` is ours)."""
         check_pay_request(adapter, operation, request)
         adapter.check(operation, request)
         digest = request_digest(request)
@@ -172,8 +167,6 @@ class PaymentService:
         async with self.database.write() as session:
             locked = await self.database.lock_payment(session, payment.id)
             await self.settlement.answered(session, locked, result)
-            if on_answer is not None:
-                await on_answer(session, f"{result.result.value}: {result.description}")
             payment = locked
             subject_id = payment.provider_payment_id
             waiting = subject_id is not None and await self.callbacks.any_deferred(session, adapter, subject_id)

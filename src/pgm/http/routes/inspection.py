@@ -100,10 +100,10 @@ async def _flow_manager_view(parts: Service, saga_id: str, events: list[dict[str
     """The saga as the Flow Manager keeps it (its state), and each delivered event marked
     `takenByFlowManager`: an outcome reached outside the saga's command (a link paid before
     `notificationSent`) may arrive in a state that ignores it. Those are listed and logged."""
-    if parts.saga_commands is None:
+    if parts.saga_inbox is None or parts.saga_crud is None:
         return None
     try:
-        document = await parts.saga_commands.crud.saga(saga_id)
+        document = await parts.saga_crud.saga(saga_id)
     except CrudUnavailable as exc:
         return {"error": str(exc)}
     if document is None:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from pgm.domain.saga import Route
 from pgm.http.dependencies import require_token
 from pgm.http.errors import ErrorBody
-from pgm.saga.commands import SagaCommands
+from pgm.saga.inbox import Inbox
 
 SUMMARIES = {
     Route.PAY: "Pay the saga's amount",
@@ -92,8 +92,8 @@ def build_router() -> APIRouter:
 
 def _handler(route: Route) -> Any:
     async def accept(command: CommandEnvelope, request: Request) -> Accepted:
-        commands: SagaCommands = request.app.state.service.saga_commands
-        delivery = await commands.accept(route, command.key, command.value.messageLabel, command.value.messagePayload)
+        inbox: Inbox = request.app.state.service.saga_inbox
+        delivery = await inbox.accept(route, command.key, command.value.messageLabel, command.value.messagePayload)
         return Accepted(sagaId=command.key, deliveryId=delivery)
 
     accept.__name__ = "saga_" + route.value.replace("/", "_").replace("-", "_")
