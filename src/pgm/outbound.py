@@ -31,6 +31,8 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from pgm import jsontext
+
 # HTTP_LOG_LEVEL=basic turns this logger to INFO (observability/logging.py): one line per request.
 REQUEST_LOG = logging.getLogger("pgm.outbound")
 
@@ -278,7 +280,7 @@ class HttpClient:
             request_headers.update(headers)
         body = b""
         if json is not None:
-            body = orjson.dumps(json, option=orjson.OPT_NON_STR_KEYS)
+            body = jsontext.dumps(json)
             request_headers.setdefault("Content-Type", "application/json")
         elif data is not None:
             body = urlencode(data).encode("ascii")

@@ -256,3 +256,14 @@ def test_statements_are_translated_once_for_both_drivers() -> None:
     assert statement.sqlite_parameters({"ids": [1, 2], "status": "PENDING", "now": 1.0})["ids"] == "[1, 2]".replace(
         " ", ""
     )
+
+
+async def test_a_json_document_with_an_integer_beyond_64_bits_is_stored_and_read_back(database: Database) -> None:
+    # A saga's metadata is the client's: JSON sets no limit on integers, and orjson refuses past 64 bits.
+    huge = -(2**63) - 1
+    payment = a_payment(saga_context={"payRequestData": {"reference": huge, "list": [2**70]}})
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+    async with database.transaction() as tx:
+        stored = await tx.payments.lock(payment.id)
+        assert stored.saga_context == {"payRequestData": {"reference": huge, "list": [2**70]}}

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.responses import JSONResponse as StarletteJSONResponse
+
+from pgm import jsontext
 
 
 class JSONResponse(StarletteJSONResponse):
     """Starlette's JSONResponse, rendered with orjson (compact, UTF-8, as Starlette's own)."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        return jsontext.dumps(content)

@@ -3,7 +3,7 @@
 A statement is written with named placeholders (`:payment_id`) and translated for both drivers when
 the module that holds it is imported, so nothing is parsed or compiled per call. `= ANY(:ids)` takes a
 list: PostgreSQL binds it as an array, SQLite reads it from a JSON array (json_each), so one statement
-serves both. JSON columns are encoded with orjson; both drivers keep bytes as BLOB/bytea.
+serves both. JSON columns are encoded by pgm.jsontext (orjson); both drivers keep bytes as BLOB/bytea.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
+from pgm import jsontext
 
 # `:name`, but not PostgreSQL's `::type` cast nor a `:` inside a word.
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -48,7 +48,7 @@ class Sql:
         if not self._lists:
             return parameters
         return {
-            name: orjson.dumps(list(value)).decode() if name in self._lists else value
+            name: jsontext.dumps(list(value)).decode() if name in self._lists else value
             for name, value in parameters.items()
         }
 
@@ -62,12 +62,12 @@ class Sql:
 
 def dump_json(value: Any) -> str:
     """A JSON column's value as text (both drivers store it as text: SQLite JSON, PostgreSQL json)."""
-    return orjson.dumps(value).decode()
+    return jsontext.dumps(value).decode()
 
 
 def load_json(value: Any) -> Any:
     """A JSON column read back: text from sqlite3 or a bare asyncpg connection; already decoded when the
     connection carries a json codec (SQLAlchemy's asyncpg dialect installs one)."""
     if isinstance(value, (str, bytes)):
-        return orjson.loads(value)
+        return jsontext.loads(value)
     return value
