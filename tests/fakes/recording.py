@@ -34,3 +34,11 @@ class MethodFaults:
                 del queue[index]
                 return value
         return None
+
+
+def calls_naming(requests: list[RecordedCall], reference: str) -> list[RecordedCall]:
+    """The requests whose body carries `reference`: one payment's calls, whatever else the PGM is doing.
+
+    A module's PGM keeps reconciling earlier tests' payments in the background, so counting every request a
+    fake received races those lookups; a test asks about its own payment instead."""
+    return [call for call in requests if reference.encode() in call.body]

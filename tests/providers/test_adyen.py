@@ -226,11 +226,11 @@ def test_schedule_and_other_methods_are_not_supported(pgm: PgmProcess, shop_id: 
 def test_missing_encrypted_card_fields_are_a_400_and_adyen_is_not_called(
     pgm: PgmProcess, fake: Fake, shop_id: str
 ) -> None:
-    calls = len(fake.requests)
     response = pgm.post("/v3/adyen/credit-cards/pay", pay_body(shop_id, providerData={"encryptedCardNumber": "x"}))
     assert response.status_code == 400
     assert response.json()["field"] == "providerData.encryptedExpiryMonth"
-    assert len(fake.requests) == calls
+    # Only this payment's calls count: the module's PGM may still be looking up an earlier test's payment.
+    assert not [request for request in fake.requests if shop_id.encode() in request[3]]
 
 
 def test_forged_signature_is_refused_and_changes_nothing(

@@ -17,6 +17,7 @@ import pytest
 from pgm.config import Settings
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.nexi import SANDBOX_BASE_URL, NexiAdapter, build, notification_signature
+from tests.fakes.recording import calls_naming
 from tests.fakes.nexi import NexiFake, running_nexi_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pay_requests import pay_request
@@ -381,14 +382,13 @@ def test_what_nexi_does_not_offer_answers_501_naming_it(nexi_pgm: PgmProcess, pa
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_before_any_call(
-    nexi_pgm: PgmProcess, fake: NexiFake, extra: dict[str, Any], field: str
+    nexi_pgm: PgmProcess, fake: NexiFake, shop_id: str, extra: dict[str, Any], field: str
 ) -> None:
-    calls = len(fake.requests)
-    body = {key: value for key, value in {**pay_body("order-bad"), **extra}.items() if value is not None}
+    body = {key: value for key, value in {**pay_body(shop_id), **extra}.items() if value is not None}
     response = nexi_pgm.post("/v3/nexi/credit-cards/pay", body)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
-    assert len(fake.requests) == calls
+    assert not calls_naming(fake.requests, shop_id)
 
 
 def test_provider_5xx_leaves_the_payment_unknown_and_reconciliation_fails_it(

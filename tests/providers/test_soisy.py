@@ -23,6 +23,7 @@ from pgm.providers.soisy import (
     SoisyAdapter,
     build,
 )
+from tests.fakes.recording import calls_naming
 from tests.fakes.soisy import SoisyFake, running_soisy_fake
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pay_requests import pay_request
@@ -258,12 +259,11 @@ def test_what_soisy_does_not_offer_answers_501_naming_it(soisy_pgm: PgmProcess, 
 def test_bad_input_is_a_400_naming_the_field_before_any_call(
     soisy_pgm: PgmProcess, fake: SoisyFake, shop_id: str, extra: dict[str, Any], field: str
 ) -> None:
-    calls = len(fake.requests)
     body = {**pay_body(shop_id), **extra}
     response = soisy_pgm.post("/v3/soisy/soisy/pay", body)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
-    assert len(fake.requests) == calls
+    assert not calls_naming(fake.requests, shop_id)
 
 
 def test_provider_5xx_leaves_the_payment_unknown_and_reconciliation_fails_it(
