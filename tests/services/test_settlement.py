@@ -7,7 +7,7 @@ import itertools
 
 from pgm.domain.statuses import PaymentKind
 from pgm.services.settlement import RefundWatch
-from pgm.store.models import Payment
+from pgm.store.records import Payment
 
 DAY = 86400.0
 WATCH = RefundWatch(window_seconds=7 * DAY, first_after_seconds=600.0, providers=frozenset({"sandbox", "stripe"}))
@@ -16,7 +16,20 @@ WATCH = RefundWatch(window_seconds=7 * DAY, first_after_seconds=600.0, providers
 def payment(
     provider: str = "sandbox", saga_id: str | None = "saga-1", kind: PaymentKind = PaymentKind.PAYMENT
 ) -> Payment:
-    return Payment(provider=provider, saga_id=saga_id, kind=kind.value)
+    return Payment(
+        id="pay_1",
+        provider=provider,
+        payment_method="credit-cards",
+        kind=kind.value,
+        status="ACCEPTED",
+        amount=1000,
+        currency="EUR",
+        shop_transaction_id="order-1",
+        idempotency_key="key-1",
+        created_at=0.0,
+        updated_at=0.0,
+        saga_id=saga_id,
+    )
 
 
 def test_a_sagas_payment_at_a_provider_that_lists_refunds_is_watched() -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from pgm.store.database import as_transaction
 from pgm.store.records import OutboxMessage
 from pgm.store.transaction import Transaction
 
@@ -30,7 +27,7 @@ class DeliveryStatus(enum.StrEnum):
 
 
 async def enqueue(
-    tx: Transaction | AsyncSession,
+    tx: Transaction,
     destination: Destination,
     ordering_key: str,
     payload: dict[str, Any],
@@ -41,8 +38,7 @@ async def enqueue(
 
     `message_id` is the X-Pgm-Message-Id to send, when the message carries a logical event that may be
     sent again in another row (a saga event); otherwise the row's id is sent. The dispatcher is woken once
-    the transaction commits (Database.on_outbox_commit). A session is accepted while callers move off the
-    ORM: the message goes into the store transaction that shares its connection."""
+    the transaction commits (Database.on_outbox_commit)."""
     message = OutboxMessage(
         message_id=message_id,
         destination=destination.value,
@@ -53,7 +49,7 @@ async def enqueue(
         next_attempt_at=now,
         created_at=now,
     )
-    return await (await as_transaction(tx)).outbox.add(message)
+    return await tx.outbox.add(message)
 
 
 def message_id_header(message: OutboxMessage) -> dict[str, str]:

@@ -17,9 +17,6 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pgm.domain.idempotency import saga_key_part, saga_operation_key
 from pgm.domain.saga import (
     Event,
@@ -49,7 +46,8 @@ from pgm.saga.inbox import CommandDone, CommandRefused, RetryLater
 from pgm.services.payments import PaymentService
 from pgm.services.validation import RequestRefused
 from pgm.store.database import Database
-from pgm.store.models import InboxCommand, Payment, Refund
+from pgm.store.records import InboxCommand
+from pgm.store.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +231,11 @@ class SagaCommands:
         for a refund that started outside the saga: it is that refund, never a new one. Its outcome event
         is already in the outbox behind `refundRequested` (or follows when the provider settles it), so
         nothing is sent again: a re-sent outcome could land on a later refund's state and move it."""
-        async with self.database.read() as session:
-            found = (
-                await session.execute(
-                    select(Refund, Payment).join(Payment, Payment.id == Refund.payment_id).where(Refund.id == refund_id)
-                )
-            ).first()
-        if found is None or found[1].saga_id != saga.saga_id:
+        async with self.database.snapshot() as tx:
+            found = await tx.payments.refund_with_payment(refund_id)
+        if found is None or found[0].saga_id != saga.saga_id:
             raise CommandRefused(f"refundRequestData.refundId {refund_id!r} is not a refund of saga {saga.saga_id}")
-        refund = found[0]
+        refund = found[1]
         log.info(
             "refund command resolved to a refund already started", extra={"sagaId": saga.saga_id, "refundId": refund_id}
         )
@@ -251,13 +245,8 @@ class SagaCommands:
 
     async def _refund_attempt(self, base: str) -> int:
         """The attempt a refund delivery belongs to: the latest one, unless that one failed."""
-        async with self.database.read() as session:
-            latest = await session.scalar(
-                select(Refund)
-                .where(Refund.idempotency_key.like(_like_prefix(f"{base}:"), escape="\\"))
-                .order_by(Refund.created_at.desc())
-                .limit(1)
-            )
+        async with self.database.snapshot() as tx:
+            latest = await tx.payments.latest_refund_with_key_prefix(f"{base}:")
         if latest is None:
             return 1
         attempt = int(latest.idempotency_key.rsplit(":", 1)[1])
@@ -267,10 +256,10 @@ class SagaCommands:
         """A repeated command: re-send the outcome it had; while it still runs, the first delivery reports."""
         if status is Status.UNKNOWN:
             return
-        async with self.database.write() as session:
-            await self.events.replay(session, saga_id, key)
+        async with self.database.transaction() as tx:
+            await self.events.replay(tx, saga_id, key)
 
-    async def refuse(self, session: AsyncSession, command: InboxCommand, reason: str) -> None:
+    async def refuse(self, tx: Transaction, command: InboxCommand, reason: str) -> None:
         """Answer a command that cannot succeed with the failure event of its route."""
         # The refusal answers this command's content: a duplicate delivery refused for the same reason gets
         # an event with the same X-Pgm-Message-Id (docs/reliability.md).
@@ -278,28 +267,22 @@ class SagaCommands:
         origin = f"refused:{hashlib.sha256(content.encode()).hexdigest()}"
         saga_id, route = command.saga_id, Route(command.route)
         if route is Route.REFUND:
-            details = await self._refund_details(command)
+            details = await self._refund_details(tx, command)
             refused = {"error": reason, "refundDetails": details}
-            await self.events.emit(session, saga_id, None, Event.REFUND_FAILED, refused, origin=origin)
+            await self.events.emit(tx, saga_id, None, Event.REFUND_FAILED, refused, origin=origin)
             return
         if route is Route.SUBSCRIPTION_AUTHORIZATION:
             pay_request = command.payload.get("payRequestData")
             scheduled = {"payRequestData": pay_request if isinstance(pay_request, dict) else {}}
-            await self.events.emit(session, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled, origin=origin)
-        await self.events.emit(session, saga_id, None, Event.PAYMENT_FAILED, {"error": reason}, origin=origin)
+            await self.events.emit(tx, saga_id, None, Event.AUTHORIZATION_SCHEDULED, scheduled, origin=origin)
+        await self.events.emit(tx, saga_id, None, Event.PAYMENT_FAILED, {"error": reason}, origin=origin)
 
-    async def _refund_details(self, command: InboxCommand) -> dict[str, Any]:
+    async def _refund_details(self, tx: Transaction, command: InboxCommand) -> dict[str, Any]:
         """refundDetails as they stand (unchanged by a refused refund): from our ledger when we know the payment."""
-        async with self.database.read() as session:
-            # A saga may hold a failed attempt beside the payment that went through: refunds are of the latter.
-            payment = await session.scalar(
-                select(Payment)
-                .where(Payment.saga_id == command.saga_id)
-                .order_by((Payment.status == Status.ACCEPTED.value).desc(), Payment.created_at.desc())
-                .limit(1)
-            )
-            if payment is not None:
-                return refund_details((await self.payments.settlement.position(session, payment)).succeeded)
+        # A saga may hold a failed attempt beside the payment that went through: refunds are of the latter.
+        payment = await tx.payments.settled_of_saga(command.saga_id)
+        if payment is not None:
+            return refund_details((await self.payments.settlement.position(tx, payment)).succeeded)
         details = command.payload.get("refundDetails")
         return details if isinstance(details, dict) else refund_details([])
 
@@ -324,9 +307,3 @@ def _saga_wording(refusal: RequestRefused) -> str:
         if message.startswith(wire_name):
             return saga_name + message[len(wire_name) :]
     return message
-
-
-def _like_prefix(prefix: str) -> str:
-    """A LIKE pattern matching strings that start with `prefix` (its wildcards escaped)."""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"

@@ -11,8 +11,6 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pgm.clock import Clock
 from pgm.domain.saga import (
     Event,
@@ -33,8 +31,7 @@ from pgm.providers.base import PayResult, PayResultCode
 from pgm.saga.crud import SagaCrud
 from pgm.services.settlement import PaymentChange, RefundChange, Source
 from pgm.store import records
-from pgm.store.database import as_transaction
-from pgm.store.models import Payment, Refund
+from pgm.store.records import Payment, Refund
 from pgm.store.transaction import Transaction
 
 log = logging.getLogger(__name__)
@@ -63,7 +60,7 @@ class SagaEvents:
 
     async def emit(
         self,
-        session: Transaction | AsyncSession,
+        tx: Transaction,
         saga_id: str,
         operation_key: str | None,
         event: Event,
@@ -75,7 +72,6 @@ class SagaEvents:
         Its X-Pgm-Message-Id is derived from the saga, what the event answers and the event (see
         `stable_message_id`): `operation_key` for an operation's outcome; `origin` for an event that
         answers a command without an operation (a refused command: see SagaCommands.refuse)."""
-        tx = await as_transaction(session)
         document = envelope(saga_id, event, payload)
         if operation_key is not None:
             # The n-th such event of the operation: a reversal (executed, failed, executed again) is a new
@@ -111,10 +107,9 @@ class SagaEvents:
         )
         self.metrics.saga_events.labels(label).inc()
 
-    async def replay(self, session: Transaction | AsyncSession, saga_id: str, operation_key: str) -> bool:
+    async def replay(self, tx: Transaction, saga_id: str, operation_key: str) -> bool:
         """Re-send the latest outcome of an operation (a repeated command), with the X-Pgm-Message-Id it
         was first sent with; False when there is none."""
-        tx = await as_transaction(session)
         latest = await tx.saga_events.latest(operation_key)
         if latest is None:
             return False
@@ -122,7 +117,7 @@ class SagaEvents:
         await self._record(tx, saga_id, operation_key, latest.label, latest.envelope, first_sent)
         return True
 
-    async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
+    async def payment_answered(self, tx: Transaction, payment: Payment, result: PayResult) -> None:
         """The provider's synchronous answer: scheduled, link created, authorization requested."""
         if not payment.saga_id:
             return
@@ -134,26 +129,26 @@ class SagaEvents:
             # authorization is scheduled first and failed right after, instead of stalling the saga.
             redirected = with_redirect(pay_request, result.redirect_url, result.redirect_url_mobile)
             authorization = {"payRequestData": with_token(redirected, result.subscription_token)}
-            await self.emit(session, payment.saga_id, key, Event.AUTHORIZATION_SCHEDULED, authorization)
+            await self.emit(tx, payment.saga_id, key, Event.AUTHORIZATION_SCHEDULED, authorization)
         elif kind is PaymentKind.PAY_BY_LINK:
             if result.result is not PayResultCode.KO:
                 link = {"paymentId": payment.provider_payment_id, "link": payment.link}
-                await self.emit(session, payment.saga_id, key, Event.LINK_CREATED, link)
+                await self.emit(tx, payment.saga_id, key, Event.LINK_CREATED, link)
         elif result.result in (PayResultCode.PENDING, PayResultCode.REDIRECT_TO_URL):
             updated = with_redirect(pay_request, payment.redirect_url, payment.redirect_url_mobile)
             if kind in SUBSCRIPTION_KINDS and payment.subscription_token:
                 updated = with_token(updated, payment.subscription_token)
             scheduled = {"paymentId": payment.provider_payment_id, "payRequestData": updated}
-            await self.emit(session, payment.saga_id, key, Event.PAYMENT_SCHEDULED, scheduled)
+            await self.emit(tx, payment.saga_id, key, Event.PAYMENT_SCHEDULED, scheduled)
 
-    async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
+    async def payment_changed(self, tx: Transaction, payment: Payment, change: PaymentChange) -> None:
         """A saga's payment settled (answer, callback, status check or reconciliation)."""
         status = change.transition.status
         if not status.is_final:
             return
         saga_id = payment.saga_id
         if saga_id is None:
-            await self._find_saga_later(session, payment, status)
+            await self._find_saga_later(tx, payment, status)
             return
         kind = PaymentKind(payment.kind)
         if kind is PaymentKind.PAY_BY_LINK or change.source is Source.RECONCILIATION:
@@ -170,17 +165,15 @@ class SagaEvents:
             }
             if payment.provider_payment_id is None:
                 del payload["paymentId"]
-            await self.emit(session, saga_id, payment.idempotency_key, Event.PAYMENT_FAILED, payload)
+            await self.emit(tx, saga_id, payment.idempotency_key, Event.PAYMENT_FAILED, payload)
         elif kind is not PaymentKind.AUTHORIZATION:
             payload = {"paymentId": payment.provider_payment_id}
             if kind in SUBSCRIPTION_KINDS:
                 pay_request = payment.saga_context.get("payRequestData") or {}
                 payload["payRequestData"] = with_token(pay_request, payment.subscription_token)
-            await self.emit(session, saga_id, payment.idempotency_key, Event.PAYMENT_EXECUTED, payload)
+            await self.emit(tx, saga_id, payment.idempotency_key, Event.PAYMENT_EXECUTED, payload)
 
-    async def refund_changed(
-        self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
-    ) -> None:
+    async def refund_changed(self, tx: Transaction, payment: Payment, refund: Refund, change: RefundChange) -> None:
         """A saga's refund moved: pending, partial, total or failed (derived from the ledger)."""
         saga_id = refund.saga_id or payment.saga_id
         if saga_id is None:
@@ -192,15 +185,15 @@ class SagaEvents:
             # A refund that started outside the saga: its refundRequested put its id in the metadata.
             outcome["refundRequestData"] = refund_settled_request(refund.amount)
         if status is Status.PENDING:
-            await self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_PENDING, outcome)
+            await self.emit(tx, saga_id, refund.idempotency_key, Event.REFUND_PENDING, outcome)
         elif status is Status.FAILED:
             payload = {"error": refund.description or "the refund failed", **outcome}
-            await self.emit(session, saga_id, refund.idempotency_key, Event.REFUND_FAILED, payload)
+            await self.emit(tx, saga_id, refund.idempotency_key, Event.REFUND_FAILED, payload)
         elif status is Status.ACCEPTED:
             event = Event.TOTAL_REFUND_EXECUTED if change.position.is_total else Event.PARTIAL_REFUND_EXECUTED
-            await self.emit(session, saga_id, refund.idempotency_key, event, outcome)
+            await self.emit(tx, saga_id, refund.idempotency_key, event, outcome)
 
-    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+    async def refund_started(self, tx: Transaction, payment: Payment, refund: Refund) -> None:
         """A refund of a saga's payment that no saga command asked for (the /v3 API, the provider's own
         dashboard): the saga hears `refundRequested` first, so that the contract's machine moves to
         REFUND_REQUESTED and can take the outcome event that follows. The refund command the Flow Manager
@@ -212,9 +205,9 @@ class SagaEvents:
             extra={"sagaId": payment.saga_id, "refundId": refund.id, "amount": refund.amount},
         )
         payload = refund_requested(refund.amount, refund.id)
-        await self.emit(session, payment.saga_id, refund.idempotency_key, Event.REFUND_REQUESTED, payload)
+        await self.emit(tx, payment.saga_id, refund.idempotency_key, Event.REFUND_REQUESTED, payload)
 
-    async def _find_saga_later(self, session: AsyncSession, payment: Payment, status: Status) -> None:
+    async def _find_saga_later(self, tx: Transaction, payment: Payment, status: Status) -> None:
         """A payment the PGM did not start for a saga may still belong to one: the sender asks the CRUD
         for the saga whose metadata names it, at delivery time (no network inside this transaction)."""
         if not payment.provider_payment_id or PaymentKind(payment.kind) is PaymentKind.AUTHORIZATION:
@@ -224,7 +217,7 @@ class SagaEvents:
         if event is Event.PAYMENT_FAILED:
             payload["error"] = payment.description or "the payment failed"
         lookup = {"paymentId": payment.provider_payment_id, "event": event.value, "messagePayload": payload}
-        await enqueue(session, Destination.FLOW_MANAGER_LOOKUP, payment.id, lookup, self.clock.now())
+        await enqueue(tx, Destination.FLOW_MANAGER_LOOKUP, payment.id, lookup, self.clock.now())
 
 
 def flow_manager_senders(client: HttpClient, flow_manager_url: str, crud: SagaCrud) -> dict[str, Sender]:

@@ -19,38 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pgm.clock import Clock
 from pgm.domain.saga import Route
 from pgm.observability.metrics import Metrics
-from pgm.store.database import Database, insert_row
-from pgm.store.models import InboxCommand, table_of
+from pgm.store.database import Database
+from pgm.store.records import InboxCommand
+from pgm.store.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
 PENDING, DONE = "PENDING", "DONE"
 CONCURRENCY = 32
-# Core statements on the inbox table: ORM-enabled INSERT/UPDATE add a unit-of-work or session
-# synchronisation pass that costs about as much as the statement (docs/performance.md).
-_INBOX = table_of(InboxCommand)
-# Built once: building a statement and its cache key on every call costs more than running it.
-_MARK_DONE = (
-    update(_INBOX)
-    .where(_INBOX.c.id == bindparam("command_id"))
-    .values(status=DONE, operation_key=bindparam("key"), result=bindparam("summary"), updated_at=bindparam("now"))
-)
-# Renews a lease this process holds: a compare-and-set on the value it wrote (see _renew_leases).
-_RENEW_LEASE = (
-    update(_INBOX)
-    .where(
-        _INBOX.c.id == bindparam("command_id"),
-        _INBOX.c.status == PENDING,
-        _INBOX.c.lease_until == bindparam("lease"),
-    )
-    .values(lease_until=bindparam("until"))
-)
 
 
 @dataclass(frozen=True)
@@ -75,7 +54,7 @@ class CommandExecutor(Protocol):
     async def execute(self, command: InboxCommand) -> CommandDone:
         """Run one command to its outcome; raises CommandRefused or RetryLater."""
 
-    async def refuse(self, session: AsyncSession, command: InboxCommand, reason: str) -> None:
+    async def refuse(self, tx: Transaction, command: InboxCommand, reason: str) -> None:
         """Write the answer to a command that cannot succeed, in the transaction that closes it."""
 
 
@@ -128,8 +107,9 @@ class Inbox:
             created_at=now,
             updated_at=now,
         )
-        async with self.database.write() as session:
-            await insert_row(session, command)
+        async with self.database.transaction() as tx:
+            # Untracked: the worker runs it from this copy, and its closing is written by statement.
+            await tx.inbox.add(command, tracked=False)
         self.metrics.saga_commands.labels(route.value, "accepted").inc()
         if run_now:
             assert command.lease_until is not None
@@ -178,10 +158,9 @@ class Inbox:
             return
         until = now + self.lease_seconds
         renewed: list[int] = []
-        async with self.database.write() as session:
+        async with self.database.transaction() as tx:
             for command_id, lease in due:
-                result = await session.execute(_RENEW_LEASE, {"command_id": command_id, "lease": lease, "until": until})
-                if result.rowcount == 1:  # type: ignore[attr-defined]
+                if await tx.inbox.renew(command_id, lease, until):
                     renewed.append(command_id)
         for command_id, _ in due:
             if command_id not in self._leases:
@@ -198,18 +177,8 @@ class Inbox:
         """Lease runnable commands: new ones, and those whose lease ran out (their process died). Returns
         (command id, lease) for each command claimed."""
         now = self.clock.now()
-        async with self.database.read() as session:
-            due = (
-                await session.execute(
-                    select(InboxCommand.id, InboxCommand.lease_until)
-                    .where(
-                        InboxCommand.status == PENDING,
-                        (InboxCommand.lease_until.is_(None)) | (InboxCommand.lease_until < now),
-                    )
-                    .order_by(InboxCommand.id)
-                    .limit(CONCURRENCY)
-                )
-            ).all()
+        async with self.database.snapshot() as tx:
+            due = await tx.inbox.runnable(now, CONCURRENCY)
         # A command still running here whose renewal failed is never started a second time in this process.
         runnable = [(command_id, lease) for command_id, lease in due if command_id not in self._leases]
         claimed: list[tuple[int, float]] = []
@@ -218,15 +187,9 @@ class Inbox:
         until = now + self.lease_seconds
         # One transaction for the batch (each row still claimed by its own compare-and-set on the lease):
         # a transaction per command cost a BEGIN IMMEDIATE/COMMIT each under load.
-        async with self.database.write() as session:
+        async with self.database.transaction() as tx:
             for command_id, lease in runnable:
-                condition = _INBOX.c.lease_until.is_(None) if lease is None else _INBOX.c.lease_until == lease
-                result = await session.execute(
-                    update(_INBOX)
-                    .where(_INBOX.c.id == command_id, _INBOX.c.status == PENDING, condition)
-                    .values(lease_until=until, attempts=_INBOX.c.attempts + 1)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
+                if await tx.inbox.claim(command_id, lease, until):
                     claimed.append((command_id, until))
         return claimed
 
@@ -246,13 +209,12 @@ class Inbox:
         """A command that failed `max_attempts` times ends in its failure event instead of running forever
         (a fault that repeats on every attempt would otherwise keep the saga waiting, with no event)."""
         try:
-            async with self.database.read() as session:
-                command = await session.get(InboxCommand, command_id)
+            async with self.database.snapshot() as tx:
+                command = await tx.inbox.get(command_id)
             if command is None or command.status != PENDING or command.attempts < self.max_attempts:
                 return
-            cause = getattr(error, "orig", None) or error
-            detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
-            reason = f"gave up after {command.attempts} attempts: {type(cause).__name__}: {detail}"
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            reason = f"gave up after {command.attempts} attempts: {type(error).__name__}: {detail}"
             await self._refuse(command, reason)
             self.metrics.saga_commands.labels(command.route, "gave_up").inc()
         except Exception:
@@ -261,8 +223,8 @@ class Inbox:
     async def run_command(self, command_id: int, command: InboxCommand | None = None) -> None:
         """Run one claimed delivery to its outcome (`command`: the row as just leased, when at hand)."""
         if command is None:
-            async with self.database.read() as session:
-                command = await session.get(InboxCommand, command_id)
+            async with self.database.snapshot() as tx:
+                command = await tx.inbox.get(command_id)
         if command is None or command.status != PENDING:
             return
         try:
@@ -275,27 +237,15 @@ class Inbox:
             await self._retry_later(command, str(reason))
             self.metrics.saga_commands.labels(command.route, "retry").inc()
             return
-        async with self.database.write() as session:
-            await session.execute(
-                _MARK_DONE,
-                {
-                    "command_id": command_id,
-                    "key": done.operation_key,
-                    "summary": done.summary[:1000],
-                    "now": self.clock.now(),
-                },
-            )
+        async with self.database.transaction() as tx:
+            await tx.inbox.done(command_id, done.operation_key, done.summary[:1000], self.clock.now())
         self.metrics.saga_commands.labels(command.route, "executed").inc()
 
     async def _refuse(self, command: InboxCommand, reason: str) -> None:
         """Close a command that cannot succeed, with the executor's answer to it in the same transaction."""
-        async with self.database.write() as session:
-            await self.executor.refuse(session, command, reason)
-            await session.execute(
-                update(_INBOX)
-                .where(_INBOX.c.id == command.id)
-                .values(status=DONE, result=f"refused: {reason}"[:1000], updated_at=self.clock.now())
-            )
+        async with self.database.transaction() as tx:
+            await self.executor.refuse(tx, command, reason)
+            await tx.inbox.refused(command.id, f"refused: {reason}"[:1000], self.clock.now())
         log.info("saga command refused", extra={"sagaId": command.saga_id, "route": command.route, "reason": reason})
 
     async def _retry_later(self, command: InboxCommand, reason: str) -> None:
@@ -303,12 +253,8 @@ class Inbox:
             await self._refuse(command, f"gave up after {command.attempts} attempts: {reason}")
             return
         delay = min(self.retry_base_seconds * 2 ** max(command.attempts - 1, 0), 60.0)
-        async with self.database.write() as session:
-            await session.execute(
-                update(_INBOX)
-                .where(_INBOX.c.id == command.id)
-                .values(lease_until=self.clock.now() + delay, result=f"retrying: {reason}"[:1000])
-            )
+        async with self.database.transaction() as tx:
+            await tx.inbox.put_off(command.id, self.clock.now() + delay, f"retrying: {reason}"[:1000])
 
     async def aclose(self) -> None:
         """Let running commands finish their current step (they resume after a restart otherwise)."""

@@ -17,10 +17,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pgm.clock import Clock
 from pgm.domain.statuses import PaymentKind, Status
 from pgm.providers.base import (
@@ -32,9 +28,10 @@ from pgm.providers.base import (
     RefundRequest,
 )
 from pgm.services.settlement import Settlement, Source
-from pgm.store.database import Database, insert_row
+from pgm.store.database import Database
 from pgm.store.ids import new_id
-from pgm.store.models import Payment, Refund
+from pgm.store.records import Payment, Refund
+from pgm.store.transaction import DuplicateKey, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -168,34 +165,28 @@ class Adoption:
             check_attempts=0,
         )
         try:
-            async with self.database.write() as session:
-                existing = await session.scalar(
-                    select(Payment).where(
-                        Payment.provider == adapter.name, Payment.provider_payment_id == provider_payment_id
-                    )
-                )
+            async with self.database.transaction() as tx:
+                existing = await tx.payments.by_provider_id(adapter.name, provider_payment_id)
                 if existing is not None:
                     return existing
-                if facts.shop_transaction_id and await _awaiting_answer(session, adapter.name, facts):
+                if facts.shop_transaction_id and await tx.payments.awaiting_answer(
+                    adapter.name, facts.shop_transaction_id
+                ):
                     raise AdoptionRefused(
                         f"payment {provider_payment_id} may be one the PGM is making right now for "
                         f"{facts.shop_transaction_id}: its provider's answer is not known yet"
                     )
-                await insert_row(session, payment)
-                await self.settlement.record(session, payment, status, Source.ADOPTION, f"adopted from {facts.source}")
-                await self._record_refunds(session, adapter.name, payment, facts, refunded, now)
+                await tx.payments.add(payment)
+                await self.settlement.record(tx, payment, status, Source.ADOPTION, f"adopted from {facts.source}")
+                await self._record_refunds(tx, adapter.name, payment, facts, refunded, now)
                 if announce:
                     await self.settlement.payment_status(
-                        session, payment, facts.status, Source.ADOPTION, f"adopted from {facts.source}"
+                        tx, payment, facts.status, Source.ADOPTION, f"adopted from {facts.source}"
                     )
-        except IntegrityError:
+        except DuplicateKey:
             # Another request adopted it at the same moment: its row is the one.
-            async with self.database.read() as session:
-                existing = await session.scalar(
-                    select(Payment).where(
-                        Payment.provider == adapter.name, Payment.provider_payment_id == provider_payment_id
-                    )
-                )
+            async with self.database.snapshot() as tx:
+                existing = await tx.payments.by_provider_id(adapter.name, provider_payment_id)
             if existing is None:
                 raise
             return existing
@@ -206,7 +197,7 @@ class Adoption:
         return payment
 
     async def adopt_refund(
-        self, session: AsyncSession, payment: Payment, refund_id: str, amount: int, source: Source
+        self, tx: Transaction, payment: Payment, refund_id: str, amount: int, source: Source
     ) -> tuple[Refund, bool] | None:
         """A refund of one of our payments that the PGM did not ask for (made in the provider's dashboard
         or API, found in a notification or a listing) becomes one of the payment's refunds, so the refund
@@ -218,24 +209,11 @@ class Adoption:
         refund of ours on that payment still waits for the provider's id: the provider's refund may be
         that one (a notification can beat the answer), so it waits and is matched once the answer names it.
         Race-safe: the key is deterministic, so a second adoption of the same refund fails on it."""
-        # Read with populate_existing: PostgreSQL shows what committed while the caller waited for the lock.
-        named = await session.scalar(
-            select(Refund)
-            .where(Refund.payment_id == payment.id, Refund.provider_refund_id == refund_id)
-            .execution_options(populate_existing=True)
-        )
+        # Read fresh: PostgreSQL shows what committed while the caller waited for the lock.
+        named = await tx.payments.refund_named(payment.id, refund_id)
         if named is not None:
             return named, False
-        unanswered = await session.scalar(
-            select(Refund.id)
-            .where(
-                Refund.payment_id == payment.id,
-                Refund.provider_refund_id.is_(None),
-                Refund.status.in_((Status.UNKNOWN.value, Status.PENDING.value)),
-            )
-            .limit(1)
-        )
-        if unanswered is not None:
+        if await tx.payments.has_unanswered_refund(payment.id):
             return None
         now = self.clock.now()
         refund = Refund(
@@ -251,11 +229,10 @@ class Adoption:
             next_check_at=None,
             check_attempts=0,
         )
-        session.add(refund)
-        await session.flush()
+        await tx.payments.add_refund(refund)
         note = "refund made at the provider, not through the PGM"
-        await self.settlement.record(session, payment, Status.UNKNOWN, source, note, refund=refund)
-        await self.settlement.refund_started(session, payment, refund)
+        await self.settlement.record(tx, payment, Status.UNKNOWN, source, note, refund=refund)
+        await self.settlement.refund_started(tx, payment, refund)
         log.info(
             "refund made outside the PGM recorded",
             extra={"provider": payment.provider, "refundId": refund_id, "amount": amount, "source": source.value},
@@ -263,7 +240,7 @@ class Adoption:
         return refund, True
 
     async def _record_refunds(
-        self, session: AsyncSession, provider: str, payment: Payment, facts: Facts, refunded: int, now: float
+        self, tx: Transaction, provider: str, payment: Payment, facts: Facts, refunded: int, now: float
     ) -> None:
         """What the provider says was refunded already: one refund per listed refund, keyed as a refund made
         outside the PGM is (services/callbacks.py), so its notification arriving later finds it and is not
@@ -288,24 +265,9 @@ class Adoption:
                 next_check_at=None,
                 check_attempts=0,
             )
-            await insert_row(session, refund)
+            await tx.payments.add_refund(refund)
             note = "refunded before the PGM adopted the payment"
-            await self.settlement.record(session, payment, Status.ACCEPTED, Source.ADOPTION, note, refund=refund)
-
-
-async def _awaiting_answer(session: AsyncSession, provider: str, facts: Facts) -> bool:
-    """Whether a payment of ours for the same merchant reference still waits for its provider id."""
-    waiting = await session.scalar(
-        select(Payment.id)
-        .where(
-            Payment.provider == provider,
-            Payment.shop_transaction_id == facts.shop_transaction_id,
-            Payment.provider_payment_id.is_(None),
-            Payment.status == Status.UNKNOWN.value,
-        )
-        .limit(1)
-    )
-    return waiting is not None
+            await self.settlement.record(tx, payment, Status.ACCEPTED, Source.ADOPTION, note, refund=refund)
 
 
 def _payment_method(adapter: ProviderAdapter) -> str:

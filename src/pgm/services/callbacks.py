@@ -15,10 +15,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pgm.background import repeat
 from pgm.clock import Clock
 from pgm.domain.statuses import Status, transition
@@ -36,8 +32,9 @@ from pgm.providers.base import (
 )
 from pgm.services.adoption import Adoption, AdoptionRefused, facts_of_lookup, facts_of_notification
 from pgm.services.settlement import Settlement, Source
-from pgm.store.database import Database, insert_row
-from pgm.store.models import Payment, ProviderCallback, ProviderEvent, Refund
+from pgm.store.database import Database
+from pgm.store.records import Payment, ProviderCallback, ProviderEvent, Refund
+from pgm.store.transaction import DuplicateKey, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +79,6 @@ class ProviderAnswer:
     status: Status | None
     detail: str = ""
     final: bool = False
-
-
-# The hot path's statements, built once: building a statement and its cache key on every call costs
-# more than running it (docs/performance.md).
-_SEEN_EVENT = select(ProviderEvent.id).where(
-    ProviderEvent.provider == bindparam("provider"), ProviderEvent.event_id == bindparam("event_id")
-)
-_DEFERRED_EVENT = (
-    select(ProviderEvent.id)
-    .where(
-        ProviderEvent.provider == bindparam("provider"),
-        ProviderEvent.subject_id == bindparam("subject_id"),
-        ProviderEvent.status == EventStatus.DEFERRED.value,
-    )
-    .limit(1)
-)
-_PAYMENT_BY_PROVIDER_ID = select(Payment).where(
-    Payment.provider == bindparam("provider"), Payment.provider_payment_id == bindparam("payment_id")
-)
 
 
 class CallbackRejected(Exception):
@@ -159,7 +137,7 @@ class CallbackService:
             raise CallbackNotProcessed(str(exc)) from exc
         try:
             to_ask = await self._accept(adapter, request, notifications)
-        except IntegrityError:
+        except DuplicateKey:
             # The same event delivered twice at the same moment: the other delivery stored it first; this
             # pass sees it and skips it.
             to_ask = await self._accept(adapter, request, notifications)
@@ -174,29 +152,28 @@ class CallbackService:
         apply those that carry their status. Returns the stored ones the provider must be asked about
         (unsigned hints, reversals of a final status): they are applied after, outside the transaction."""
         to_ask: list[int] = []
-        async with self.database.write() as session:
-            callback_id = (await insert_row(session, _raw_callback(adapter.name, request))).id
+        async with self.database.transaction() as tx:
+            callback_id = (await tx.callbacks.add(_raw_callback(adapter.name, request))).id
             for notification in notifications:
-                event = await self._new_event(session, adapter.name, callback_id, notification)
+                event = await self._new_event(tx, adapter.name, callback_id, notification)
                 if event is None:
                     self.metrics.callbacks.labels(adapter.name, CallbackResult.DUPLICATE).inc()
                     continue
                 ask = notification.status is None
                 if notification.status is not None:
-                    ask = await self._settle(session, adapter, event, notification, None)
+                    ask = await self._settle(tx, adapter, event, notification, None)
                 # Stored as it ends up (one INSERT); a delivery of the same event id at the same moment fails
                 # it on the unique constraint and the whole transaction rolls back, settlement included.
-                await insert_row(session, event)
+                await tx.callbacks.add_event(event)
                 if ask:
                     to_ask.append(event.id)
         return to_ask
 
     async def _new_event(
-        self, session: AsyncSession, provider: str, callback_id: int, notification: Notification
+        self, tx: Transaction, provider: str, callback_id: int, notification: Notification
     ) -> ProviderEvent | None:
         """The notification as a new stored event, not yet inserted; None when its event id was seen before."""
-        duplicate = await session.scalar(_SEEN_EVENT, {"provider": provider, "event_id": notification.event_id})
-        if duplicate is not None:
+        if await tx.callbacks.seen(provider, notification.event_id):
             return None
         return ProviderEvent(
             provider=provider,
@@ -213,12 +190,12 @@ class CallbackService:
     async def apply(self, adapter: ProviderAdapter, event_id: int) -> None:
         """Apply one stored notification, or leave it DEFERRED for later if its subject is unknown or the
         provider has not confirmed it yet."""
-        async with self.database.read() as session:
-            event = await session.get(ProviderEvent, event_id)
+        async with self.database.snapshot() as tx:
+            event = await tx.callbacks.event(event_id)
             if event is None or event.status != EventStatus.DEFERRED:
                 return
             notification = Notification.from_json(event.notification)
-            subject = await self._subject(session, adapter.name, notification)
+            subject = await self._subject(tx, adapter.name, notification)
             retried = event.attempts > 0
         # Still unknown after the first wait, so not one of ours whose answer was on its way: a payment made
         # before the switch, adopted from the provider (services/adoption.py).
@@ -228,22 +205,22 @@ class CallbackService:
             and notification.subject is Subject.PAYMENT
             and await self._adopt(adapter, notification)
         ):
-            async with self.database.read() as session:
-                subject = await self._subject(session, adapter.name, notification)
+            async with self.database.snapshot() as tx:
+                subject = await self._subject(tx, adapter.name, notification)
         answer = None
         if subject is not None and (notification.status is None or _reverses(subject, notification.status)):
             payment_id = notification.payment_id or subject[0].provider_payment_id or ""
             answer = await self._ask_provider(adapter, notification, payment_id)
-        async with self.database.write() as session:
-            event = await session.get(ProviderEvent, event_id)
+        async with self.database.transaction() as tx:
+            event = await tx.callbacks.event(event_id)
             if event is None or event.status != EventStatus.DEFERRED:
                 return
             # True only when the subject became final since the read: the next pass asks the provider.
-            await self._settle(session, adapter, event, notification, answer)
+            await self._settle(tx, adapter, event, notification, answer)
 
     async def _settle(
         self,
-        session: AsyncSession,
+        tx: Transaction,
         adapter: ProviderAdapter,
         event: ProviderEvent,
         notification: Notification,
@@ -252,18 +229,20 @@ class CallbackService:
         """Apply a stored notification under its payment's lock, or leave it DEFERRED while the payment is
         unknown or the provider has not confirmed it. Returns True when the provider must be asked first:
         it would move a final status (a reversal), and `answer` is not there yet."""
-        subject = await self._subject(session, adapter.name, notification)
+        subject = await self._subject(tx, adapter.name, notification)
         if subject is None and notification.status is not None and notification.subject is Subject.REFUND:
             # Only a signed refund status is enough to record a refund the PGM never asked for.
-            subject = await self._adopt_refund(session, adapter.name, notification)
+            subject = await self._adopt_refund(tx, adapter.name, notification)
         if subject is None:
             self._defer(event, "the payment is not known yet")
             self.metrics.callbacks.labels(adapter.name, CallbackResult.DEFERRED).inc()
             return False
         payment, refund = subject
-        locked = await self.database.lock_payment(session, payment.id)
+        locked = await tx.payments.lock(payment.id)
         if refund is not None:
-            await session.refresh(refund)  # read under the lock: the status the reversal check compares with
+            # Read under the lock: the status the reversal check compares with.
+            refund = await tx.payments.fresh_refund(refund.id)
+            assert refund is not None  # refunds are never deleted
         claimed = notification.status
         note = None
         if claimed is None:
@@ -302,9 +281,9 @@ class CallbackService:
         if refund is None:
             if notification.token and not locked.subscription_token:
                 locked.subscription_token = notification.token
-            await self.settlement.payment_status(session, locked, reported, Source.CALLBACK, note)
+            await self.settlement.payment_status(tx, locked, reported, Source.CALLBACK, note)
         else:
-            await self.settlement.refund_status(session, locked, refund, reported, Source.CALLBACK, note)
+            await self.settlement.refund_status(tx, locked, refund, reported, Source.CALLBACK, note)
         event.status = EventStatus.PROCESSED.value
         event.processed_at = self.clock.now()
         self.metrics.callbacks.labels(adapter.name, CallbackResult.ACCEPTED).inc()
@@ -334,20 +313,18 @@ class CallbackService:
         )
 
     async def _adopt_refund(
-        self, session: AsyncSession, provider: str, notification: Notification
+        self, tx: Transaction, provider: str, notification: Notification
     ) -> tuple[Payment, Refund] | None:
         """A signed refund notification naming one of our payments records the refund when the PGM did not
         ask for it (services/adoption.py: Adoption.adopt_refund)."""
         if notification.amount is None or not notification.refund_id or not notification.payment_id:
             return None
-        payment = await session.scalar(
-            _PAYMENT_BY_PROVIDER_ID, {"provider": provider, "payment_id": notification.payment_id}
-        )
+        payment = await tx.payments.by_provider_id(provider, notification.payment_id)
         if payment is None:
             return None
-        locked = await self.database.lock_payment(session, payment.id)
+        locked = await tx.payments.lock(payment.id)
         adopted = await self.adoption.adopt_refund(
-            session, locked, notification.refund_id, notification.amount, Source.CALLBACK
+            tx, locked, notification.refund_id, notification.amount, Source.CALLBACK
         )
         return (locked, adopted[0]) if adopted is not None else None
 
@@ -376,45 +353,23 @@ class CallbackService:
             return False
         return True
 
-    async def any_deferred(self, session: AsyncSession, adapter: ProviderAdapter, subject_id: str) -> bool:
+    async def any_deferred(self, tx: Transaction, adapter: ProviderAdapter, subject_id: str) -> bool:
         """Whether notifications wait for this payment or refund (asked inside the caller's transaction)."""
-        waiting = await session.scalar(_DEFERRED_EVENT, {"provider": adapter.name, "subject_id": subject_id})
-        return waiting is not None
+        return bool(await tx.callbacks.deferred_of(adapter.name, subject_id))
 
     async def apply_deferred(self, adapter: ProviderAdapter, subject_id: str) -> int:
         """Apply the notifications that were waiting for this payment or refund to become known;
         return how many there were."""
-        async with self.database.read() as session:
-            waiting = (
-                await session.scalars(
-                    select(ProviderEvent.id)
-                    .where(
-                        ProviderEvent.provider == adapter.name,
-                        ProviderEvent.subject_id == subject_id,
-                        ProviderEvent.status == EventStatus.DEFERRED.value,
-                    )
-                    .order_by(ProviderEvent.id)
-                )
-            ).all()
+        async with self.database.snapshot() as tx:
+            waiting = await tx.callbacks.deferred_of(adapter.name, subject_id)
         for event_id in waiting:
             await self.apply(adapter, event_id)
         return len(waiting)
 
     async def due_deferred(self, limit: int = 100) -> list[tuple[str, int]]:
         """Deferred notifications whose next attempt is due, as (provider, event id)."""
-        async with self.database.read() as session:
-            rows = (
-                await session.execute(
-                    select(ProviderEvent.provider, ProviderEvent.id)
-                    .where(
-                        ProviderEvent.status == EventStatus.DEFERRED.value,
-                        ProviderEvent.next_attempt_at <= self.clock.now(),
-                    )
-                    .order_by(ProviderEvent.id)
-                    .limit(limit)
-                )
-            ).all()
-        return [(provider, event_id) for provider, event_id in rows]
+        async with self.database.snapshot() as tx:
+            return await tx.callbacks.due_deferred(self.clock.now(), limit)
 
     async def prune(self, retention_seconds: float) -> int:
         """Delete the raw callbacks received more than `retention_seconds` ago, with their notifications,
@@ -425,29 +380,12 @@ class CallbackService:
         (Adyen), a replayed old outcome is either what is recorded already or a reversal, which is applied
         only if the provider confirms it."""
         cutoff = self.clock.now() - retention_seconds
-        waiting = select(ProviderEvent.callback_id).where(ProviderEvent.status == EventStatus.DEFERRED.value)
         removed = 0
         while True:
-            async with self.database.write() as session:
-                ids = (
-                    await session.scalars(
-                        select(ProviderCallback.id)
-                        .where(ProviderCallback.received_at < cutoff, ProviderCallback.id.not_in(waiting))
-                        .order_by(ProviderCallback.id)
-                        .limit(PRUNE_BATCH)
-                    )
-                ).all()
-                if ids:
-                    await session.execute(
-                        delete(ProviderEvent).where(ProviderEvent.callback_id.in_(ids)),
-                        execution_options={"synchronize_session": False},
-                    )
-                    await session.execute(
-                        delete(ProviderCallback).where(ProviderCallback.id.in_(ids)),
-                        execution_options={"synchronize_session": False},
-                    )
-            removed += len(ids)
-            if len(ids) < PRUNE_BATCH:
+            async with self.database.transaction() as tx:
+                batch = await tx.callbacks.prune(cutoff, PRUNE_BATCH)
+            removed += batch
+            if batch < PRUNE_BATCH:
                 return removed
 
     async def prune_forever(self, retention_seconds: float) -> None:
@@ -472,20 +410,15 @@ class CallbackService:
         event.next_attempt_at = self.clock.now() + DEFERRED_RETRY_SECONDS * min(2 ** (event.attempts - 1), 3600)
 
     async def _subject(
-        self, session: AsyncSession, provider: str, notification: Notification
+        self, tx: Transaction, provider: str, notification: Notification
     ) -> tuple[Payment, Refund | None] | None:
         if notification.subject is Subject.REFUND:
-            row = (
-                await session.execute(
-                    select(Payment, Refund)
-                    .join(Refund, Refund.payment_id == Payment.id)
-                    .where(Payment.provider == provider, Refund.provider_refund_id == notification.refund_id)
-                )
-            ).first()
-            return (row[0], row[1]) if row else None
-        payment = await session.scalar(
-            _PAYMENT_BY_PROVIDER_ID, {"provider": provider, "payment_id": notification.payment_id}
-        )
+            if not notification.refund_id:
+                return None
+            return await tx.payments.refund_of_provider(provider, notification.refund_id)
+        if not notification.payment_id:
+            return None
+        payment = await tx.payments.by_provider_id(provider, notification.payment_id)
         return (payment, None) if payment else None
 
     async def _ask_provider(

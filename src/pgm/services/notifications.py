@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pgm.domain.statuses import Status
 from pgm.outbound import HttpClient
 from pgm.outbox.dispatcher import Sender
@@ -15,7 +13,8 @@ from pgm.outbox.senders import post_json
 from pgm.outbox.writer import Destination, enqueue
 from pgm.providers.base import PayResult
 from pgm.services.settlement import PaymentChange, RefundChange
-from pgm.store.models import Payment, Refund
+from pgm.store.records import Payment, Refund
+from pgm.store.transaction import Transaction
 
 
 def payment_status(
@@ -45,25 +44,23 @@ class PaymentStatusNotifier:
         self.enabled = enabled
         self._now = now
 
-    async def push(self, session: AsyncSession, payment: Payment, **metadata: Any) -> None:
+    async def push(self, tx: Transaction, payment: Payment, **metadata: Any) -> None:
         """Queue the payment's current status (used by /check, which always notifies)."""
         if self.enabled:
             document = payment_status(payment, **metadata)
-            await enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())
+            await enqueue(tx, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())
 
-    async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
+    async def payment_answered(self, tx: Transaction, payment: Payment, result: PayResult) -> None:
         """Answers are reported through the status change they cause."""
 
-    async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
+    async def payment_changed(self, tx: Transaction, payment: Payment, change: PaymentChange) -> None:
         """A payment's status moved: notify; a reversal says which outcome it replaces."""
-        await self.push(session, payment, reversedFrom=_reversed_from(change))
+        await self.push(tx, payment, reversedFrom=_reversed_from(change))
 
-    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+    async def refund_started(self, tx: Transaction, payment: Payment, refund: Refund) -> None:
         """Reported through the status changes that follow."""
 
-    async def refund_changed(
-        self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
-    ) -> None:
+    async def refund_changed(self, tx: Transaction, payment: Payment, refund: Refund, change: RefundChange) -> None:
         """A refund's status moved: notify with action REFUND."""
         if not self.enabled:
             return
@@ -76,7 +73,7 @@ class PaymentStatusNotifier:
             totalRefundedAmount=change.position.total_refunded,
             reversedFrom=_reversed_from(change),
         )
-        await enqueue(session, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())
+        await enqueue(tx, Destination.PAYMENT_CALLBACK, payment.id, document, self._now())
 
 
 def _reversed_from(change: PaymentChange | RefundChange) -> str | None:

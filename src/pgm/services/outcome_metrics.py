@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pgm.observability.metrics import Metrics
 from pgm.providers.base import PayResult
 from pgm.services.settlement import PaymentChange, RefundChange
-from pgm.store.models import Payment, Refund
+from pgm.store.records import Payment, Refund
+from pgm.store.transaction import Transaction
 
 
 class OutcomeMetrics:
@@ -19,18 +18,16 @@ class OutcomeMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
+    async def payment_answered(self, tx: Transaction, payment: Payment, result: PayResult) -> None:
         """The status move that follows is what is counted."""
 
-    async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
+    async def payment_changed(self, tx: Transaction, payment: Payment, change: PaymentChange) -> None:
         """Count the payment's new status."""
         self.metrics.payments.labels(payment.provider, payment.kind, change.transition.status.value).inc()
 
-    async def refund_changed(
-        self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
-    ) -> None:
+    async def refund_changed(self, tx: Transaction, payment: Payment, refund: Refund, change: RefundChange) -> None:
         """Count the refund's new status."""
         self.metrics.refunds.labels(payment.provider, change.transition.status.value).inc()
 
-    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+    async def refund_started(self, tx: Transaction, payment: Payment, refund: Refund) -> None:
         """Counted when its status moves, like every refund."""

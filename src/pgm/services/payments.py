@@ -12,9 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
-
 from pgm.clock import Clock
 from pgm.domain.idempotency import provider_idempotency_key
 from pgm.domain.refunds import refund_refusal
@@ -43,9 +40,10 @@ from pgm.services.adoption import (
 from pgm.services.callbacks import CallbackService
 from pgm.services.settlement import Settlement, Source
 from pgm.services.validation import check_pay_request, check_refund_request, request_digest
-from pgm.store.database import Database, insert_row
+from pgm.store.database import Database
 from pgm.store.ids import new_id
-from pgm.store.models import Payment, Refund
+from pgm.store.records import Payment, Refund
+from pgm.store.transaction import DuplicateKey
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +55,6 @@ OPERATION_KIND = {
     Operation.AUTHORIZATION_TOKEN: PaymentKind.AUTHORIZATION,
     Operation.PAY_BY_LINK: PaymentKind.PAY_BY_LINK,
 }
-# Built once: building a statement and its cache key on every call costs more than running it.
-_PAYMENT_BY_KEY = select(Payment).where(Payment.idempotency_key == bindparam("key"))
 
 
 @dataclass(frozen=True)
@@ -164,12 +160,12 @@ class PaymentService:
             return PayOutcome(payment, PayResultCode.KO, str(refusal))
         except OutcomeUnknown as lost:
             return await self._after_lost_answer(adapter, payment, str(lost))
-        async with self.database.write() as session:
-            locked = await self.database.lock_payment(session, payment.id)
-            await self.settlement.answered(session, locked, result)
+        async with self.database.transaction() as tx:
+            locked = await tx.payments.lock(payment.id)
+            await self.settlement.answered(tx, locked, result)
             payment = locked
             subject_id = payment.provider_payment_id
-            waiting = subject_id is not None and await self.callbacks.any_deferred(session, adapter, subject_id)
+            waiting = subject_id is not None and await self.callbacks.any_deferred(tx, adapter, subject_id)
         # A callback that came before this answer waits for it; reloaded only when one did.
         if waiting and subject_id is not None and await self.callbacks.apply_deferred(adapter, subject_id):
             payment = await self.reload(payment.id)
@@ -208,15 +204,15 @@ class PaymentService:
         )
         try:
             # The key is looked up in the transaction that inserts: one round trip to the store, not two.
-            async with self.database.write() as session:
-                existing = await session.scalar(_PAYMENT_BY_KEY, {"key": request.idempotency_key})
+            async with self.database.transaction() as tx:
+                existing = await tx.payments.by_key(request.idempotency_key)
                 if existing is not None:
                     return existing, False
-                await insert_row(session, payment)
+                await tx.payments.add(payment)
                 await self.settlement.record(
-                    session, payment, Status.UNKNOWN, Source.REQUEST, f"{operation.value} requested"
+                    tx, payment, Status.UNKNOWN, Source.REQUEST, f"{operation.value} requested"
                 )
-        except IntegrityError:
+        except DuplicateKey:
             # Another delivery of the same operation got there first: replay its state.
             existing = await self.find_by_key(request.idempotency_key)
             if existing is None:
@@ -262,10 +258,10 @@ class PaymentService:
             found = None
         description = f"{reason}; the outcome will be confirmed with the provider"
         if found is None:
-            async with self.database.write() as session:
-                locked = await self.database.lock_payment(session, payment.id)
+            async with self.database.transaction() as tx:
+                locked = await tx.payments.lock(payment.id)
                 locked.description = description
-                await self.settlement.record(session, locked, Status.UNKNOWN, Source.ANSWER, reason)
+                await self.settlement.record(tx, locked, Status.UNKNOWN, Source.ANSWER, reason)
                 payment = locked
             return PayOutcome(payment, PayResultCode.PENDING, description)
         payment = await self.apply_lookup(adapter, payment.id, found, Source.STATUS_CHECK)
@@ -275,8 +271,8 @@ class PaymentService:
         self, adapter: ProviderAdapter, payment_id: str, found: PaymentLookup, source: Source
     ) -> Payment:
         """Record what the provider said about a payment when asked."""
-        async with self.database.write() as session:
-            locked = await self.database.lock_payment(session, payment_id)
+        async with self.database.transaction() as tx:
+            locked = await tx.payments.lock(payment_id)
             if not locked.provider_payment_id:
                 locked.provider_payment_id = found.payment_id
             if found.subscription_token and not locked.subscription_token:
@@ -284,15 +280,15 @@ class PaymentService:
             # A lost answer found again still lets the payer be sent to the provider's page.
             locked.redirect_url = locked.redirect_url or found.redirect_url
             locked.link = locked.link or found.link
-            await self.settlement.payment_status(session, locked, found.status, source, None)
+            await self.settlement.payment_status(tx, locked, found.status, source, None)
             payment = locked
         await self.callbacks.apply_deferred(adapter, found.payment_id)
         return await self.reload(payment.id)
 
     async def _settle(self, payment_id: str, status: Status, source: Source, note: str) -> Payment:
-        async with self.database.write() as session:
-            locked = await self.database.lock_payment(session, payment_id)
-            await self.settlement.payment_status(session, locked, status, source, note)
+        async with self.database.transaction() as tx:
+            locked = await tx.payments.lock(payment_id)
+            await self.settlement.payment_status(tx, locked, status, source, note)
             return locked
 
     async def refund(
@@ -363,16 +359,12 @@ class PaymentService:
     ) -> tuple[Refund, Payment, bool]:
         """Under the payment's lock: replay a known refund, or check the arithmetic and reserve the amount."""
         now = self.clock.now()
-        async with self.database.write() as session:
-            payment = await session.scalar(
-                select(Payment).where(
-                    Payment.provider == adapter.name, Payment.provider_payment_id == request.payment_id
-                )
-            )
+        async with self.database.transaction() as tx:
+            payment = await tx.payments.by_provider_id(adapter.name, request.payment_id)
             if payment is None:
                 raise RefundRefused(f"payment {request.payment_id} is not known to provider {adapter.name} here")
-            locked = await self.database.lock_payment(session, payment.id)
-            existing = await session.scalar(select(Refund).where(Refund.idempotency_key == request.idempotency_key))
+            locked = await tx.payments.lock(payment.id)
+            existing = await tx.payments.refund_by_key(request.idempotency_key)
             if existing is not None:
                 return existing, locked, False
             if locked.kind == PaymentKind.AUTHORIZATION:
@@ -380,11 +372,11 @@ class PaymentService:
             if locked.provider_metadata.get(AMOUNT_UNVERIFIED) and locked.status == Status.ACCEPTED:
                 # Adopted from a provider that did not tell the amount: it decides; what it has refunded
                 # through us is the least that was paid.
-                position = await self.settlement.position(session, locked)
+                position = await self.settlement.position(tx, locked)
                 locked.amount = max(locked.amount, position.total_refunded + position.in_flight + request.amount)
             if request.currency != locked.currency:
                 raise RefundRefused(f"refund currency {request.currency} differs from the payment's {locked.currency}")
-            refusal = refund_refusal(await self.settlement.position(session, locked), request.amount)
+            refusal = refund_refusal(await self.settlement.position(tx, locked), request.amount)
             if refusal:
                 raise RefundRefused(refusal)
             refund = Refund(
@@ -399,28 +391,26 @@ class PaymentService:
                 next_check_at=now + self.settlement.policy.first_after_seconds,
                 check_attempts=0,
             )
-            session.add(refund)
-            await session.flush()
-            await self.settlement.record(
-                session, locked, Status.UNKNOWN, Source.REQUEST, "refund requested", refund=refund
-            )
+            await tx.payments.add_refund(refund)
+            await self.settlement.record(tx, locked, Status.UNKNOWN, Source.REQUEST, "refund requested", refund=refund)
             if saga_id is None:
-                await self.settlement.refund_started(session, locked, refund)
+                await self.settlement.refund_started(tx, locked, refund)
             return refund, locked, True
 
     async def apply_refund_result(self, refund_id: str, result: RefundResult, source: Source) -> tuple[Refund, Payment]:
         """Record what the provider said about a refund."""
-        async with self.database.write() as session:
-            refund = await session.get(Refund, refund_id)
+        async with self.database.transaction() as tx:
+            found = await tx.payments.refund(refund_id)
+            assert found is not None
+            payment = await tx.payments.lock(found.payment_id)
+            refund = await tx.payments.fresh_refund(refund_id)
             assert refund is not None
-            payment = await self.database.lock_payment(session, refund.payment_id)
-            await session.refresh(refund)
             if result.refund_id and not refund.provider_refund_id:
                 refund.provider_refund_id = result.refund_id
             if result.status is Status.UNKNOWN:
                 refund.description = result.description
             else:
-                await self.settlement.refund_status(session, payment, refund, result.status, source, result.description)
+                await self.settlement.refund_status(tx, payment, refund, result.status, source, result.description)
             return refund, payment
 
     async def status(
@@ -443,31 +433,27 @@ class PaymentService:
 
     async def find_by_key(self, idempotency_key: str) -> Payment | None:
         """The payment created under an idempotency key."""
-        async with self.database.read() as session:
-            return await session.scalar(_PAYMENT_BY_KEY, {"key": idempotency_key})
+        async with self.database.snapshot() as tx:
+            return await tx.payments.by_key(idempotency_key)
 
     async def find_payment(self, provider: str, provider_payment_id: str) -> Payment | None:
         """Our record of a provider's payment."""
-        async with self.database.read() as session:
-            return await session.scalar(
-                select(Payment).where(Payment.provider == provider, Payment.provider_payment_id == provider_payment_id)
-            )
+        async with self.database.snapshot() as tx:
+            return await tx.payments.by_provider_id(provider, provider_payment_id)
 
     async def reload(self, payment_id: str) -> Payment:
         """A fresh copy of a payment."""
-        async with self.database.read() as session:
-            payment = await session.get(Payment, payment_id)
+        async with self.database.snapshot() as tx:
+            payment = await tx.payments.get(payment_id)
             assert payment is not None
             return payment
 
     async def reload_refund(self, refund_id: str) -> tuple[Refund, Payment]:
         """Fresh copies of a refund and its payment."""
-        async with self.database.read() as session:
-            refund = await session.get(Refund, refund_id)
-            assert refund is not None
-            payment = await session.get(Payment, refund.payment_id)
-            assert payment is not None
-            return refund, payment
+        async with self.database.snapshot() as tx:
+            found = await tx.payments.refund_with_payment(refund_id)
+            assert found is not None
+            return found[1], found[0]
 
 
 def _differs(payment: Payment, request: PayRequest, digest: str) -> bool:

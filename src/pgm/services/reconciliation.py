@@ -17,8 +17,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from sqlalchemy import select, update
-
 from pgm.background import repeat
 from pgm.clock import Clock
 from pgm.domain.idempotency import provider_idempotency_key
@@ -38,14 +36,12 @@ from pgm.services.callbacks import CallbackService
 from pgm.services.payments import PaymentService
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database
-from pgm.store.models import Payment, Refund
 
 log = logging.getLogger(__name__)
 
 # Short: a claim left by a process that died holds its payment or refund this long at most.
 CLAIM_SECONDS = 5.0
 BATCH = 50
-UNSETTLED = (Status.PENDING.value, Status.UNKNOWN.value)
 
 
 class Reconciler:
@@ -75,21 +71,21 @@ class Reconciler:
     async def run_once(self) -> int:
         """One pass over everything due; returns how many items it looked at."""
         handled = 0
-        for model, check in ((Payment, self.check_payment), (Refund, self.check_refund)):
-            for row_id, next_check_at in await self._due(model):
+        for refunds, check in ((False, self.check_payment), (True, self.check_refund)):
+            for row_id, next_check_at in await self._due(refunds):
                 # Claimed one at a time, right before its check: a claim is short, and a batch claimed at
                 # once would run out while the first checks wait for their providers.
-                claim = await self._claim(model, row_id, next_check_at)
+                claim = await self._claim(refunds, row_id, next_check_at)
                 if claim is None:
                     continue  # another replica has it
-                async with self._holding(model, row_id, claim):
+                async with self._holding(refunds, row_id, claim):
                     await check(row_id)
                 handled += 1
         for row_id, next_check_at in await self._due_watched():
-            claim = await self._claim(Payment, row_id, next_check_at)
+            claim = await self._claim(False, row_id, next_check_at)
             if claim is None:
                 continue
-            async with self._holding(Payment, row_id, claim):
+            async with self._holding(False, row_id, claim):
                 await self.look_for_refunds(row_id)
             handled += 1
         for provider, event_id in await self.callbacks.due_deferred():
@@ -103,50 +99,32 @@ class Reconciler:
         """A pass every `poll_seconds` for as long as the service runs."""
         await repeat(self.run_once, poll_seconds, "reconciliation pass")
 
-    async def _due(self, model: type[Payment] | type[Refund]) -> list[tuple[str, float]]:
+    async def _due(self, refunds: bool) -> list[tuple[str, float]]:
+        """Unsettled payments (or refunds) whose next check is due."""
         now = self.clock.now()
-        async with self.database.read() as session:
-            due = (
-                await session.execute(
-                    select(model.id, model.next_check_at)
-                    .where(model.status.in_(UNSETTLED), model.next_check_at <= now)
-                    .order_by(model.next_check_at)
-                    .limit(BATCH)
-                )
-            ).all()
-        # NULL never compares as due: the filter only drops it for the type checker.
-        return [(row_id, next_check_at) for row_id, next_check_at in due if next_check_at is not None]
+        async with self.database.snapshot() as tx:
+            if refunds:
+                return await tx.payments.due_refunds(now, BATCH)
+            return await tx.payments.due_payments(now, BATCH)
 
     async def _due_watched(self) -> list[tuple[str, float]]:
         """Paid payments whose next look for refunds made at the provider is due (the refund watch)."""
-        async with self.database.read() as session:
-            due = (
-                await session.execute(
-                    select(Payment.id, Payment.next_check_at)
-                    .where(Payment.status == Status.ACCEPTED.value, Payment.next_check_at <= self.clock.now())
-                    .order_by(Payment.next_check_at)
-                    .limit(BATCH)
-                )
-            ).all()
-        return [(row_id, next_check_at) for row_id, next_check_at in due if next_check_at is not None]
+        async with self.database.snapshot() as tx:
+            return await tx.payments.due_watched(self.clock.now(), BATCH)
 
-    async def _claim(self, model: type[Payment] | type[Refund], row_id: str, next_check_at: float) -> float | None:
-        """Claim a row by moving its next check CLAIM_SECONDS ahead (compare-and-set); returns the new
-        value, None when another replica moved it first."""
+    async def _claim(self, refund: bool, row_id: str, next_check_at: float) -> float | None:
+        """Claim a payment (or refund) by moving its next check CLAIM_SECONDS ahead (compare-and-set);
+        returns the new value, None when another replica moved it first."""
         until = self.clock.now() + CLAIM_SECONDS
-        return await self._move_check(model, row_id, next_check_at, until)
+        return await self._move_check(refund, row_id, next_check_at, until)
 
-    async def _move_check(
-        self, model: type[Payment] | type[Refund], row_id: str, expected: float, until: float
-    ) -> float | None:
-        async with self.database.write() as session:
-            result = await session.execute(
-                update(model).where(model.id == row_id, model.next_check_at == expected).values(next_check_at=until)
-            )
-        return until if result.rowcount == 1 else None  # type: ignore[attr-defined]
+    async def _move_check(self, refund: bool, row_id: str, expected: float, until: float) -> float | None:
+        async with self.database.transaction() as tx:
+            moved = await tx.payments.move_check(refund, row_id, expected, until)
+        return until if moved else None
 
     @contextlib.asynccontextmanager
-    async def _holding(self, model: type[Payment] | type[Refund], row_id: str, claim: float) -> AsyncIterator[None]:
+    async def _holding(self, refund: bool, row_id: str, claim: float) -> AsyncIterator[None]:
         """Keep a claim while its check runs (a provider call may take up to its time-out): renewed every
         third of CLAIM_SECONDS, by compare-and-set, so a claim whose process died frees the row within
         CLAIM_SECONDS. The renewals stop once the check has rescheduled the row itself."""
@@ -155,7 +133,7 @@ class Reconciler:
             until: float | None = claim
             while until is not None:
                 await asyncio.sleep(CLAIM_SECONDS / 3)
-                until = await self._move_check(model, row_id, until, self.clock.now() + CLAIM_SECONDS)
+                until = await self._move_check(refund, row_id, until, self.clock.now() + CLAIM_SECONDS)
 
         renewer = asyncio.create_task(renew())
         try:
@@ -183,19 +161,19 @@ class Reconciler:
             error = str(exc)
         if lookup is not None:
             payment = await self.payments.apply_lookup(adapter, payment_id, lookup, Source.RECONCILIATION)
-        async with self.database.write() as session:
-            locked = await self.database.lock_payment(session, payment_id)
+        async with self.database.transaction() as tx:
+            locked = await tx.payments.lock(payment_id)
             if Status(locked.status).is_final:
                 self.metrics.reconciliations.labels(adapter.name, "settled").inc()
                 return
             locked.check_attempts += 1
             if lookup is None and error is None and locked.status == Status.UNKNOWN:
                 reason = "the provider has no record of this payment: it was never created"
-                await self.settlement.payment_status(session, locked, Status.FAILED, Source.RECONCILIATION, reason)
+                await self.settlement.payment_status(tx, locked, Status.FAILED, Source.RECONCILIATION, reason)
                 self.metrics.reconciliations.labels(adapter.name, "not_found").inc()
             elif locked.check_attempts >= self.policy.max_attempts:
                 reason = f"still {Status(locked.status).public} after {locked.check_attempts} checks with the provider"
-                await self.settlement.payment_status(session, locked, Status.FAILED, Source.RECONCILIATION, reason)
+                await self.settlement.payment_status(tx, locked, Status.FAILED, Source.RECONCILIATION, reason)
                 self.metrics.reconciliations.labels(adapter.name, "gave_up").inc()
             else:
                 locked.next_check_at = self.clock.now() + self.policy.delay(locked.check_attempts)
@@ -219,9 +197,9 @@ class Reconciler:
             error = str(exc)
         if found is not None:
             refund, payment = await self.payments.apply_refund_result(refund_id, found, Source.RECONCILIATION)
-        async with self.database.write() as session:
-            locked = await self.database.lock_payment(session, payment.id)
-            current = await session.get(Refund, refund_id, populate_existing=True)
+        async with self.database.transaction() as tx:
+            locked = await tx.payments.lock(payment.id)
+            current = await tx.payments.fresh_refund(refund_id)
             assert current is not None
             if Status(current.status).is_final:
                 self.metrics.reconciliations.labels(adapter.name, "settled").inc()
@@ -229,16 +207,12 @@ class Reconciler:
             current.check_attempts += 1
             if found is None and error is None and current.status == Status.UNKNOWN:
                 reason = "the provider has no record of this refund: it was never created"
-                await self.settlement.refund_status(
-                    session, locked, current, Status.FAILED, Source.RECONCILIATION, reason
-                )
+                await self.settlement.refund_status(tx, locked, current, Status.FAILED, Source.RECONCILIATION, reason)
             elif current.check_attempts >= self.policy.max_attempts:
                 reason = (
                     f"still {Status(current.status).public} after {current.check_attempts} checks with the provider"
                 )
-                await self.settlement.refund_status(
-                    session, locked, current, Status.FAILED, Source.RECONCILIATION, reason
-                )
+                await self.settlement.refund_status(tx, locked, current, Status.FAILED, Source.RECONCILIATION, reason)
             else:
                 current.next_check_at = self.clock.now() + self.policy.delay(current.check_attempts)
 
@@ -261,8 +235,8 @@ class Reconciler:
             except (ProviderRejected, NotSupported) as exc:
                 error, listable = str(exc), False
         settlement = self.settlement
-        async with self.database.write() as session:
-            locked = await self.database.lock_payment(session, payment_id)
+        async with self.database.transaction() as tx:
+            locked = await tx.payments.lock(payment_id)
             if locked.status != Status.ACCEPTED:
                 return  # no longer paid (a reversal): nothing to watch; its own schedule stands
             found = 0
@@ -270,18 +244,16 @@ class Reconciler:
                 if refund.status is Status.FAILED:
                     continue  # moved no money: nothing for the saga to follow
                 adopted = await self.adoption.adopt_refund(
-                    session, locked, refund.refund_id, refund.amount, Source.RECONCILIATION
+                    tx, locked, refund.refund_id, refund.amount, Source.RECONCILIATION
                 )
                 if adopted is not None and adopted[1]:
                     note = "found at the provider by reconciliation"
-                    await settlement.refund_status(
-                        session, locked, adopted[0], refund.status, Source.RECONCILIATION, note
-                    )
+                    await settlement.refund_status(tx, locked, adopted[0], refund.status, Source.RECONCILIATION, note)
                     found += 1
             locked.check_attempts += 1
             if not listable:
                 locked.next_check_at = None
-            elif (await settlement.position(session, locked)).is_total:
+            elif (await settlement.position(tx, locked)).is_total:
                 locked.next_check_at = None  # everything came back: nothing left to refund anywhere
             else:
                 # updated_at is when the payment was paid: only a status change moves it.

@@ -10,16 +10,12 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pgm.clock import Clock
 from pgm.domain.refunds import RefundEntry, RefundPosition, refund_position
 from pgm.domain.statuses import OperationKind, PaymentKind, Status, Transition, transition
 from pgm.providers.base import PayResult
-from pgm.store.database import as_transaction
-from pgm.store.models import Payment, Refund
-from pgm.store.records import LedgerEntry
+from pgm.store.records import LedgerEntry, Payment, Refund
+from pgm.store.transaction import Transaction
 
 
 class Source(enum.StrEnum):
@@ -56,21 +52,19 @@ class RefundChange:
 class OutcomeListener(Protocol):
     """Reacts to recorded outcomes by writing outbox messages in the same transaction."""
 
-    async def payment_answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> None:
+    async def payment_answered(self, tx: Transaction, payment: Payment, result: PayResult) -> None:
         """The provider's synchronous answer to a pay-like request was recorded."""
         ...
 
-    async def payment_changed(self, session: AsyncSession, payment: Payment, change: PaymentChange) -> None:
+    async def payment_changed(self, tx: Transaction, payment: Payment, change: PaymentChange) -> None:
         """A payment's status moved."""
         ...
 
-    async def refund_changed(
-        self, session: AsyncSession, payment: Payment, refund: Refund, change: RefundChange
-    ) -> None:
+    async def refund_changed(self, tx: Transaction, payment: Payment, refund: Refund, change: RefundChange) -> None:
         """A refund's status moved."""
         ...
 
-    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+    async def refund_started(self, tx: Transaction, payment: Payment, refund: Refund) -> None:
         """A refund that no saga command asked for was recorded (the /v3 API, or one the provider
         reported): called before any status of it is applied."""
         ...
@@ -136,7 +130,7 @@ class Settlement:
 
     async def record(
         self,
-        session: AsyncSession,
+        tx: Transaction,
         payment: Payment,
         status: Status,
         source: Source,
@@ -145,7 +139,6 @@ class Settlement:
         reversal: bool = False,
     ) -> None:
         """Append one fact to the ledger (the payment and the refund must be in the store already)."""
-        tx = await as_transaction(session)
         await tx.payments.record(
             LedgerEntry(
                 payment_id=payment.id,
@@ -160,7 +153,7 @@ class Settlement:
             )
         )
 
-    async def answered(self, session: AsyncSession, payment: Payment, result: PayResult) -> Transition:
+    async def answered(self, tx: Transaction, payment: Payment, result: PayResult) -> Transition:
         """Record the synchronous answer to a pay-like request, then its status."""
         if result.payment_id and not payment.provider_payment_id:
             payment.provider_payment_id = result.payment_id
@@ -171,11 +164,11 @@ class Settlement:
         if result.metadata:
             payment.provider_metadata = {**payment.provider_metadata, **result.metadata}
         for listener in self.listeners:
-            await listener.payment_answered(session, payment, result)
-        return await self.payment_status(session, payment, result.result.status, Source.ANSWER, result.description)
+            await listener.payment_answered(tx, payment, result)
+        return await self.payment_status(tx, payment, result.result.status, Source.ANSWER, result.description)
 
     async def payment_status(
-        self, session: AsyncSession, payment: Payment, reported: Status, source: Source, note: str | None
+        self, tx: Transaction, payment: Payment, reported: Status, source: Source, note: str | None
     ) -> Transition:
         """Apply a reported payment status; stale news is ignored, reversals are followed and recorded."""
         previous = Status(payment.status)
@@ -193,15 +186,15 @@ class Settlement:
             payment.status = moved.status.value
             payment.description = note or payment.description
             payment.updated_at = now
-            await self.record(session, payment, moved.status, source, note, reversal=moved.reversal)
+            await self.record(tx, payment, moved.status, source, note, reversal=moved.reversal)
             change = PaymentChange(moved, previous, source)
             for listener in self.listeners:
-                await listener.payment_changed(session, payment, change)
+                await listener.payment_changed(tx, payment, change)
         return moved
 
     async def refund_status(
         self,
-        session: AsyncSession,
+        tx: Transaction,
         payment: Payment,
         refund: Refund,
         reported: Status,
@@ -216,26 +209,22 @@ class Settlement:
             refund.status = moved.status.value
             refund.description = note or refund.description
             refund.updated_at = now
-            await self.record(session, payment, moved.status, source, note, refund=refund, reversal=moved.reversal)
-            position = await self.position(session, payment)
+            await self.record(tx, payment, moved.status, source, note, refund=refund, reversal=moved.reversal)
+            position = await self.position(tx, payment)
             change = RefundChange(moved, previous, source, position)
             for listener in self.listeners:
-                await listener.refund_changed(session, payment, refund, change)
+                await listener.refund_changed(tx, payment, refund, change)
         self._schedule(refund, Status(refund.status), now)
         return moved
 
-    async def refund_started(self, session: AsyncSession, payment: Payment, refund: Refund) -> None:
+    async def refund_started(self, tx: Transaction, payment: Payment, refund: Refund) -> None:
         """Tell the listeners about a refund no saga command asked for, before its first status."""
         for listener in self.listeners:
-            await listener.refund_started(session, payment, refund)
+            await listener.refund_started(tx, payment, refund)
 
-    async def position(self, session: AsyncSession, payment: Payment) -> RefundPosition:
+    async def position(self, tx: Transaction, payment: Payment) -> RefundPosition:
         """The payment's refund position, from its refunds in the order they were asked for."""
-        refunds = (
-            await session.scalars(
-                select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.created_at, Refund.id)
-            )
-        ).all()
+        refunds = await tx.payments.refunds_of(payment.id)
         paid = payment.amount if payment.status == Status.ACCEPTED else 0
         return refund_position(paid, [RefundEntry(r.amount, Status(r.status)) for r in refunds])
 

@@ -45,6 +45,11 @@ class RowNotFound(LookupError):
     """A row a caller requires (e.g. the payment it is about to lock) is not in the store."""
 
 
+class DuplicateKey(Exception):
+    """A write broke a unique constraint (the same idempotency key, event id... written at the same moment
+    by another transaction): the same error from either driver. The transaction must be rolled back."""
+
+
 class Transaction:
     """One open transaction on one connection; repositories are its attributes (`tx.payments`, ...)."""
 
@@ -144,24 +149,44 @@ class Transaction:
 
     async def _execute(self, sql: Sql, parameters: Mapping[str, Any]) -> int:
         if self._sqlite is not None:
-            cursor = self._sqlite.execute(sql.sqlite, sql.sqlite_parameters(parameters))
+            try:
+                cursor = self._sqlite.execute(sql.sqlite, sql.sqlite_parameters(parameters))
+            except sqlite3.IntegrityError as exc:
+                if not _unique(exc):
+                    raise
+                raise DuplicateKey(str(exc)) from exc
             count = cursor.rowcount
             cursor.close()
             return count
         assert self._postgres is not None
-        status = await self._postgres.execute(sql.postgres, *sql.postgres_arguments(parameters))
+        try:
+            status = await self._postgres.execute(sql.postgres, *sql.postgres_arguments(parameters))
+        except Exception as exc:
+            if not _unique(exc):
+                raise
+            raise DuplicateKey(str(exc)) from exc
         # asyncpg answers with the command tag: "UPDATE 3", "INSERT 0 1", "DELETE 0".
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
     async def _fetch(self, sql: Sql, parameters: Mapping[str, Any]) -> list[Row]:
         if self._sqlite is not None:
-            cursor = self._sqlite.execute(sql.sqlite, sql.sqlite_parameters(parameters))
+            try:
+                cursor = self._sqlite.execute(sql.sqlite, sql.sqlite_parameters(parameters))
+            except sqlite3.IntegrityError as exc:
+                if not _unique(exc):
+                    raise
+                raise DuplicateKey(str(exc)) from exc
             rows = cursor.fetchall()
             cursor.close()
             return rows
         assert self._postgres is not None
-        records: list[Row] = await self._postgres.fetch(sql.postgres, *sql.postgres_arguments(parameters))
+        try:
+            records: list[Row] = await self._postgres.fetch(sql.postgres, *sql.postgres_arguments(parameters))
+        except Exception as exc:
+            if not _unique(exc):
+                raise
+            raise DuplicateKey(str(exc)) from exc
         return records
 
     # -- records ------------------------------------------------------------------------------------
@@ -210,6 +235,15 @@ class Transaction:
         if record is None:
             raise RowNotFound(f"{cls.TABLE.name} {key} not found")
         return record
+
+    async def fresh(self, cls: type[R], key: Any) -> R | None:
+        """A record read again from the store (the one this transaction holds, refreshed): what committed
+        since it was read, e.g. while the caller waited for a lock. On SQLite a write transaction holds the
+        write lock since BEGIN IMMEDIATE, so what it holds is current and is not read again."""
+        if self.is_sqlite and self.writable:
+            return await self.get(cls, key)
+        row = await self.fetchrow(_by_key_statement(cls.TABLE), {"key": key})
+        return self.load(cls, row) if row is not None else None
 
     async def select(self, cls: type[R], sql: Sql, parameters: Mapping[str, Any] = NO_PARAMETERS) -> list[R]:
         """Records from a query that starts with the table's `TABLE.select` (tracked)."""
@@ -287,6 +321,14 @@ class Transaction:
 
 
 SESSION_KEY = "pgm.transaction"
+
+
+def _unique(error: Exception) -> bool:
+    """Whether a driver's error is a broken unique constraint (raised again as DuplicateKey)."""
+    if isinstance(error, sqlite3.IntegrityError):
+        return "UNIQUE" in str(error)
+    # asyncpg's UniqueViolationError, by its SQLSTATE: asyncpg is imported only where PostgreSQL is used.
+    return getattr(error, "sqlstate", None) == "23505"
 
 
 @functools.cache

@@ -427,8 +427,8 @@ async def _status(parts: Parts, adapter: ProviderAdapter, payment_id: str, notif
     lookup, payment = await _provider_call(parts.payments.status(adapter, payment_id, check=notify))
     if payment is not None:
         if notify:
-            async with parts.database.write() as session:
-                await parts.notifier.push(session, payment)
+            async with parts.database.transaction() as tx:
+                await parts.notifier.push(tx, payment)
             parts.dispatcher.wake()
         return PaymentStatusBody.model_validate(payment_status(payment))
     return PaymentStatusBody(
