@@ -19,8 +19,8 @@ import pytest
 from pgm.config import Settings
 from pgm.providers.base import PayRequest, PayResultCode
 from pgm.providers.flowpay import SANDBOX_BASE_URL, FlowPayAdapter, build
-from tests.fakes.recording import calls_naming
 from tests.fakes.flowpay import FlowPayFake, running_flowpay_fake
+from tests.fakes.recording import calls_naming
 from tests.support.notifications import statuses_for, wait_for_status
 from tests.support.pay_requests import pay_request
 from tests.support.pgm_process import PgmProcess
