@@ -176,7 +176,7 @@ def test_legacy_spellings_are_read(rig: Rig) -> None:
         ({"currency": "euro"}, "three-letter ISO 4217"),
         ({"paymentMethod": "bitcoin"}, "does not support payment method 'bitcoin'"),
         ({"payRequestData": {"providerData": {"sandboxOutcome": "MAYBE"}}}, "sandboxOutcome must be one of"),
-        # The rules of /v3 hold for sagas too (one place applies them: services/validation.py).
+        # The rules of /v3 hold for sagas too (one place applies them: services/policy.py).
         (
             {"payRequestData": {"successRedirect": "javascript:alert(1)"}},
             "payRequestData.successRedirect must be an absolute http(s) URL",

@@ -10,6 +10,7 @@ from fastapi import Depends, Path, Request
 
 from pgm.http.errors import ApiError
 from pgm.providers.base import Operation, ProviderAdapter
+from pgm.services import policy
 from pgm.wiring import Service
 
 # The dependencies are `async def` although they never await: FastAPI runs a plain `def` dependency in
@@ -45,28 +46,10 @@ ProviderName = Annotated[
 
 
 def provider_for(operation: Operation) -> Callable[[Request, Service, str], Awaitable[ProviderAdapter]]:
-    """A dependency resolving `{provider}` (404 if not enabled) and checking it supports the operation
-    and the `{paymentMethod}` in the path (501 naming both otherwise), before the body is validated."""
+    """A dependency resolving `{provider}` and checking it offers the operation and the `{paymentMethod}` in
+    the path (services/policy.py: 404 or 501 naming them otherwise), before the body is validated."""
 
     async def resolve(request: Request, parts: Parts, provider: ProviderName) -> ProviderAdapter:
-        name = provider
-        adapter = parts.registry.get(name)
-        if adapter is None:
-            enabled = ", ".join(parts.registry.names) or "none"
-            raise ApiError(
-                404, "provider_not_found", f"provider {name!r} is unknown or not enabled (enabled: {enabled})"
-            )
-        if operation not in adapter.capabilities.operations:
-            raise ApiError(501, "not_supported", f"provider {adapter.name} does not support {operation.value}")
-        method = request.path_params.get("paymentMethod")
-        if method is not None and method not in adapter.capabilities.payment_methods:
-            supported = ", ".join(sorted(adapter.capabilities.payment_methods))
-            raise ApiError(
-                501,
-                "not_supported",
-                f"provider {adapter.name} does not support payment method {method!r} for {operation.value} "
-                f"(supported: {supported})",
-            )
-        return adapter
+        return policy.provider_for(parts.registry, provider, operation, request.path_params.get("paymentMethod"))
 
     return resolve

@@ -1,8 +1,10 @@
-"""One JSON error shape for every error the service answers (docs/api.md)."""
+"""One JSON error shape for every error the service answers (docs/api.md), and the one table from the
+services' refusals and the providers' errors to the status and code a client sees (`REFUSALS`)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -12,6 +14,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pgm.http.responses import JSONResponse
+from pgm.providers.base import InvalidProviderData, NotSupported, OutcomeUnknown, ProviderRejected
+from pgm.services.callbacks import CallbackNotProcessed, CallbackRefusedByProvider, CallbackRejected
+from pgm.services.policy import IdempotencyConflict, NotOffered, ProviderNotFound, RequestRefused
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,49 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.field = field
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How the API answers an exception: its status and code, the exception's message after `prefix`."""
+
+    status_code: int
+    code: str
+    prefix: str = ""
+
+    def error(self, exc: Exception) -> ApiError:
+        """The API error for `exc` (naming its field when it has one)."""
+        return ApiError(self.status_code, self.code, self.prefix + str(exc), getattr(exc, "field", None))
+
+
+# Every refusal of the services (services/policy.py, services/callbacks.py) and every provider error that
+# reaches a route, answered by one handler: routes raise or let through, and never choose a status.
+# Looked up along the exception's classes, most specific first. The codes are docs/api.md's table.
+REFUSALS: dict[type[Exception], Refusal] = {
+    RequestRefused: Refusal(400, "invalid_request"),
+    InvalidProviderData: Refusal(400, "invalid_request"),
+    ProviderNotFound: Refusal(404, "provider_not_found"),
+    # A provider refusing a lookup: it does not know the payment or subscription.
+    ProviderRejected: Refusal(404, "not_found"),
+    IdempotencyConflict: Refusal(409, "idempotency_conflict"),
+    NotOffered: Refusal(501, "not_supported"),
+    NotSupported: Refusal(501, "not_supported"),
+    OutcomeUnknown: Refusal(502, "provider_unavailable"),
+    CallbackRejected: Refusal(401, "invalid_signature", "callback rejected: "),
+    CallbackRefusedByProvider: Refusal(502, "provider_rejected", "callback refused by provider "),
+    CallbackNotProcessed: Refusal(503, "callback_not_processed", "callback not processed, deliver it again: "),
+}
+# The provider-specific utilities (http/routes/braintree.py, axerve.py) are not lookups: the provider
+# refusing one refuses the input the client sent.
+UTILITY_REJECTED = Refusal(422, "provider_rejected")
+
+
+def refusal_for(exc: Exception) -> Refusal | None:
+    """The table's entry for `exc`, or None when it is not a refusal (then it is a failure: 500)."""
+    for kind in type(exc).__mro__:
+        if kind in REFUSALS:
+            return REFUSALS[kind]
+    return None
 
 
 def error_response(
@@ -79,6 +127,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc.status_code, exc.code, exc.message, exc.field)
+
+    async def _refused(request: Request, exc: Exception) -> JSONResponse:
+        refusal = refusal_for(exc)
+        assert refusal is not None  # registered only for the table's exceptions
+        return await _api_error(request, refusal.error(exc))
+
+    for kind in REFUSALS:
+        app.add_exception_handler(kind, _refused)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from pgm.domain.money import MAX_AMOUNT, currency_problem
 from pgm.providers.base import MAX_SUBSCRIPTION_PAYMENTS, Interval, SubscriptionInfo
-from pgm.services.validation import (
+from pgm.services.policy import (
     MAX_INTERVAL_COUNT,
     MAX_PAYMENT_METHOD_LENGTH,
     MAX_REFERENCE_LENGTH,
@@ -46,7 +46,7 @@ def _identifier(value: str) -> str:
 Amount = Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT, description="Minor units: 1299 means 12.99", examples=[1299])]
 Currency = Annotated[str, Field(min_length=3, max_length=3, examples=["EUR"]), AfterValidator(_currency)]
 Reference = Annotated[str, Field(min_length=1, max_length=MAX_REFERENCE_LENGTH)]
-# A provider's identifier (paymentId, subscription token): it ends up in provider URLs (services/validation.py).
+# A provider's identifier (paymentId, subscription token): it ends up in provider URLs (services/policy.py).
 Identifier = Annotated[
     str,
     Field(

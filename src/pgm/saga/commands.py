@@ -44,7 +44,13 @@ from pgm.saga.crud import CrudUnavailable, SagaCrud
 from pgm.saga.events import SagaEvents
 from pgm.saga.inbox import CommandDone, CommandRefused, RetryLater
 from pgm.services.payments import PaymentService
-from pgm.services.validation import RequestRefused
+from pgm.services.policy import (
+    MAX_INTERVAL_COUNT,
+    NotOffered,
+    ProviderNotFound,
+    RequestRefused,
+    provider_for,
+)
 from pgm.store.database import Database
 from pgm.store.records import InboxCommand
 from pgm.store.transaction import Transaction
@@ -111,15 +117,12 @@ class SagaCommands:
             raise CommandRefused(str(exc)) from exc
 
     def _adapter(self, saga: SagaData, route: Route) -> ProviderAdapter:
-        adapter = self.registry.get(saga.provider)
-        if adapter is None:
-            raise CommandRefused(f"provider {saga.provider!r} is unknown or not enabled")
-        operation = OPERATIONS[route]
-        if operation not in adapter.capabilities.operations:
-            raise CommandRefused(f"provider {adapter.name} does not support {operation.value}")
-        # Payment method, currency, amounts, redirect URLs...: the payment service's rules
-        # (services/validation.py), the same for /v3 and sagas.
-        return adapter
+        # The same policy as /v3's (services/policy.py): provider and operation here; payment method,
+        # currency, amounts, redirect URLs, terms... in the payment service's call.
+        try:
+            return provider_for(self.registry, saga.provider, OPERATIONS[route])
+        except (ProviderNotFound, NotOffered) as exc:
+            raise CommandRefused(str(exc)) from exc
 
     async def _pay_like(
         self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter, route: Route
@@ -135,7 +138,7 @@ class SagaCommands:
             success_redirect_url=_text(saga.pay_request_data.get("successRedirect")),
             failure_redirect_url=_text(saga.pay_request_data.get("failureRedirect")),
             provider_data=saga.provider_data,
-            subscription=self._subscription(saga, route, adapter),
+            subscription=self._subscription(saga, route),
         )
         try:
             outcome = await self.payments.start(
@@ -147,12 +150,10 @@ class SagaCommands:
             )
         except RequestRefused as exc:
             raise CommandRefused(_saga_wording(exc)) from exc
-        except InvalidProviderData as exc:
+        except (InvalidProviderData, NotOffered) as exc:
             raise CommandRefused(str(exc)) from exc
-        if outcome.conflict:
-            # The saga's key is its own id: a delivery asking for something else than the first one
-            # (its data changed in between) gets the first outcome again, never a second payment.
-            log.warning("saga command differs from its first delivery", extra={"sagaId": saga.saga_id, "key": key})
+        # A delivery whose data changed since the first gets the first outcome (the service decides:
+        # services/payments.py, _conflict).
         if outcome.replayed and outcome.payment.status == Status.UNKNOWN and command.attempts > 1:
             # This delivery ran before and its run stopped during the provider call (the process died, so
             # its lease ran out): ask the provider now rather than leave the saga to reconciliation.
@@ -161,31 +162,31 @@ class SagaCommands:
             await self._replay(saga.saga_id, key, Status(outcome.payment.status))
         return CommandDone(key, f"{outcome.result.value}: {outcome.description}")
 
-    def _subscription(self, saga: SagaData, route: Route, adapter: ProviderAdapter) -> SubscriptionInfo | None:
+    def _subscription(self, saga: SagaData, route: Route) -> SubscriptionInfo | None:
+        """The saga's subscription terms as the payment service takes them: only their types are checked
+        here (as /v3's schema does); what they must hold is the policy's (services/policy.py)."""
         if route not in (Route.SUBSCRIPTION_SCHEDULE, Route.SUBSCRIPTION_START, Route.SUBSCRIPTION_PAY):
             return None
         info = saga.subscription_info
         token = _text(info.get("token"))
         if route is Route.SUBSCRIPTION_PAY:
-            if token is None:
-                raise CommandRefused("payRequestData.subscriptionInfo.token is missing")
             return SubscriptionInfo(token=token)
         raw_interval = info.get("interval")
-        try:
-            interval = Interval(str(raw_interval))
-        except ValueError as exc:
-            raise CommandRefused(
-                f"payRequestData.subscriptionInfo.interval {raw_interval!r} is not DAY, WEEK, MONTH or YEAR"
-            ) from exc
+        interval: Interval | None = None
+        if raw_interval is not None:
+            try:
+                interval = Interval(str(raw_interval))
+            except ValueError as exc:
+                raise CommandRefused(
+                    f"payRequestData.subscriptionInfo.interval {raw_interval!r} is not DAY, WEEK, MONTH or YEAR"
+                ) from exc
         count = info.get("intervalCount", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise CommandRefused("payRequestData.subscriptionInfo.intervalCount must be a positive integer")
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise CommandRefused(
+                f"payRequestData.subscriptionInfo.intervalCount must be an integer from 1 to {MAX_INTERVAL_COUNT}"
+            )
         expires_after = info.get("expiresAfter")
-        if expires_after is not None and (
-            isinstance(expires_after, bool)
-            or not isinstance(expires_after, int)
-            or not 1 <= expires_after <= MAX_SUBSCRIPTION_PAYMENTS
-        ):
+        if expires_after is not None and (isinstance(expires_after, bool) or not isinstance(expires_after, int)):
             raise CommandRefused(
                 "payRequestData.subscriptionInfo.expiresAfter must be an integer from 1 to "
                 f"{MAX_SUBSCRIPTION_PAYMENTS} (the maximum number of payments)"
@@ -210,7 +211,7 @@ class SagaCommands:
             outcome = await self.payments.refund(adapter, request, saga_id=saga.saga_id)
         except RequestRefused as exc:
             raise CommandRefused(_saga_wording(exc)) from exc
-        except InvalidProviderData as exc:
+        except (InvalidProviderData, NotOffered) as exc:
             raise CommandRefused(str(exc)) from exc
         if outcome.refund is None:
             if outcome.retryable:

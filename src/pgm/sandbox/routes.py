@@ -27,7 +27,7 @@ from pgm.sandbox.books import (
     refund_json,
     token_json,
 )
-from pgm.services.validation import redirect_url_problem
+from pgm.services.policy import redirect_url_problem
 from pgm.store.database import Database
 from pgm.store.records import SandboxPayment, SandboxRefund
 
@@ -72,7 +72,7 @@ def _authorised(context: SandboxContext, authorization: str | None) -> bool:
 
 def _return_url(value: str) -> str:
     # The hosted page links the payer here from the PGM's origin: never a javascript: or data: URL, even
-    # from a client of the sandbox's own API (the rule of services/validation.py, as any provider has).
+    # from a client of the sandbox's own API (the rule of services/policy.py, as any provider has).
     problem = redirect_url_problem(value)
     if problem:
         raise ValueError(problem)

@@ -128,7 +128,7 @@ class CallbackService:
             # a clear refusal for the caller, never a crash; not verified, so not kept either.
             self.metrics.callbacks.labels(adapter.name, CallbackResult.REFUSED).inc()
             log.warning("callback refused by the provider", extra={"provider": adapter.name, "reason": str(exc)})
-            raise CallbackRefusedByProvider(str(exc)) from exc
+            raise CallbackRefusedByProvider(f"{adapter.name}: {exc}") from exc
         except OutcomeUnknown as exc:
             # An external provider reads its own callbacks: while it is down we know nothing yet, and keep
             # nothing either; the 503 makes the provider deliver it again.

@@ -38,8 +38,8 @@ from pgm.services.adoption import (
     facts_of_refund,
 )
 from pgm.services.callbacks import CallbackService
+from pgm.services.policy import IdempotencyConflict, check_pay_request, check_refund_request, request_digest
 from pgm.services.settlement import Settlement, Source
-from pgm.services.validation import check_pay_request, check_refund_request, request_digest
 from pgm.store.database import Database
 from pgm.store.ids import new_id
 from pgm.store.records import Payment, Refund
@@ -65,9 +65,6 @@ class PayOutcome:
     result: PayResultCode
     description: str
     replayed: bool = False
-    # A replay for a request that differs from the first one under the same key: `/v3` answers 409,
-    # a saga (whose key is its own id) re-sends the first outcome (docs/api.md, docs/flow-manager.md).
-    conflict: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,6 @@ class RefundOutcome:
     payment: Payment | None
     refund: Refund | None
     replayed: bool = False
-    conflict: bool = False
     # Refused only because the provider did not answer a lookup: nothing was refunded, asking again may work.
     retryable: bool = False
 
@@ -150,8 +146,9 @@ class PaymentService:
         digest = request_digest(request)
         payment, created = await self._create(adapter, operation, request, saga_id, saga_context, digest)
         if not created:
-            conflict = _differs(payment, request, digest)
-            return PayOutcome(payment, result_of(payment), payment.description or "", replayed=True, conflict=conflict)
+            if _differs(payment, request, digest):
+                _conflict(request.idempotency_key, saga_id)
+            return PayOutcome(payment, result_of(payment), payment.description or "", replayed=True)
         provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
         try:
             result = await _call(adapter, operation, provider_request)
@@ -313,10 +310,9 @@ class PaymentService:
                 retryable=isinstance(refusal, LookupUnanswered),
             )
         if not created:
-            conflict = refund.amount != request.amount or refund.payment_id != payment.id
-            return RefundOutcome(
-                Status(refund.status), refund.description or "", payment, refund, replayed=True, conflict=conflict
-            )
+            if refund.amount != request.amount or refund.payment_id != payment.id:
+                _conflict(request.idempotency_key, saga_id)
+            return RefundOutcome(Status(refund.status), refund.description or "", payment, refund, replayed=True)
         provider_request = replace(request, idempotency_key=provider_idempotency_key(request.idempotency_key))
         try:
             result = await adapter.refund(provider_request)
@@ -454,6 +450,16 @@ class PaymentService:
             found = await tx.payments.refund_with_payment(refund_id)
             assert found is not None
             return found[1], found[0]
+
+
+def _conflict(key: str, saga_id: str | None) -> None:
+    """A request replayed under a key that asks for something else than the first one: a client's is
+    refused (IdempotencyConflict, `/v3` answers 409); a saga's key is its own id, so a delivery whose data
+    changed in between gets the first outcome again, never a second payment (docs/api.md,
+    docs/flow-manager.md)."""
+    if saga_id is None:
+        raise IdempotencyConflict
+    log.warning("saga command differs from its first delivery", extra={"sagaId": saga_id, "key": key})
 
 
 def _differs(payment: Payment, request: PayRequest, digest: str) -> bool:

@@ -55,7 +55,7 @@ class Payment(Base):
     shop_transaction_id: Mapped[str] = mapped_column(String(255), index=True)
     provider_payment_id: Mapped[str | None] = mapped_column(String(255))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
-    # SHA-256 of the request (services/validation.py: request_digest): the same key with a different
+    # SHA-256 of the request (services/policy.py: request_digest): the same key with a different
     # request is a conflict, whatever field differs.
     request_digest: Mapped[str | None] = mapped_column(String(64))
     subscription_token: Mapped[str | None] = mapped_column(String(255), index=True)

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pgm.domain.money import MAX_AMOUNT
 from pgm.http.dependencies import Parts, require_token
-from pgm.http.errors import ApiError
+from pgm.http.errors import UTILITY_REJECTED, ApiError
 from pgm.providers.axerve import AxerveAdapter
-from pgm.providers.base import InvalidProviderData, NotSupported, OutcomeUnknown, ProviderRejected
+from pgm.providers.base import ProviderRejected
 
 # Axerve's shopTransactionID: at most 50 characters, without the characters its back office refuses.
 SHOP_TRANSACTION_ID = r"^[A-Za-z0-9._:/-]+$"
@@ -50,16 +50,11 @@ Adapter = Annotated[AxerveAdapter, Depends(axerve_adapter)]
 
 
 async def _call(call: Any) -> Any:
+    # The provider's other errors are answered as anywhere (http/errors.py: REFUSALS).
     try:
         return await call
     except ProviderRejected as exc:
-        raise ApiError(422, "provider_rejected", str(exc)) from exc
-    except OutcomeUnknown as exc:
-        raise ApiError(502, "provider_unavailable", str(exc)) from exc
-    except NotSupported as exc:
-        raise ApiError(501, "not_supported", str(exc)) from exc
-    except InvalidProviderData as exc:
-        raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
+        raise UTILITY_REJECTED.error(exc) from exc
 
 
 def build_router() -> APIRouter:

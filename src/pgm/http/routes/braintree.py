@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgm.http.dependencies import Parts, require_token
-from pgm.http.errors import ApiError
-from pgm.providers.base import InvalidProviderData, NotSupported, OutcomeUnknown, ProviderRejected
+from pgm.http.errors import UTILITY_REJECTED, ApiError
+from pgm.providers.base import ProviderRejected
 from pgm.providers.braintree import ID_MAX, NONCE_MAX, BraintreeAdapter
 
 # Braintree ids: letters, digits, - and _ (customer ids at most 36 characters).
@@ -64,16 +64,11 @@ Adapter = Annotated[BraintreeAdapter, Depends(braintree_adapter)]
 
 
 async def _call(call: Any) -> Any:
+    # The provider's other errors are answered as anywhere (http/errors.py: REFUSALS).
     try:
         return await call
     except ProviderRejected as exc:
-        raise ApiError(422, "provider_rejected", str(exc)) from exc
-    except OutcomeUnknown as exc:
-        raise ApiError(502, "provider_unavailable", str(exc)) from exc
-    except NotSupported as exc:
-        raise ApiError(501, "not_supported", str(exc)) from exc
-    except InvalidProviderData as exc:
-        raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
+        raise UTILITY_REJECTED.error(exc) from exc
 
 
 def build_router() -> APIRouter:

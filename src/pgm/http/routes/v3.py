@@ -1,4 +1,6 @@
-"""The provider-agnostic /v3 API (docs/api.md), dispatched to adapters through one interface."""
+"""The provider-agnostic /v3 API (docs/api.md), dispatched to adapters through one interface. The policy
+is the services' (services/policy.py, the same for saga commands); what they refuse, and what a provider
+answers with an error, is answered by http/errors.py: REFUSALS."""
 
 import uuid
 from typing import Annotated, Any, Literal
@@ -27,21 +29,16 @@ from pgm.http.schemas import (
 )
 from pgm.providers.base import (
     CallbackRequest,
-    InvalidProviderData,
-    NotSupported,
     Operation,
-    OutcomeUnknown,
     PayRequest,
     PayResultCode,
     ProviderAdapter,
-    ProviderRejected,
     RefundRequest,
     SubscriptionInfo,
 )
-from pgm.services.callbacks import CallbackNotProcessed, CallbackRefusedByProvider, CallbackRejected
 from pgm.services.notifications import payment_status
 from pgm.services.payments import PayOutcome
-from pgm.services.validation import RequestRefused, check_terms
+from pgm.services.policy import check_terms
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": description}
@@ -106,15 +103,8 @@ def _pay_request(body: PayBody, method: str, key: str, subscription: Subscriptio
 
 
 async def run_pay(parts: Parts, adapter: ProviderAdapter, operation: Operation, request: PayRequest) -> PayOutcome:
-    """Run a pay-like operation, translating the service's refusals into API errors."""
-    try:
-        outcome = await parts.payments.start(adapter, operation, request)
-    except RequestRefused as exc:
-        raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
-    except InvalidProviderData as exc:
-        raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
-    if outcome.conflict:
-        raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for a different request")
+    """Run a pay-like operation (its refusals are answered by http/errors.py: REFUSALS)."""
+    outcome = await parts.payments.start(adapter, operation, request)
     parts.dispatcher.wake()
     return outcome
 
@@ -157,14 +147,7 @@ def build_router() -> APIRouter:
             idempotency_key=_operation_key(adapter.name, Operation.REFUND, idempotency_key),
             provider_data=body.providerData,
         )
-        try:
-            outcome = await parts.payments.refund(adapter, request)
-        except RequestRefused as exc:
-            raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
-        except InvalidProviderData as exc:
-            raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
-        if outcome.conflict:
-            raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for a different request")
+        outcome = await parts.payments.refund(adapter, request)
         parts.dispatcher.wake()
         result: Literal["OK", "KO", "PENDING"] = (
             "OK" if outcome.status is Status.ACCEPTED else "KO" if outcome.status is Status.FAILED else "PENDING"
@@ -325,11 +308,8 @@ def build_router() -> APIRouter:
     ) -> SubscriptionUpdateResponse:
         """New amount or interval for the next charges."""
         request = _pay_request(body, "subscription", "update", body.subscriptionInfo.to_domain())
-        try:
-            check_terms(adapter, request.currency, request.subscription)
-        except RequestRefused as exc:
-            raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
-        found = await _provider_call(adapter.update_subscription(subscriptionToken, request))
+        check_terms(adapter, request.currency, request.subscription)
+        found = await adapter.update_subscription(subscriptionToken, request)
         return SubscriptionUpdateResponse(
             result="OK", resultDescription=f"subscription is {found.status.value}", subscriptionToken=found.token
         )
@@ -342,7 +322,7 @@ def build_router() -> APIRouter:
         adapter: Annotated[ProviderAdapter, Depends(provider_for(Operation.SUBSCRIPTION_STATUS))],
     ) -> SubscriptionStatusResponse:
         """As the provider reports it."""
-        found = await _provider_call(adapter.subscription_status(subscriptionToken))
+        found = await adapter.subscription_status(subscriptionToken)
         return SubscriptionStatusResponse(
             status=found.status.value,
             subscriptionToken=found.token,
@@ -359,7 +339,7 @@ def build_router() -> APIRouter:
         ] = None,
     ) -> ExpireResponse:
         """No further charges (DELETE; POST is kept for older clients)."""
-        found = await _provider_call(adapter.expire_subscription(subscriptionToken, shop_transaction_id or reference))
+        found = await adapter.expire_subscription(subscriptionToken, shop_transaction_id or reference)
         return ExpireResponse(result="OK", resultDescription=f"subscription is {found.status.value}")
 
     for method in ("DELETE", "POST"):
@@ -376,12 +356,8 @@ def build_router() -> APIRouter:
 
 def _subscription_endpoint(operation: Operation, with_method: bool) -> Any:
     async def run(body: SubscriptionBody, parts: Parts, adapter: ProviderAdapter, method: str, key: str | None) -> Any:
-        info = body.subscriptionInfo
-        if operation is Operation.SUBSCRIPTION_PAY and not info.token:
-            raise ApiError(400, "invalid_request", "subscriptionInfo.token is required", "subscriptionInfo.token")
-        if operation is not Operation.SUBSCRIPTION_PAY and info.interval is None:
-            raise ApiError(400, "invalid_request", "subscriptionInfo.interval is required", "subscriptionInfo.interval")
-        request = _pay_request(body, method, _operation_key(adapter.name, operation, key), info.to_domain())
+        info = body.subscriptionInfo.to_domain()
+        request = _pay_request(body, method, _operation_key(adapter.name, operation, key), info)
         return _pay_response(await run_pay(parts, adapter, operation, request))
 
     async def endpoint(
@@ -410,21 +386,8 @@ def _subscription_endpoint(operation: Operation, with_method: bool) -> Any:
     return chosen
 
 
-async def _provider_call(call: Any) -> Any:
-    try:
-        return await call
-    except ProviderRejected as exc:
-        raise ApiError(404, "not_found", str(exc)) from exc
-    except OutcomeUnknown as exc:
-        raise ApiError(502, "provider_unavailable", str(exc)) from exc
-    except NotSupported as exc:
-        raise ApiError(501, "not_supported", str(exc)) from exc
-    except InvalidProviderData as exc:
-        raise ApiError(400, "invalid_request", str(exc), exc.field) from exc
-
-
 async def _status(parts: Parts, adapter: ProviderAdapter, payment_id: str, notify: bool) -> PaymentStatusBody:
-    lookup, payment = await _provider_call(parts.payments.status(adapter, payment_id, check=notify))
+    lookup, payment = await parts.payments.status(adapter, payment_id, check=notify)
     if payment is not None:
         if notify:
             async with parts.database.transaction() as tx:
@@ -454,13 +417,6 @@ async def _callback(request: Request, parts: Parts, provider: ProviderName) -> R
         body=await request.body(),
         received_at=parts.clock.now(),
     )
-    try:
-        answer = await parts.callbacks.receive(adapter, callback)
-    except CallbackRejected as exc:
-        raise ApiError(401, "invalid_signature", f"callback rejected: {exc}") from exc
-    except CallbackRefusedByProvider as exc:
-        raise ApiError(502, "provider_rejected", f"callback refused by provider {adapter.name}: {exc}") from exc
-    except CallbackNotProcessed as exc:
-        raise ApiError(503, "callback_not_processed", f"callback not processed, deliver it again: {exc}") from exc
+    answer = await parts.callbacks.receive(adapter, callback)
     parts.dispatcher.wake()
     return Response(answer.body, status_code=answer.status_code, media_type=answer.media_type)

@@ -1,12 +1,15 @@
-"""The one set of rules a payment request must pass, whichever door it came in by.
+"""The policy of the two front doors, in one place: which provider serves an operation, and the rules a
+payment request must pass, whichever door it came in by (docs/api.md#limits-and-identifiers).
 
-A `/v3` call and a saga command end in the same `PaymentService` calls, which apply these rules
-before anything is stored or sent: redirect URLs, amounts, what the store can keep (lengths),
-identifiers, the provider's currencies, payment methods and intervals, and idempotency conflicts.
-The `/v3` edge also declares most of them in its schemas (so the OpenAPI document shows them and a
+A `/v3` route and a saga command resolve their provider with `provider_for`, and end in the same
+`PaymentService` calls, which apply the request rules before anything is stored or sent: redirect URLs,
+amounts, what the store can keep (lengths), identifiers, the provider's currencies, payment methods,
+intervals and subscription terms; the service also decides idempotency conflicts (`IdempotencyConflict`).
+The `/v3` edge also declares most field rules in its schemas (so the OpenAPI document shows them and a
 field gets pydantic's precise message), with the same constants; a saga's data is only seen here.
-A refused `/v3` request answers 400 naming the field; a refused saga command ends in its failure
-event with the same message (docs/api.md, docs/flow-manager.md).
+Each refusal is an exception with a neutral message: the `/v3` edge maps it to a status and code
+(`http/errors.py: REFUSALS`), a saga command ends in its failure event with the same message, the field
+named as the saga names it (`saga/commands.py`; docs/flow-manager.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pgm.providers.base import (
     RefundRequest,
     SubscriptionInfo,
 )
+from pgm.providers.registry import ProviderRegistry
 
 # What the store keeps (store/models.py): references and identifiers are String(255), payment methods
 # String(64). A longer value would fail its INSERT on PostgreSQL (SQLite does not enforce lengths).
@@ -45,8 +49,52 @@ class RequestRefused(Exception):
         self.field = field
 
 
+class ProviderNotFound(Exception):
+    """The named provider is unknown or not enabled."""
+
+
+class NotOffered(Exception):
+    """The provider does not offer the operation, or the payment method."""
+
+
 class IdempotencyConflict(Exception):
-    """The idempotency key was used before for a different request."""
+    """The idempotency key was used before for a different request (never raised for a saga, whose key is
+    its own id: a delivery that differs gets the first outcome again, docs/flow-manager.md)."""
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used for a different request")
+
+
+# Pay-like operations whose subscription terms must say how often to charge, and the one that charges
+# a stored payment method again (its token).
+_SUBSCRIBING = frozenset({Operation.SUBSCRIPTION_SCHEDULE, Operation.SUBSCRIPTION_START})
+
+
+def provider_for(
+    registry: ProviderRegistry, name: str, operation: Operation, payment_method: str | None = None
+) -> ProviderAdapter:
+    """The enabled provider `name` if it offers `operation` (and `payment_method`, when one is named);
+    raises ProviderNotFound or NotOffered otherwise."""
+    adapter = registry.get(name)
+    if adapter is None:
+        enabled = ", ".join(registry.names) or "none"
+        raise ProviderNotFound(f"provider {name!r} is unknown or not enabled (enabled: {enabled})")
+    if operation not in adapter.capabilities.operations:
+        raise NotOffered(f"provider {adapter.name} does not support {operation.value}")
+    if payment_method is not None:
+        offers_payment_method(adapter, operation, payment_method)
+    return adapter
+
+
+def offers_payment_method(adapter: ProviderAdapter, operation: Operation, method: str) -> None:
+    """Raise NotOffered unless the provider takes this payment method for the operation."""
+    capabilities = adapter.capabilities
+    if method not in capabilities.payment_methods:
+        supported = ", ".join(sorted(capabilities.payment_methods))
+        raise NotOffered(
+            f"provider {adapter.name} does not support payment method {method!r} for {operation.value} "
+            f"(supported: {supported})"
+        )
 
 
 def redirect_url_problem(value: str) -> str | None:
@@ -84,7 +132,9 @@ def reference_problem(value: str) -> str | None:
 
 
 def check_pay_request(adapter: ProviderAdapter, operation: Operation, request: PayRequest) -> None:
-    """Apply every rule to a pay-like request; raise RequestRefused naming the first one broken."""
+    """Apply every rule to a pay-like request; raise RequestRefused naming the first one broken (NotOffered
+    for a payment method the provider does not take)."""
+    required_terms(operation, request.subscription)
     _refuse(amount_problem(request.amount), "amount")
     _refuse(currency_problem(request.currency), "currency")
     _refuse(_prefixed("shopTransactionId", reference_problem(request.shop_transaction_id)), "shopTransactionId")
@@ -97,18 +147,23 @@ def check_pay_request(adapter: ProviderAdapter, operation: Operation, request: P
     method = request.payment_method
     if not method or len(method) > MAX_PAYMENT_METHOD_LENGTH:
         raise RequestRefused(f"paymentMethod must be 1 to {MAX_PAYMENT_METHOD_LENGTH} characters", "paymentMethod")
-    capabilities = adapter.capabilities
-    if operation is not Operation.PAY_BY_LINK and method not in capabilities.payment_methods:
-        supported = ", ".join(sorted(capabilities.payment_methods))
-        raise RequestRefused(
-            f"provider {adapter.name} does not support payment method {method!r} (supported: {supported})",
-            "paymentMethod",
-        )
+    if operation is not Operation.PAY_BY_LINK:
+        offers_payment_method(adapter, operation, method)
     check_terms(adapter, request.currency, request.subscription)
 
 
+def required_terms(operation: Operation, subscription: SubscriptionInfo | None) -> None:
+    """What a subscription operation cannot do without: how often to charge (to schedule or start one), the
+    stored payment method's token (to pay again)."""
+    if operation is Operation.SUBSCRIPTION_PAY and (subscription is None or not subscription.token):
+        raise RequestRefused("subscriptionInfo.token is required", "subscriptionInfo.token")
+    if operation in _SUBSCRIBING and (subscription is None or subscription.interval is None):
+        raise RequestRefused("subscriptionInfo.interval is required", "subscriptionInfo.interval")
+
+
 def check_terms(adapter: ProviderAdapter, currency: str, subscription: SubscriptionInfo | None) -> None:
-    """The provider takes this currency and these subscription terms."""
+    """The provider takes this currency and these subscription terms (their limits: interval count 1 to
+    MAX_INTERVAL_COUNT, expiresAfter 1 to MAX_SUBSCRIPTION_PAYMENTS)."""
     if currency not in adapter.capabilities.currencies:
         accepted = ", ".join(sorted(adapter.capabilities.currencies))
         raise RequestRefused(f"provider {adapter.name} accepts currencies {accepted}", "currency")
