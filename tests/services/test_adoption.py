@@ -119,7 +119,8 @@ def test_a_callback_for_a_payment_made_before_the_switch_is_applied_and_notified
     assert decided.status_code == 200
     notified = wait_for_status(receiver[0], reference, "ACCEPTED")
     assert notified["paymentId"] == payment_id
-    assert _refund(pgm, "sandbox", payment_id, 1000)["result"] == "OK"
+    refunded = _refund(pgm, "sandbox", payment_id, 1000)
+    assert refunded["result"] == "OK", refunded
 
 
 def test_a_saga_refunds_a_payment_made_before_the_switch(backend: str, tmp_path: Path) -> None:
