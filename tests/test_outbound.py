@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from pgm.outbound import ASGITransport, HttpClient, Request, TimedOut, basic_auth, http_client
+from pgm.outbound import Response as Answer
 from tests.support.servers import recording_receiver
 
 Seen = list[dict[str, Any]]
@@ -159,3 +160,14 @@ def test_credentials_in_a_url_are_sent_as_basic_authorization_over_the_network()
         [request] = receiver.wait_for_requests(1, path="/payment-status")
     assert status == 200
     assert request.headers["authorization"] == "Basic " + base64.b64encode(b"notifier:s3cret").decode()
+
+
+def test_an_answer_with_an_integer_beyond_64_bits_is_read_exactly() -> None:
+    # A provider's id or amount is an integer too large for orjson, which would refuse it or read a float.
+    answer = Answer(200, content=b'{"id": 123456789012345678901234567890, "amount": 1500}')
+    assert answer.json() == {"id": 123456789012345678901234567890, "amount": 1500}
+
+
+def test_an_answer_that_is_not_json_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="line 1 column 1"):
+        Answer(200, content=b"<html>502 Bad Gateway</html>").json()

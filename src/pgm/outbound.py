@@ -27,7 +27,6 @@ from typing import Any, Protocol, Self
 from urllib.parse import urlencode
 
 import aiohttp
-import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -87,7 +86,7 @@ class Response:
 
     def json(self) -> Any:
         """The body as JSON; a body that is not JSON raises ValueError (as json.loads does)."""
-        return orjson.loads(self.content)
+        return jsontext.loads(self.content)
 
     @property
     def is_success(self) -> bool:

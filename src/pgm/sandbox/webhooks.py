@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
-
+from pgm import jsontext
 from pgm.clock import Clock
 from pgm.crypto import timestamped_hmac
 from pgm.outbound import HttpClient, Response
@@ -19,7 +18,7 @@ def webhook_sender(client: HttpClient, target: str, secret: Callable[[], str], c
 
     async def send(message: OutboxMessage) -> Response:
         # Signed at send time, as a provider does: a retried webhook carries a fresh timestamp.
-        body = orjson.dumps(message.payload)
+        body = jsontext.dumps(message.payload)
         signature = timestamped_hmac.header(secret(), int(clock.now()), body)
         return await client.post(
             target, content=body, headers={"Content-Type": "application/json", "Sandbox-Signature": signature}
