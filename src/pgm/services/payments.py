@@ -18,7 +18,6 @@ from pgm.domain.refunds import refund_refusal
 from pgm.domain.statuses import PaymentKind, Status
 from pgm.observability.metrics import Metrics
 from pgm.providers.base import (
-    NotSupported,
     Operation,
     OutcomeUnknown,
     PaymentLookup,
@@ -38,6 +37,7 @@ from pgm.services.adoption import (
     facts_of_refund,
 )
 from pgm.services.callbacks import CallbackService
+from pgm.services.lookups import ask_about_payment, ask_about_refund
 from pgm.services.policy import IdempotencyConflict, check_pay_request, check_refund_request, request_digest
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database
@@ -229,17 +229,8 @@ class PaymentService:
     ) -> RefundOutcome:
         """A saga refund taken over from a process that stopped during the provider call: ask the provider
         now (by our idempotency key); what it cannot say yet, reconciliation settles later."""
-        if not payment.provider_payment_id:
-            return RefundOutcome(Status(refund.status), refund.description or "", payment, refund, replayed=True)
-        try:
-            found = await adapter.refund_status(
-                payment.provider_payment_id,
-                refund.provider_refund_id,
-                provider_idempotency_key(refund.idempotency_key),
-            )
-        except (OutcomeUnknown, ProviderRejected, NotSupported):
-            found = None
-        if found is None:
+        found = await ask_about_refund(adapter, payment, refund)
+        if not isinstance(found, RefundResult):
             return RefundOutcome(Status(refund.status), refund.description or "", payment, refund, replayed=True)
         refund, payment = await self.apply_refund_result(refund.id, found, Source.STATUS_CHECK)
         return RefundOutcome(Status(refund.status), refund.description or found.description, payment, refund)
@@ -247,14 +238,10 @@ class PaymentService:
     async def _after_lost_answer(self, adapter: ProviderAdapter, payment: Payment, reason: str) -> PayOutcome:
         """A lost answer is not a failure: ask the provider once now, else leave it to reconciliation."""
         log.warning("provider answer lost", extra={"provider": adapter.name, "paymentId": payment.id, "reason": reason})
-        try:
-            found = await adapter.find_payment(
-                provider_idempotency_key(payment.idempotency_key), payment.shop_transaction_id
-            )
-        except (OutcomeUnknown, ProviderRejected, NotSupported):
-            found = None
+        found = await ask_about_payment(adapter, payment)
         description = f"{reason}; the outcome will be confirmed with the provider"
-        if found is None:
+        if not isinstance(found, PaymentLookup):
+            # No record yet, or no answer: reconciliation asks again on its schedule.
             async with self.database.transaction() as tx:
                 locked = await tx.payments.lock(payment.id)
                 locked.description = description
@@ -319,12 +306,11 @@ class PaymentService:
         except ProviderRejected as refusal:
             result = RefundResult(Status.FAILED, None, str(refusal))
         except OutcomeUnknown as lost:
-            try:
-                found = await adapter.refund_status(request.payment_id, None, provider_request.idempotency_key)
-            except (OutcomeUnknown, ProviderRejected, NotSupported):
-                found = None
-            result = found or RefundResult(
-                Status.UNKNOWN, None, f"{lost}; the outcome will be confirmed with the provider"
+            found = await ask_about_refund(adapter, payment, refund)
+            result = (
+                found
+                if isinstance(found, RefundResult)
+                else RefundResult(Status.UNKNOWN, None, f"{lost}; the outcome will be confirmed with the provider")
             )
         refund, payment = await self.apply_refund_result(refund.id, result, Source.ANSWER)
         if refund.provider_refund_id:

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 
 from pgm.background import repeat
 from pgm.clock import Clock
-from pgm.domain.idempotency import provider_idempotency_key
 from pgm.domain.statuses import Status
 from pgm.observability.metrics import Metrics
 from pgm.providers.base import (
@@ -33,6 +32,7 @@ from pgm.providers.base import (
 from pgm.providers.registry import ProviderRegistry
 from pgm.services.adoption import Adoption
 from pgm.services.callbacks import CallbackService
+from pgm.services.lookups import Unanswered, ask_about_payment, ask_about_refund
 from pgm.services.payments import PaymentService
 from pgm.services.settlement import Settlement, Source
 from pgm.store.database import Database
@@ -148,17 +148,9 @@ class Reconciler:
         adapter = self.registry.get(payment.provider)
         if adapter is None:
             return
-        lookup: PaymentLookup | None = None
-        error: str | None = None
-        try:
-            if payment.provider_payment_id:
-                lookup = await adapter.payment_status(payment.provider_payment_id)
-            else:
-                lookup = await adapter.find_payment(
-                    provider_idempotency_key(payment.idempotency_key), payment.shop_transaction_id
-                )
-        except (OutcomeUnknown, ProviderRejected, NotSupported) as exc:
-            error = str(exc)
+        answer = await ask_about_payment(adapter, payment)
+        lookup = answer if isinstance(answer, PaymentLookup) else None
+        error = answer.reason if isinstance(answer, Unanswered) else None
         if lookup is not None:
             payment = await self.payments.apply_lookup(adapter, payment_id, lookup, Source.RECONCILIATION)
         async with self.database.transaction() as tx:
@@ -185,16 +177,9 @@ class Reconciler:
         adapter = self.registry.get(payment.provider)
         if adapter is None or not payment.provider_payment_id:
             return
-        found: RefundResult | None = None
-        error: str | None = None
-        try:
-            found = await adapter.refund_status(
-                payment.provider_payment_id,
-                refund.provider_refund_id,
-                provider_idempotency_key(refund.idempotency_key),
-            )
-        except (OutcomeUnknown, ProviderRejected, NotSupported) as exc:
-            error = str(exc)
+        answer = await ask_about_refund(adapter, payment, refund)
+        found = answer if isinstance(answer, RefundResult) else None
+        error = answer.reason if isinstance(answer, Unanswered) else None
         if found is not None:
             refund, payment = await self.payments.apply_refund_result(refund_id, found, Source.RECONCILIATION)
         async with self.database.transaction() as tx:
