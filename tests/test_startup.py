@@ -95,7 +95,7 @@ def test_started_is_logged_once_the_port_answers(tmp_path: Path) -> None:
         process.stop()
 
 
-def test_the_pool_settings_reach_the_postgresql_engine() -> None:
+def test_the_pool_settings_reach_the_postgresql_pool() -> None:
     settings = load_settings(
         {
             "PGM_DATABASE_URL": f"postgresql://pgm@127.0.0.1:{free_port()}/pgm",
@@ -105,6 +105,7 @@ def test_the_pool_settings_reach_the_postgresql_engine() -> None:
         }
     )
     database = Database(settings.database_url, pool_settings(settings))
-    pool = database._write_engine.pool
-    assert (pool.size(), pool._max_overflow, pool._timeout) == (4, 2, 7.5)  # type: ignore[attr-defined]
+    assert database.pool_settings.timeout_seconds == 7.5
+    arguments = database.pool_settings.asyncpg_arguments()
+    assert (arguments["min_size"], arguments["max_size"]) == (0, 6)
     asyncio.run(database.dispose())

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from pgm.config import ConfigurationError, database_url_from
 from pgm.domain.statuses import Status
-from pgm.store.database import sync_url
+from pgm.store.migrator import sync_url
 from pgm.store.models import LedgerEntry, OutboxMessage, Payment, ProviderEvent, Refund, SagaEvent
 
 UNSETTLED = (Status.PENDING.value, Status.UNKNOWN.value)

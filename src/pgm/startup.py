@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from pgm.config import ConfigurationError, Settings
-from pgm.store.database import sync_url
+from pgm.store.migrator import sync_url
 
 LISTEN_BACKLOG = 2048  # uvicorn's default
 

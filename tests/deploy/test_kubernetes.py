@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 from pgm.config import load_settings, normalise_database_url
 from pgm.providers.registry import validate as validate_providers
-from pgm.store.database import sync_url
+from pgm.store.migrator import sync_url
 from tests.support.databases import POSTGRES_URL, fresh_database
 from tests.support.dockerfile import parse
 from tests.support.kustomize import render

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, insert
 
 from pgm.config import normalise_database_url
 from pgm.devstack.crud import create_crud_app
-from pgm.store.database import sync_url
+from pgm.store.migrator import sync_url
 from pgm.store.models import InboxCommand, table_of
 from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH, statuses_for

@@ -1,6 +1,6 @@
 """The store's transactions on the drivers themselves, on SQLite and PostgreSQL: records written back
 when they change, one object per row, locks, commit and rollback, the outbox's wake-up after commit,
-and a session lent on the same transaction for modules still on the ORM."""
+and the connections they run on."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from sqlalchemy import select
 
-from pgm.store import migrator, models
-from pgm.store.database import Database, transaction_of
+from pgm.store import migrator
+from pgm.store.database import Database
 from pgm.store.records import LedgerEntry, OutboxMessage, Payment, SagaEvent
 from pgm.store.sql import Sql
 from pgm.store.transaction import RowNotFound
@@ -177,9 +176,6 @@ async def test_locking_a_payment_that_does_not_exist_raises(database: Database) 
     async with database.transaction() as tx:
         with pytest.raises(RowNotFound):
             await tx.payments.lock("pay_missing")
-    async with database.write() as session:
-        with pytest.raises(RowNotFound):
-            await database.lock_payment(session, "pay_missing")
 
 
 async def test_a_payment_lock_holds_off_a_second_writer_until_commit(database: Database) -> None:
@@ -207,31 +203,43 @@ async def test_a_payment_lock_holds_off_a_second_writer_until_commit(database: D
     assert order == ["first commits", "second sees ACCEPTED"]
 
 
-async def test_a_session_lent_by_a_transaction_shares_it(database: Database) -> None:
-    """Modules still on the ORM and modules on the repositories meet in one database transaction."""
+async def test_snapshots_run_side_by_side_and_see_only_what_committed(database: Database) -> None:
     payment = a_payment()
     async with database.transaction() as tx:
         await tx.payments.add(payment)
-        orm = await tx.session.get(models.Payment, payment.id)
-        assert orm is not None
-        orm.status = "PENDING"
-        # The ORM's change is flushed before the store's next query.
-        assert await tx.fetchval(Sql("SELECT status FROM payments WHERE id = :id"), {"id": payment.id}) == "PENDING"
-    woken: list[str] = []
-    database.on_outbox_commit(lambda: woken.append("woken"))
-    key = uuid.uuid4().hex
-    async with database.write() as session:
-        row = (await session.scalars(select(models.Payment).where(models.Payment.id == payment.id))).one()
-        row.status = "ACCEPTED"
-        bridged = await transaction_of(session)
-        assert bridged is await transaction_of(session)
-        await bridged.outbox.add(an_outbox_message(key))
-    assert woken == ["woken"]
+        # Not committed yet: a snapshot opened meanwhile (its own connection) does not see it.
+        async with database.snapshot() as reader, database.snapshot() as other:
+            assert await reader.payments.get(payment.id) is None
+            assert await other.payments.get(payment.id) is None
+    async with database.snapshot() as reader:
+        assert await reader.payments.get(payment.id) is not None
+
+
+async def test_a_cancelled_transaction_rolls_back_and_the_next_one_runs(database: Database) -> None:
+    payment = a_payment()
+    inside = asyncio.Event()
+
+    async def cancelled_half_way() -> None:
+        async with database.transaction() as tx:
+            await tx.payments.add(payment)
+            inside.set()
+            await asyncio.Event().wait()  # cancelled here, its write not committed
+
+    task = asyncio.create_task(cancelled_half_way())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with database.transaction() as tx:
+        assert await tx.payments.get(payment.id) is None
+        await tx.payments.add(a_payment())
+
+
+async def test_a_disposed_database_opens_its_connections_again_on_use(database: Database) -> None:
     async with database.snapshot() as tx:
-        stored = await tx.payments.get(payment.id)
-        assert stored is not None
-        assert stored.status == "ACCEPTED"
-        assert await tx.fetchval(Sql("SELECT COUNT(*) FROM outbox WHERE ordering_key = :k"), {"k": key}) == 1
+        assert await tx.fetchval(Sql("SELECT 1")) == 1
+    await database.dispose()
+    await database.ping()
 
 
 async def test_settings_keep_the_first_value_written(database: Database) -> None:

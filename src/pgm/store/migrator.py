@@ -9,11 +9,30 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
-from pgm.store.database import Database, sync_url
+from pgm.store.database import Database
+from pgm.store.sql import Sql
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_SQLITE_HAS_VERSION = Sql("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")
+_POSTGRES_HAS_VERSION = Sql(
+    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+    "AND table_name = 'alembic_version'"
+)
+_VERSION = Sql("SELECT version_num FROM alembic_version")
+
+
+def sync_url(url: str) -> str:
+    """The synchronous SQLAlchemy driver for a configured database (Alembic's and the operator's
+    commands': the standard library's sqlite3, psycopg 3 on PostgreSQL)."""
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite+aiosqlite":
+        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
+    if parsed.drivername in ("postgresql", "postgresql+asyncpg"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
 
 
 def alembic_config(database_url: str) -> Config:
@@ -50,11 +69,10 @@ def schema_state(current: str | None) -> str:
 
 async def current_revision(database: Database) -> str | None:
     """The revision recorded in the database, None before the first migration (one pooled connection)."""
-    async with database.read() as session:
-        tables = await session.run_sync(lambda sync: inspect(sync.connection()).get_table_names())
-        if "alembic_version" not in tables:
+    async with database.snapshot() as tx:
+        if not await tx.fetchval(_SQLITE_HAS_VERSION if tx.is_sqlite else _POSTGRES_HAS_VERSION):
             return None
-        revision = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        revision = await tx.fetchval(_VERSION)
     return str(revision) if revision is not None else None
 
 

@@ -24,7 +24,6 @@ from pgm.store.sql import Sql
 
 if TYPE_CHECKING:
     import asyncpg
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
     from pgm.store.repositories import (
         CallbackRepository,
@@ -58,15 +57,12 @@ class Transaction:
         *,
         sqlite: sqlite3.Connection | None = None,
         postgres: asyncpg.Connection | None = None,
-        sa_connection: AsyncConnection | None = None,
         writable: bool = True,
     ) -> None:
         self._sqlite = sqlite
         self._postgres = postgres
         self.is_sqlite = sqlite is not None
         self.writable = writable
-        self._sa_connection = sa_connection
-        self._session: AsyncSession | None = None
         self._tracked: dict[tuple[type[Record], Any], tuple[Record, tuple[Any, ...]]] = {}
         self._after_commit: list[Callable[[], None]] = []
         # Set by the outbox repository: the database wakes the dispatcher after this transaction commits.
@@ -194,10 +190,6 @@ class Transaction:
     async def insert(self, record: R, tracked: bool = True) -> R:
         """INSERT a record now (its generated key is set on it) and, when `tracked`, write later changes
         to it back like those of a loaded record."""
-        if self._session is not None:
-            # A lent session's pending rows go first, as its own statements would flush them (a ledger
-            # entry names a refund the session added).
-            await self._flush_session()
         mapping = record.TABLE
         statement = _insert_statement(record.TABLE)
         parameters = {
@@ -269,9 +261,7 @@ class Transaction:
         self._tracked[(type(record), getattr(record, record.TABLE.key))] = (record, snapshot(record))
 
     async def flush(self) -> None:
-        """Write the changed columns of every tracked record (and, during the move off the ORM, what the
-        SQLAlchemy session of this transaction holds)."""
-        await self._flush_session()
+        """Write the changed columns of every tracked record."""
         for identity, (record, before) in self._tracked.items():
             after = snapshot(record)
             if after == before:
@@ -282,10 +272,6 @@ class Transaction:
             parameters["key"] = identity[1]
             await self._execute(_update_statement(record.TABLE, changed), parameters)
             self._tracked[identity] = (record, after)
-
-    async def _flush_session(self) -> None:
-        if self._session is not None and (self._session.new or self._session.dirty or self._session.deleted):
-            await self._session.flush()
 
     # -- commit hooks -------------------------------------------------------------------------------
 
@@ -298,29 +284,6 @@ class Transaction:
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
-
-    # -- the ORM, while modules move off it -----------------------------------------------------------
-
-    @property
-    def session(self) -> AsyncSession:
-        """A SQLAlchemy session in this same transaction, for code not yet moved onto the repositories.
-        Transitional: the ORM leaves the request path module by module (docs/architecture.md)."""
-        if self._session is None:
-            from sqlalchemy.ext.asyncio import AsyncSession
-
-            if self._sa_connection is None:
-                raise RuntimeError("this transaction has no SQLAlchemy connection to lend a session")
-            self._session = AsyncSession(bind=self._sa_connection, expire_on_commit=False, autoflush=True)
-            self._session.info[SESSION_KEY] = self
-        return self._session
-
-    def attach_session(self, session: AsyncSession) -> None:
-        """Bind an existing session (whose connection this transaction runs on) to this transaction."""
-        self._session = session
-        session.info[SESSION_KEY] = self
-
-
-SESSION_KEY = "pgm.transaction"
 
 
 def _unique(error: Exception) -> bool:
