@@ -15,31 +15,29 @@ made due now) is done by the running PGM on its next pass, as if it had schedule
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import os
+import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import Engine, create_engine, inspect, or_, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
-
 from pgm.config import ConfigurationError, database_url_from
 from pgm.domain.statuses import Status
-from pgm.store.migrator import sync_url
-from pgm.store.models import LedgerEntry, OutboxMessage, Payment, ProviderEvent, Refund, SagaEvent
+from pgm.store.database import Database, is_sqlite_url, sqlite_path
+from pgm.store.records import OutboxMessage, Payment, Refund
+from pgm.store.transaction import Transaction
 
 UNSETTLED = (Status.PENDING.value, Status.UNKNOWN.value)
 OPERATOR_COMMANDS = frozenset({"payments", "outbox", "reconcile"})
 OUTBOX_STATUSES = ("DEAD", "PENDING", "DELIVERED")
 
 Row = dict[str, Any]
+Action = Callable[[Database, argparse.Namespace], Awaitable[Any]]
 
 
 class OperatorError(Exception):
@@ -98,18 +96,18 @@ def _positive(text: str) -> int:
     return value
 
 
-def _command(action: Callable[[Session, argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
+def _command(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(arguments: argparse.Namespace) -> int:
         try:
-            with _session(arguments.database_url) as session:
-                result = action(session, arguments)
-                session.commit()
+            url = _database_url(arguments.database_url)
+            result = asyncio.run(_run(action, url, arguments))
         except (ConfigurationError, OperatorError) as exc:
             sys.stderr.write(f"pgm: {exc}\n")
             return 2 if isinstance(exc, ConfigurationError) else 1
-        except SQLAlchemyError as exc:
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
-            sys.stderr.write(f"pgm: the database failed: {reason}\n")
+        except Exception as exc:
+            if not _database_error(exc):
+                raise
+            sys.stderr.write(f"pgm: the database failed: {_reason(exc)}\n")
             return 1
         print_result(result, as_json=arguments.json)
         return 0
@@ -117,66 +115,74 @@ def _command(action: Callable[[Session, argparse.Namespace], Any]) -> Callable[[
     return run
 
 
-@contextmanager
-def _session(database_url: str | None) -> Iterator[Session]:
-    configured = database_url or os.environ.get("PGM_DATABASE_URL")
+def _database_url(given: str | None) -> str:
+    configured = given or os.environ.get("PGM_DATABASE_URL")
     if not configured:
         # The service's default (a SQLite file in the working directory) would be created empty here.
         raise ConfigurationError("set PGM_DATABASE_URL (or --database-url) to the deployment's database")
-    url = make_url(sync_url(database_url_from({"PGM_DATABASE_URL": configured})))
-    shown = url.render_as_string(hide_password=True)
-    sqlite = url.get_backend_name() == "sqlite"
-    if sqlite and not Path(url.database or "").is_file():
-        raise ConfigurationError(f"PGM_DATABASE_URL: {shown} does not exist")
-    connect_args: dict[str, Any] = {"timeout": 30} if sqlite else {"connect_timeout": 10}
-    engine: Engine = create_engine(url, connect_args=connect_args)
+    url = database_url_from({"PGM_DATABASE_URL": configured})
+    if is_sqlite_url(url) and not Path(sqlite_path(url)).is_file():
+        raise ConfigurationError(f"PGM_DATABASE_URL: {_shown(url)} does not exist")
+    return url
+
+
+async def _run(action: Action, url: str, arguments: argparse.Namespace) -> Any:
+    database = Database(url)
     try:
         try:
-            has_tables = inspect(engine).has_table(Payment.__tablename__)
-        except SQLAlchemyError as exc:
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
-            raise ConfigurationError(f"PGM_DATABASE_URL: cannot connect to {shown}: {reason}") from exc
+            async with database.snapshot() as tx:
+                has_tables = await tx.operations.has_schema()
+        except Exception as exc:
+            if not _database_error(exc):
+                raise
+            raise ConfigurationError(f"PGM_DATABASE_URL: cannot connect to {_shown(url)}: {_reason(exc)}") from exc
         if not has_tables:
-            raise ConfigurationError(f"PGM_DATABASE_URL: {shown} holds no PGM tables (has the PGM ever run on it?)")
-        with Session(engine) as session:
-            yield session
+            raise ConfigurationError(
+                f"PGM_DATABASE_URL: {_shown(url)} holds no PGM tables (has the PGM ever run on it?)"
+            )
+        return await action(database, arguments)
     finally:
-        engine.dispose()
+        await database.dispose()
+
+
+def _database_error(error: Exception) -> bool:
+    """Whether an error is the database's (or the way to it): the drivers' own, or the network's."""
+    return isinstance(error, (OSError, sqlite3.Error)) or type(error).__module__.split(".")[0] == "asyncpg"
+
+
+def _reason(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _shown(url: str) -> str:
+    """A database URL with its password hidden."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if at and ":" in credentials:
+        credentials = credentials.split(":", 1)[0] + ":***"
+    return f"{scheme.split('+', 1)[0]}://{credentials}{at}{location}"
 
 
 # --- payments ---------------------------------------------------------------------------------------
 
 
-def list_payments(session: Session, arguments: argparse.Namespace) -> list[Row]:
+async def list_payments(database: Database, arguments: argparse.Namespace) -> list[Row]:
     """The newest payments, filtered."""
-    query = select(Payment).order_by(Payment.created_at.desc()).limit(arguments.limit)
-    if arguments.status:
-        query = query.where(Payment.status == arguments.status)
-    if arguments.provider:
-        query = query.where(Payment.provider == arguments.provider)
-    if arguments.saga:
-        query = query.where(Payment.saga_id == arguments.saga)
-    return [_payment_summary(payment) for payment in session.scalars(query)]
+    async with database.snapshot() as tx:
+        payments = await tx.operations.payments(
+            arguments.status or None, arguments.provider or None, arguments.saga or None, arguments.limit
+        )
+    return [_payment_summary(payment) for payment in payments]
 
 
-def show_payments(session: Session, arguments: argparse.Namespace) -> list[Row]:
+async def show_payments(database: Database, arguments: argparse.Namespace) -> list[Row]:
     """Every payment the reference names, with its ledger, refunds and events."""
     reference = arguments.reference
-    payments = session.scalars(
-        select(Payment)
-        .where(
-            or_(
-                Payment.id == reference,
-                Payment.provider_payment_id == reference,
-                Payment.shop_transaction_id == reference,
-                Payment.saga_id == reference,
-            )
-        )
-        .order_by(Payment.created_at)
-    ).all()
-    if not payments:
-        raise OperatorError(f"no payment has the paymentId, shopTransactionId or saga id {reference!r}")
-    return [_payment_detail(session, payment) for payment in payments]
+    async with database.snapshot() as tx:
+        payments = await tx.operations.payments_named(reference)
+        if not payments:
+            raise OperatorError(f"no payment has the paymentId, shopTransactionId or saga id {reference!r}")
+        return [await _payment_detail(tx, payment) for payment in payments]
 
 
 def _payment_summary(payment: Payment) -> Row:
@@ -193,11 +199,9 @@ def _payment_summary(payment: Payment) -> Row:
     }
 
 
-def _payment_detail(session: Session, payment: Payment) -> Row:
-    ledger = session.scalars(
-        select(LedgerEntry).where(LedgerEntry.payment_id == payment.id).order_by(LedgerEntry.id)
-    ).all()
-    refunds = session.scalars(select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.created_at)).all()
+async def _payment_detail(tx: Transaction, payment: Payment) -> Row:
+    ledger = await tx.operations.ledger(payment.id)
+    refunds = await tx.payments.refunds_of(payment.id)
     subjects = [payment.id, *([payment.provider_payment_id] if payment.provider_payment_id else [])]
     events: list[Row] = [
         {
@@ -207,19 +211,14 @@ def _payment_detail(session: Session, payment: Payment) -> Row:
             "status": event.status,
             "detail": event.reason,
         }
-        for event in session.scalars(select(ProviderEvent).where(ProviderEvent.subject_id.in_(subjects)))
+        for event in await tx.operations.events_about(subjects)
     ]
-    messages = {
-        message.id: message
-        for message in session.scalars(select(OutboxMessage).where(OutboxMessage.ordering_key == payment.id))
-    }
+    messages = {message.id: message for message in await tx.operations.messages_of_key(payment.id)}
     if payment.saga_id:
-        saga_events = session.scalars(select(SagaEvent).where(SagaEvent.saga_id == payment.saga_id)).all()
-        delivered = {event.outbox_id: event for event in saga_events if event.outbox_id is not None}
-        messages.update(
-            (message.id, message)
-            for message in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(list(delivered))))
-        )
+        saga_events = await tx.saga_events.of_saga(payment.saga_id)
+        delivered = [event.outbox_id for event in saga_events if event.outbox_id is not None]
+        if delivered:
+            messages.update((message.id, message) for message in await tx.outbox.by_ids(delivered))
     for message in messages.values():
         events.append(
             {
@@ -286,16 +285,10 @@ def _delivery_detail(message: OutboxMessage) -> str:
 # --- outbox -----------------------------------------------------------------------------------------
 
 
-def list_outbox(session: Session, arguments: argparse.Namespace) -> list[Row]:
+async def list_outbox(database: Database, arguments: argparse.Namespace) -> list[Row]:
     """Outbox messages of one status, oldest first."""
-    query = (
-        select(OutboxMessage)
-        .where(OutboxMessage.status == arguments.status)
-        .order_by(OutboxMessage.id)
-        .limit(arguments.limit)
-    )
-    if arguments.destination:
-        query = query.where(OutboxMessage.destination == arguments.destination)
+    async with database.snapshot() as tx:
+        messages = await tx.operations.messages(arguments.status, arguments.destination or None, arguments.limit)
     return [
         {
             "id": message.id,
@@ -308,65 +301,47 @@ def list_outbox(session: Session, arguments: argparse.Namespace) -> list[Row]:
             "lastError": message.last_error,
             "createdAt": _time(message.created_at),
         }
-        for message in session.scalars(query)
+        for message in messages
     ]
 
 
-def resend_outbox(session: Session, arguments: argparse.Namespace) -> list[Row]:
+async def resend_outbox(database: Database, arguments: argparse.Namespace) -> list[Row]:
     """Put dead letters back in line: the running PGM's dispatcher sends them on its next pass."""
-    condition = OutboxMessage.status == "DEAD"
-    if not arguments.all_dead:
-        known = set(session.scalars(select(OutboxMessage.id).where(condition, OutboxMessage.id.in_(arguments.ids))))
-        missing = [message_id for message_id in arguments.ids if message_id not in known]
+    async with database.transaction() as tx:
+        ids = await tx.operations.dead_letters(None if arguments.all_dead else list(arguments.ids))
+        missing = [message_id for message_id in arguments.ids if message_id not in ids]
         if missing:
             raise OperatorError(f"not dead letters (or no such message): {', '.join(map(str, missing))}")
-        condition = condition & OutboxMessage.id.in_(arguments.ids)
-    ids = list(session.scalars(select(OutboxMessage.id).where(condition).order_by(OutboxMessage.id)))
-    # The same change as POST /-/outbox/{id}/resend: pending again, attempts from zero, due now.
-    session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "DEAD")
-        .values(status="PENDING", attempts=0, next_attempt_at=time.time(), lease_until=None)
-    )
+        now = time.time()
+        for message_id in ids:
+            # The same change as POST /-/outbox/{id}/resend: pending again, attempts from zero, due now.
+            await tx.outbox.resend(message_id, now)
     return [{"id": message_id, "status": "PENDING"} for message_id in ids]
 
 
 # --- reconciliation ---------------------------------------------------------------------------------
 
 
-def reconcile_now(session: Session, arguments: argparse.Namespace) -> list[Row]:
+async def reconcile_now(database: Database, arguments: argparse.Namespace) -> list[Row]:
     """Make every unsettled payment and refund, and every paid payment under the refund watch, due for a
     provider check now; optionally wait for it.
 
     A row a replica is checking at this moment may be checked twice: a lookup only reads at the
     provider, and settlement applies one outcome once (a refund found twice is recorded once)."""
-    now = time.time()
-    targets: list[tuple[type[Payment] | type[Refund], str, int, str]] = []
-    watched = (Payment.status == Status.ACCEPTED.value) & Payment.next_check_at.is_not(None)
-    for model, due in ((Payment, Payment.status.in_(UNSETTLED) | watched), (Refund, Refund.status.in_(UNSETTLED))):
-        for row_id, attempts, status in session.execute(
-            select(model.id, model.check_attempts, model.status).where(due)
-        ):
-            targets.append((model, row_id, attempts, status))
-        session.execute(update(model).where(due).values(next_check_at=now))
-    session.commit()
+    async with database.transaction() as tx:
+        targets = await tx.operations.check_targets()
+        await tx.operations.make_checks_due(time.time())
     deadline = time.monotonic() + arguments.wait
     while True:
-        rows = [_check_state(session, *target) for target in targets]
+        async with database.snapshot() as tx:
+            rows = [await _check_state(tx, *target) for target in targets]
         if arguments.wait <= 0 or all(row["checked"] for row in rows) or time.monotonic() >= deadline:
             return rows
-        session.commit()  # a new snapshot for the next look
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
 
 
-def _check_state(
-    session: Session, model: type[Payment] | type[Refund], row_id: str, attempts_before: int, status_before: str
-) -> Row:
-    row: Payment | Refund | None = (
-        session.get(Payment, row_id, populate_existing=True)
-        if model is Payment
-        else session.get(Refund, row_id, populate_existing=True)
-    )
+async def _check_state(tx: Transaction, refund: bool, row_id: str, attempts_before: int, status_before: str) -> Row:
+    row: Payment | Refund | None = await (tx.payments.refund(row_id) if refund else tx.payments.get(row_id))
     assert row is not None
     if status_before in UNSETTLED:
         checked = row.status not in UNSETTLED or row.check_attempts > attempts_before
@@ -375,7 +350,7 @@ def _check_state(
         checked = row.check_attempts > attempts_before or row.status != status_before or row.next_check_at is None
     reference = row.provider_payment_id if isinstance(row, Payment) else row.provider_refund_id
     return {
-        "kind": "payment" if model is Payment else "refund",
+        "kind": "refund" if refund else "payment",
         "id": reference or row.id,
         "provider": row.provider if isinstance(row, Payment) else None,
         "status": row.status,

@@ -251,3 +251,46 @@ async def test_inbox_claim_renew_and_close(database: Database) -> None:
             "saga:op:1",
             "ACCEPTED: paid",
         )
+
+
+async def test_the_operators_listings_filter_by_what_is_given(database: Database) -> None:
+    provider = unique("prov")
+    saga = unique("saga")
+    paid = a_payment(provider=provider, saga_id=saga, created_at=1000.0)
+    waiting = a_payment(provider=provider, status="PENDING", created_at=2000.0)
+    async with database.transaction() as tx:
+        await tx.payments.add(paid)
+        await tx.payments.add(waiting)
+    async with database.snapshot() as tx:
+        operations = tx.operations
+        assert await operations.has_schema()
+        assert [p.id for p in await operations.payments(None, provider, None, 10)] == [waiting.id, paid.id]
+        assert [p.id for p in await operations.payments("ACCEPTED", provider, None, 10)] == [paid.id]
+        assert [p.id for p in await operations.payments(None, None, saga, 10)] == [paid.id]
+        assert [p.id for p in await operations.payments(None, provider, None, 1)] == [waiting.id]
+        assert [p.id for p in await operations.payments_named(saga)] == [paid.id]
+        assert [p.id for p in await operations.payments_named(waiting.shop_transaction_id)] == [waiting.id]
+
+
+async def test_the_operator_makes_every_check_due_now(database: Database) -> None:
+    waiting = a_payment(status="UNKNOWN", next_check_at=9e9)
+    watched = a_payment(status="ACCEPTED", next_check_at=9e9)
+    done = a_payment(status="ACCEPTED")
+    refund = a_refund(done, status="PENDING", next_check_at=9e9)
+    async with database.transaction() as tx:
+        for payment in (waiting, watched, done):
+            await tx.payments.add(payment)
+        await tx.payments.add_refund(refund)
+    async with database.transaction() as tx:
+        targets = {(is_refund, row_id) for is_refund, row_id, _, _ in await tx.operations.check_targets()}
+        assert {(False, waiting.id), (False, watched.id), (True, refund.id)} <= targets
+        assert (False, done.id) not in targets
+        await tx.operations.make_checks_due(123.0)
+    async with database.snapshot() as tx:
+        for payment in (waiting, watched):
+            stored = await tx.payments.get(payment.id)
+            assert stored is not None
+            assert stored.next_check_at == 123.0
+        stored_refund = await tx.payments.refund(refund.id)
+        assert stored_refund is not None
+        assert stored_refund.next_check_at == 123.0

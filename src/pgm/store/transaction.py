@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pgm.store.repositories import (
         CallbackRepository,
         InboxRepository,
+        OperationsRepository,
         OutboxRepository,
         PaymentRepository,
         SagaEventRepository,
@@ -105,6 +106,12 @@ class Transaction:
         from pgm.store.repositories import SettingRepository
 
         return SettingRepository(self)
+
+    @cached_property
+    def operations(self) -> OperationsRepository:
+        from pgm.store.repositories import OperationsRepository
+
+        return OperationsRepository(self)
 
     @cached_property
     def sandbox(self) -> SandboxRepository:

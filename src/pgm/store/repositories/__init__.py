@@ -6,6 +6,7 @@ returns plain records (store/records.py), and holds its statements as `Sql` obje
 
 from pgm.store.repositories.callbacks import CallbackRepository
 from pgm.store.repositories.inbox import InboxRepository
+from pgm.store.repositories.operations import OperationsRepository
 from pgm.store.repositories.outbox import OutboxRepository
 from pgm.store.repositories.payments import PaymentRepository
 from pgm.store.repositories.saga_events import SagaEventRepository
@@ -15,6 +16,7 @@ from pgm.store.repositories.settings import SettingRepository
 __all__ = [
     "CallbackRepository",
     "InboxRepository",
+    "OperationsRepository",
     "OutboxRepository",
     "PaymentRepository",
     "SagaEventRepository",
