@@ -51,6 +51,7 @@ from pgm.services.policy import (
     RequestRefused,
     provider_for,
 )
+from pgm.services.settlement import refund_position_of
 from pgm.store.database import Database
 from pgm.store.records import InboxCommand
 from pgm.store.transaction import Transaction
@@ -283,7 +284,7 @@ class SagaCommands:
         # A saga may hold a failed attempt beside the payment that went through: refunds are of the latter.
         payment = await tx.payments.settled_of_saga(command.saga_id)
         if payment is not None:
-            return refund_details((await self.payments.settlement.position(tx, payment)).succeeded)
+            return refund_details((await refund_position_of(tx, payment)).succeeded)
         details = command.payload.get("refundDetails")
         return details if isinstance(details, dict) else refund_details([])
 

@@ -39,7 +39,7 @@ from pgm.services.adoption import (
 from pgm.services.callbacks import CallbackService
 from pgm.services.lookups import ask_about_payment, ask_about_refund
 from pgm.services.policy import IdempotencyConflict, check_pay_request, check_refund_request, request_digest
-from pgm.services.settlement import Settlement, Source
+from pgm.services.settlement import Settlement, Source, refund_position_of
 from pgm.store.database import Database
 from pgm.store.ids import new_id
 from pgm.store.records import Payment, Refund
@@ -354,11 +354,11 @@ class PaymentService:
             if locked.provider_metadata.get(AMOUNT_UNVERIFIED) and locked.status == Status.ACCEPTED:
                 # Adopted from a provider that did not tell the amount: it decides; what it has refunded
                 # through us is the least that was paid.
-                position = await self.settlement.position(tx, locked)
+                position = await refund_position_of(tx, locked)
                 locked.amount = max(locked.amount, position.total_refunded + position.in_flight + request.amount)
             if request.currency != locked.currency:
                 raise RefundRefused(f"refund currency {request.currency} differs from the payment's {locked.currency}")
-            refusal = refund_refusal(await self.settlement.position(tx, locked), request.amount)
+            refusal = refund_refusal(await refund_position_of(tx, locked), request.amount)
             if refusal:
                 raise RefundRefused(refusal)
             refund = Refund(

@@ -34,7 +34,7 @@ from pgm.services.adoption import Adoption
 from pgm.services.callbacks import CallbackService
 from pgm.services.lookups import Unanswered, ask_about_payment, ask_about_refund
 from pgm.services.payments import PaymentService
-from pgm.services.settlement import Settlement, Source
+from pgm.services.settlement import Settlement, Source, refund_position_of
 from pgm.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ class Reconciler:
             locked.check_attempts += 1
             if not listable:
                 locked.next_check_at = None
-            elif (await settlement.position(tx, locked)).is_total:
+            elif (await refund_position_of(tx, locked)).is_total:
                 locked.next_check_at = None  # everything came back: nothing left to refund anywhere
             else:
                 # updated_at is when the payment was paid: only a status change moves it.

@@ -210,7 +210,7 @@ class Settlement:
             refund.description = note or refund.description
             refund.updated_at = now
             await self.record(tx, payment, moved.status, source, note, refund=refund, reversal=moved.reversal)
-            position = await self.position(tx, payment)
+            position = await refund_position_of(tx, payment)
             change = RefundChange(moved, previous, source, position)
             for listener in self.listeners:
                 await listener.refund_changed(tx, payment, refund, change)
@@ -222,14 +222,16 @@ class Settlement:
         for listener in self.listeners:
             await listener.refund_started(tx, payment, refund)
 
-    async def position(self, tx: Transaction, payment: Payment) -> RefundPosition:
-        """The payment's refund position, from its refunds in the order they were asked for."""
-        refunds = await tx.payments.refunds_of(payment.id)
-        paid = payment.amount if payment.status == Status.ACCEPTED else 0
-        return refund_position(paid, [RefundEntry(r.amount, Status(r.status)) for r in refunds])
-
     def _schedule(self, row: Payment | Refund, status: Status, now: float) -> None:
         if status.is_final:
             row.next_check_at = None
         elif row.next_check_at is None:
             row.next_check_at = now + self.policy.delay(row.check_attempts)
+
+
+async def refund_position_of(tx: Transaction, payment: Payment) -> RefundPosition:
+    """The payment's refund position as the store holds it: what was paid, and its refunds in the order they
+    were asked for (read in the caller's transaction, under the payment's lock when the caller holds it)."""
+    refunds = await tx.payments.refunds_of(payment.id)
+    paid = payment.amount if payment.status == Status.ACCEPTED else 0
+    return refund_position(paid, [RefundEntry(r.amount, Status(r.status)) for r in refunds])
