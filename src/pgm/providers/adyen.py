@@ -1,6 +1,6 @@
 """Adapter for Adyen (Checkout API v71) over HTTP, following the existing PGM's Adyen contract.
 
-What Adyen offers and how it maps here (reference/providers.md §1.3 and §2):
+What Adyen offers and how it maps here (docs/providers/adyen.md):
 * card payments with client-side-encrypted fields (`POST /payments`), automatic capture;
 * merchant-initiated subscriptions: `start` stores the card for a `shopperReference`
   (`storePaymentMethod` + `recurringProcessingModel: Subscription`), `pay` charges the stored token;
