@@ -1,7 +1,7 @@
-"""Adapter for FlowPay (Italian payment initiation service: account-to-account transfers).
+"""FlowPay's current API generation, the public v2 API (package docstring: how the generation is chosen).
 
 FlowPay has two API generations (docs/providers/flowpay.md). FLOWPAY_CORE_BASE_URL selects the older
-OAuth one (flowpay_legacy.py); otherwise this adapter speaks the current one, the public v2 API
+OAuth one (legacy.py); otherwise this adapter speaks the current one, the public v2 API
 (`https://api.sandbox.flowpay.it/v2`), with Mia's variables:
 * authentication: `X-API-Key`, whose value is FLOWPAY_CLIENT_SECRET (the secret FlowPay issues to the
   merchant; v2 has no separate client id);
@@ -34,14 +34,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from pgm.config import ConfigurationError, Settings
 from pgm.domain.statuses import Status
 from pgm.outbound import Transport
 from pgm.providers.base import (
     CallbackRequest,
-    Capabilities,
     InvalidCallback,
-    InvalidProviderData,
     Notification,
     Operation,
     OutcomeUnknown,
@@ -54,12 +51,10 @@ from pgm.providers.base import (
     RefundRequest,
     Subject,
 )
+from pgm.providers.flowpay.rules import CAPABILITIES, PAYMENT_METHOD, REMITTANCE_MAX_LENGTH, check_request
 from pgm.providers.http import json_body, path_segment, provider_client, send
 
-REQUIRED_VARIABLES: tuple[str, ...] = ("FLOWPAY_API_BASE_URL", "FLOWPAY_CLIENT_SECRET", "FLOWPAY_PUBLIC_KEY")
-
 SANDBOX_BASE_URL = "https://api.sandbox.flowpay.it/v2"
-PAYMENT_METHOD = "wire-transfer"
 API_KEY_HEADER = "X-API-Key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 EVENT_ID_HEADER = "x-flowpay-event-id"
@@ -73,19 +68,6 @@ MAX_EVENT_AGE_SECONDS = 300.0
 RETURN_PARAMETER = "paymentRequestId"
 METADATA_KEY = "pgmIdempotencyKey"
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-_IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
-# Italian fiscal codes: 16 characters for a person, 11 digits (the VAT number) for a company.
-_FISCAL_CODE = re.compile(r"^([A-Z0-9]{16}|[0-9]{11})$")
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})?)?$")
-REMITTANCE_MAX_LENGTH = 140
-
-CAPABILITIES = Capabilities(
-    operations=frozenset({Operation.PAY, Operation.STATUS, Operation.CALLBACK}),
-    payment_methods=frozenset({PAYMENT_METHOD}),
-    currencies=frozenset({"EUR"}),
-    default_payment_method=PAYMENT_METHOD,
-)
-
 # FlowPay v2 payment-request status → ours (FlowPay's API reference, "Payment request statuses"). Mia's
 # rule for the older generation is the same: only the final ones settle, everything else is PENDING.
 PAYMENT_STATUS: dict[str, Status] = {
@@ -131,45 +113,6 @@ def _b64decode(text: str) -> bytes:
         return base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise ValueError("not base64") from exc
-
-
-def check_request(request: PayRequest | RefundRequest) -> None:
-    """Refuse what FlowPay (either generation) would refuse, before anything is stored."""
-    if isinstance(request, RefundRequest):
-        return
-    if not request.success_redirect_url:
-        raise InvalidProviderData(
-            "successRedirectUrl is required: FlowPay's checkout sends the payer back to it",
-            field="successRedirectUrl",
-        )
-    data = request.provider_data
-    for name in ("debtorFiscalCode", "creditorFiscalCode"):
-        value = data.get(name)
-        if not isinstance(value, str) or not _FISCAL_CODE.match(value):
-            raise InvalidProviderData(
-                f"providerData.{name} is required: an Italian fiscal code (16 chars) or VAT number (11 digits)",
-                field=f"providerData.{name}",
-            )
-    iban = data.get("creditorIban")
-    if not isinstance(iban, str) or not _IBAN.match(iban):
-        raise InvalidProviderData(
-            "providerData.creditorIban is required: the IBAN the transfer is credited to, upper case, no spaces",
-            field="providerData.creditorIban",
-        )
-    remittance = data.get("remittanceDescription")
-    if remittance is not None and (
-        not isinstance(remittance, str) or not remittance.strip() or len(remittance) > REMITTANCE_MAX_LENGTH
-    ):
-        raise InvalidProviderData(
-            f"providerData.remittanceDescription must be text of at most {REMITTANCE_MAX_LENGTH} characters",
-            field="providerData.remittanceDescription",
-        )
-    date = data.get("transferDate")
-    if date is not None and (not isinstance(date, str) or not _DATE_TIME.match(date)):
-        raise InvalidProviderData(
-            "providerData.transferDate must be an ISO-8601 date or date-time without milliseconds",
-            field="providerData.transferDate",
-        )
 
 
 class FlowPayAdapter(ProviderAdapter):
@@ -336,66 +279,4 @@ def _lookup(document: Mapping[str, Any]) -> PaymentLookup:
         # FlowPay gives nothing back by itself: a payment made before the switch has nothing refunded.
         refunded_amount=0,
         payment_method=PAYMENT_METHOD,
-    )
-
-
-def build(settings: Settings) -> ProviderAdapter:
-    """The FlowPay adapter from FLOWPAY_* variables; raise ConfigurationError naming a bad one."""
-    env = settings.provider_env
-    base_url = env.get("FLOWPAY_API_BASE_URL", "").strip().rstrip("/")
-    if not base_url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"FLOWPAY_API_BASE_URL must be an http(s) URL, e.g. {SANDBOX_BASE_URL}")
-    callback_url = env.get("FLOWPAY_CALLBACK_URL", "").strip() or f"{settings.public_url}/v3/flowpay/callback"
-    if not callback_url.startswith(("http://", "https://")) or "#" in callback_url:
-        raise ConfigurationError(
-            "FLOWPAY_CALLBACK_URL must be the PGM's callback endpoint, e.g. https://pgm.example.com/v3/flowpay/callback"
-        )
-    api_key = env.get("FLOWPAY_CLIENT_SECRET", "").strip()
-    if not api_key:
-        raise ConfigurationError("FLOWPAY_CLIENT_SECRET is empty")
-    if env.get("FLOWPAY_CORE_BASE_URL", "").strip():
-        return _build_legacy(env, base_url, api_key, callback_url, settings.provider_timeout_seconds)
-    try:
-        public_key = parse_public_key(env.get("FLOWPAY_PUBLIC_KEY", ""))
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"FLOWPAY_PUBLIC_KEY must be FlowPay's Ed25519 public key (PEM, or the JWK's base64url x): {exc}"
-        ) from exc
-    return FlowPayAdapter(
-        FlowPayConfig(
-            api_base_url=base_url,
-            api_key=api_key,
-            public_key=public_key,
-            callback_url=callback_url,
-            timeout_seconds=settings.provider_timeout_seconds,
-        )
-    )
-
-
-def _build_legacy(
-    env: Mapping[str, str], api_base_url: str, client_secret: str, callback_url: str, timeout_seconds: float
-) -> ProviderAdapter:
-    """The older generation, which Mia's FLOWPAY_CORE_BASE_URL names: it also needs the OAuth client id
-    and the checkout host (docs/providers/flowpay.md)."""
-    from pgm.providers.flowpay_legacy import FlowPayLegacyAdapter, FlowPayLegacyConfig
-
-    missing = [name for name in ("FLOWPAY_CLIENT_ID", "FLOWPAY_CHECKOUT_BASE_URL") if not env.get(name, "").strip()]
-    if missing:
-        raise ConfigurationError(
-            f"FLOWPAY_CORE_BASE_URL selects FlowPay's OAuth API, which also needs {', '.join(missing)}"
-        )
-    urls = {name: env[name].strip().rstrip("/") for name in ("FLOWPAY_CORE_BASE_URL", "FLOWPAY_CHECKOUT_BASE_URL")}
-    for name, url in urls.items():
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"{name} must be an http(s) URL")
-    return FlowPayLegacyAdapter(
-        FlowPayLegacyConfig(
-            api_base_url=api_base_url,
-            core_base_url=urls["FLOWPAY_CORE_BASE_URL"],
-            checkout_base_url=urls["FLOWPAY_CHECKOUT_BASE_URL"],
-            client_id=env["FLOWPAY_CLIENT_ID"].strip(),
-            client_secret=client_secret,
-            callback_url=callback_url,
-            timeout_seconds=timeout_seconds,
-        )
     )

@@ -41,7 +41,7 @@ from pgm.providers.base import (
     RefundRequest,
     Subject,
 )
-from pgm.providers.flowpay import CAPABILITIES, check_request
+from pgm.providers.flowpay.rules import CAPABILITIES, check_request
 from pgm.providers.http import json_body, path_segment, provider_client, send
 
 SCOPE = "transfer:read transfer:write business:read"
