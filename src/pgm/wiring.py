@@ -25,7 +25,7 @@ from pgm.saga.crud import SagaCrud
 from pgm.saga.events import SagaEvents, flow_manager_senders
 from pgm.saga.inbox import Inbox
 from pgm.sandbox.books import Books
-from pgm.sandbox.routes import SandboxContext
+from pgm.sandbox.context import SandboxContext
 from pgm.sandbox.secret import webhook_secret
 from pgm.sandbox.webhooks import webhook_sender
 from pgm.services.adoption import Adoption

@@ -15,7 +15,7 @@ from pgm.http import errors
 from pgm.http.middleware import AdmissionLimit, BodySizeLimit, RejectUnstorableText, RequestContext
 from pgm.http.routes import home, inspection, ops, v3
 from pgm.http.routes import saga as saga_routes
-from pgm.sandbox import routes as sandbox_routes
+from pgm.http.routes import sandbox as sandbox_routes
 from pgm.wiring import Wiring
 
 DESCRIPTION = """Payment providers behind one API, and a participant in Flow Manager payment sagas.

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Header, Query, Request
@@ -14,11 +12,9 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from pgm.clock import Clock
 from pgm.http.errors import ApiError
 from pgm.http.responses import JSONResponse
 from pgm.sandbox.books import (
-    Books,
     Outcome,
     PaymentKind,
     PaymentOrder,
@@ -27,29 +23,13 @@ from pgm.sandbox.books import (
     refund_json,
     token_json,
 )
+from pgm.sandbox.context import TEMPLATES_FOLDER, SandboxContext
 from pgm.services.policy import redirect_url_problem
-from pgm.store.database import Database
 from pgm.store.records import SandboxPayment, SandboxRefund
 
 INDEX_LIMIT = 50
-TEMPLATES = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
-)
+TEMPLATES = Environment(loader=FileSystemLoader(TEMPLATES_FOLDER), autoescape=select_autoescape(["html"]))
 MAX_DELAY_MS = 120_000
-
-
-@dataclass
-class SandboxContext:
-    """What the sandbox needs from the process it runs in."""
-
-    database: Database
-    books: Books
-    clock: Clock
-    api_key: str
-    provider_timeout_seconds: float
-    # In production the introspection listing needs the sandbox's key too: open, it hands out payment ids
-    # anyone could then approve on the hosted page (docs/sandbox.md).
-    listing_needs_key: bool = False
 
 
 async def _context(request: Request) -> SandboxContext:
