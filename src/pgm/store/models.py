@@ -124,7 +124,8 @@ class ProviderCallback(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
-    received_at: Mapped[float] = mapped_column(Float)
+    # Indexed for pruning (the age cut-off), as is provider_events.callback_id.
+    received_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class ProviderEvent(Base):
@@ -143,7 +144,7 @@ class ProviderEvent(Base):
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(64))
     event_id: Mapped[str] = mapped_column(String(255))
-    callback_id: Mapped[int] = mapped_column(ForeignKey("provider_callbacks.id"))
+    callback_id: Mapped[int] = mapped_column(ForeignKey("provider_callbacks.id"), index=True)
     subject_id: Mapped[str | None] = mapped_column(String(255), index=True)
     notification: Mapped[dict[str, Any]] = mapped_column()
     status: Mapped[str] = mapped_column(String(16))
