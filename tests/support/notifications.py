@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.servers import RecordingReceiver, wait_for
+from tests.support.servers import WAIT_BUDGET_SECONDS, RecordingReceiver, wait_for
 
 STATUS_PATH = "/payment-status"
 
@@ -21,7 +21,11 @@ def statuses_for(receiver: RecordingReceiver, shop_transaction_id: str) -> list[
 
 
 def wait_for_status(
-    receiver: RecordingReceiver, shop_transaction_id: str, status: str, action: str = "PAYMENT", timeout: float = 10
+    receiver: RecordingReceiver,
+    shop_transaction_id: str,
+    status: str,
+    action: str = "PAYMENT",
+    timeout: float = WAIT_BUDGET_SECONDS,
 ) -> dict[str, Any]:
     """Block until a PaymentStatus with this status and action arrives; return it."""
     found: list[dict[str, Any]] = []

@@ -15,12 +15,19 @@ import httpx
 
 SANDBOX_SECRET = "whsec_test_sandbox_secret"
 
+# How long the PGM waits for a provider's answer. The sandbox is the PGM's own process reached over HTTP:
+# on a loaded machine (four test workers on two cores) one second was sometimes not enough, and an OK the
+# test expected became a lost answer. Reconciliation may look a payment up only once its call has ended.
+GENEROUS_PROVIDER_TIMEOUT = {"PGM_PROVIDER_TIMEOUT_SECONDS": "3", "PGM_RECONCILE_AFTER_SECONDS": "3.5"}
+# For a PGM whose tests lose answers on purpose (a provider fake's `delay_next(2.5)`): the fake runs in the
+# test's own process, not behind the PGM's load, and a short time-out keeps those tests short.
+SHORT_PROVIDER_TIMEOUT = {"PGM_PROVIDER_TIMEOUT_SECONDS": "1", "PGM_RECONCILE_AFTER_SECONDS": "1.5"}
+
 # Short, test-friendly schedules: nothing in the tests waits on wall-clock time it does not need.
 FAST = {
     "LOG_LEVEL": "WARNING",
     "SANDBOX_WEBHOOK_SECRET": SANDBOX_SECRET,
-    "PGM_PROVIDER_TIMEOUT_SECONDS": "1",
-    "PGM_RECONCILE_AFTER_SECONDS": "1.5",
+    **GENEROUS_PROVIDER_TIMEOUT,
     "PGM_RECONCILE_POLL_SECONDS": "0.2",
     "PGM_RECONCILE_MAX_INTERVAL_SECONDS": "2",
     "PGM_OUTBOX_POLL_SECONDS": "0.05",

@@ -15,7 +15,7 @@ import httpx
 from pgm.devstack.crud import create_crud_app
 from pgm.devstack.flow_manager import create_flow_manager_app, pgm_saga_config
 from tests.support.databases import fresh_database
-from tests.support.pgm_process import PgmProcess, free_port
+from tests.support.pgm_process import SHORT_PROVIDER_TIMEOUT, PgmProcess, free_port
 from tests.support.sandbox_requests import metadata
 from tests.support.servers import run_server_in_thread, wait_for
 
@@ -138,7 +138,8 @@ def provider_saga_stack(
 ) -> Iterator[SagaStack]:
     """A saga stack on a fresh database whose PGM has `provider` enabled against its `fake`, and the fake's
     callbacks going to that PGM (as tests/support/provider_pgm.py does for a PGM alone)."""
-    env = {"ENABLED_PROVIDERS": f"sandbox,{provider}", **fake.env(), **pgm_env}
+    # A short provider time-out, as tests/support/provider_pgm.py: these modules lose answers on purpose.
+    env = {"ENABLED_PROVIDERS": f"sandbox,{provider}", **SHORT_PROVIDER_TIMEOUT, **fake.env(), **pgm_env}
     with fresh_database(backend, directory) as url, saga_stack(url, directory, machine=machine, **env) as stack:
         fake.webhook_url = f"{stack.pgm.url}/v3/{provider}/callback"
         yield stack

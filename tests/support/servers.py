@@ -25,13 +25,26 @@ _STARTUP_TIMEOUT = 10.0
 StartFlowManager = Callable[..., str]
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.01, what: str = "") -> None:
-    """Poll `condition` until it holds; raise TimeoutError naming `what` when the deadline passes."""
+# A budget is how long a test may wait before it fails, not how long it waits: a passing test returns as
+# soon as the condition holds. Fifteen seconds outlast a loaded CI machine (four workers on two cores).
+WAIT_BUDGET_SECONDS = 15.0
+# Polls start fast and slow down to this: a long wait should not spend the CPU its servers need.
+_MAX_POLL_INTERVAL = 0.1
+
+
+def wait_for(
+    condition: Callable[[], bool], *, timeout: float = WAIT_BUDGET_SECONDS, interval: float = 0.01, what: str = ""
+) -> None:
+    """Poll `condition` until it holds; raise TimeoutError naming `what` when the deadline passes.
+
+    The interval grows by half after each miss, up to a tenth of a second (or `interval` if longer)."""
     deadline = time.monotonic() + timeout
+    ceiling = max(interval, _MAX_POLL_INTERVAL)
     while not condition():
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what or 'the condition'}")
         time.sleep(interval)
+        interval = min(interval * 1.5, ceiling)
 
 
 @contextmanager
@@ -164,7 +177,9 @@ class RecordingReceiver:
         """The JSON bodies received so far (to `path` only, if given), in arrival order."""
         return [r.json for r in self.requests if path is None or r.path == path]
 
-    def wait_for_requests(self, count: int, *, path: str | None = None, timeout: float = 5.0) -> list[RecordedRequest]:
+    def wait_for_requests(
+        self, count: int, *, path: str | None = None, timeout: float = WAIT_BUDGET_SECONDS
+    ) -> list[RecordedRequest]:
         """Block until at least `count` requests (to `path`, if given) arrived; return them in order."""
         deadline = time.monotonic() + timeout
 
