@@ -238,6 +238,39 @@ class ASGITransport:
         """Nothing to release: the application's own lifespan belongs to whoever runs it."""
 
 
+Routes = Mapping[str, Transport]
+"""Transports by origin (`http://stripe.test`, `http://127.0.0.1:8080`): where a test sends what would go there."""
+
+
+def origin_of(url: str | URL) -> str:
+    """The origin a route is keyed by: scheme, host and port as written (`http://host:8080`)."""
+    return str(URL(url).origin())
+
+
+class RoutedTransport:
+    """Sends a request to the transport routed for its origin, and any other over the network.
+
+    How the composition is handed in-process destinations (`pgm.wiring.Wiring.transports`): a test routes
+    a provider's base URL to its fake's ASGI app, and the adapter, unchanged, talks to it with no port.
+    The routed transports belong to whoever routed them; only the network fallback is closed here."""
+
+    def __init__(self, routes: Routes) -> None:
+        self._routes = {origin_of(origin): transport for origin, transport in routes.items()}
+        self._network = AiohttpTransport()
+
+    async def send(self, request: Request) -> Response:
+        transport = self._routes.get(str(request.url.origin()), self._network)
+        return await transport.send(request)
+
+    async def aclose(self) -> None:
+        await self._network.aclose()
+
+
+def routed(routes: Routes | None) -> Transport | None:
+    """A client's transport for these routes: None without any, so the client opens its own pool (production)."""
+    return RoutedTransport(routes) if routes else None
+
+
 class HttpClient:
     """A client for one destination: its base URL, default headers, time-out and authentication.
 

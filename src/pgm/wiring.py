@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from pgm.clock import Clock, SystemClock
 from pgm.config import Settings
 from pgm.observability.metrics import Metrics
-from pgm.outbound import HttpClient
+from pgm.outbound import HttpClient, Routes, Transport, routed
 from pgm.outbox.dispatcher import OutboxDispatcher, RetryPolicy, Sender
 from pgm.outbox.writer import Destination
 from pgm.providers.registry import ProviderRegistry, build_registry
@@ -100,18 +100,21 @@ def pool_settings(settings: Settings) -> PoolSettings:
 @dataclass(frozen=True)
 class Wiring:
     """What the service is built from, known before its event loop runs: the settings, the clock (a test
-    may pass one it controls) and the metrics registry (the web app's middleware records into it too)."""
+    may pass one it controls), the metrics registry (the web app's middleware records into it too) and,
+    for a test, transports by origin for outgoing requests (a provider's fake, in-process; none in
+    production, where every client opens its own connections)."""
 
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     metrics: Metrics = field(default_factory=Metrics)
+    transports: Mapping[str, Transport] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Service]:
         """The service from start to stop: migrate the store, build the parts, run the background loops
         while the caller serves, then stop the loops and release the parts."""
         await asyncio.to_thread(migrator.upgrade, self.settings.database_url)
-        service = await compose(self.settings, self.clock, self.metrics)
+        service = await compose(self.settings, self.clock, self.metrics, self.transports)
         tasks = service.start_background()
         log.info("PGM started", extra={"providers": service.registry.names, "port": self.settings.http_port})
         try:
@@ -123,11 +126,12 @@ class Wiring:
             await service.aclose()
 
 
-async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service:
-    """Build every part, in dependency order, on a migrated store; nothing runs yet."""
+async def compose(settings: Settings, clock: Clock, metrics: Metrics, routes: Routes | None = None) -> Service:
+    """Build every part, in dependency order, on a migrated store; nothing runs yet. `routes` sends the
+    outgoing requests of every adapter and outbox sender for chosen origins to the transports given."""
     database = Database(settings.database_url, pool_settings(settings))
     secret = await webhook_secret(database, settings.sandbox_webhook_secret)
-    registry = build_registry(settings, lambda: secret, metrics)
+    registry = build_registry(settings, lambda: secret, metrics, routes)
     notifier = PaymentStatusNotifier(enabled=settings.payment_callback_url is not None, now=clock.now)
     listeners: list[OutcomeListener] = [notifier, OutcomeMetrics(metrics)]
     saga_events = SagaEvents(clock, metrics) if settings.saga_enabled else None
@@ -151,7 +155,7 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics) -> Service
     outbound: list[HttpClient] = []
 
     def client() -> HttpClient:
-        outbound.append(HttpClient(DELIVERY_TIMEOUT_SECONDS))
+        outbound.append(HttpClient(DELIVERY_TIMEOUT_SECONDS, transport=routed(routes)))
         return outbound[-1]
 
     crud = SagaCrud(settings.saga_crud_url, client()) if settings.saga_crud_url else None

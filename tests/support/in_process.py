@@ -15,6 +15,7 @@ from pathlib import Path
 from pgm.clock import Clock
 from pgm.config import load_settings
 from pgm.observability.metrics import Metrics
+from pgm.outbound import Routes
 from pgm.providers.base import Operation, PayRequest, PayResultCode
 from pgm.store import migrator
 from pgm.wiring import Service, compose
@@ -48,13 +49,16 @@ def external_providers(directory: Path, **base_urls: str) -> str:
 
 
 @asynccontextmanager
-async def services(backend: str, directory: Path, clock: Clock, **env: str) -> AsyncIterator[Service]:
+async def services(
+    backend: str, directory: Path, clock: Clock, transports: Routes | None = None, **env: str
+) -> AsyncIterator[Service]:
     """The parts of a PGM configured by `env`, composed as `pgm serve` composes them, on a fresh migrated
-    database; their background loops are not started. Released at the end."""
+    database; their background loops are not started. Released at the end. `transports` routes origins
+    (a provider's base URL, the Flow Manager's) to in-process transports: no port, no thread."""
     with fresh_database(backend, directory) as url:
         settings = load_settings({**FAST, "PGM_DATABASE_URL": url, **env})
         await asyncio.to_thread(migrator.upgrade, settings.database_url)
-        service = await compose(settings, clock, Metrics())
+        service = await compose(settings, clock, Metrics(), transports)
         try:
             yield service
         finally:

@@ -136,8 +136,11 @@ class OutboxDispatcher:
                 else:
                     # A delivery still running must be back in time to renew its lease.
                     timeout = min(self.poll_seconds, RENEW_WITHIN_SECONDS / 2) if self._in_flight else self.poll_seconds
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+                    # arrives as the wake-up does, and the dispatcher then never stops (a shutdown hung).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                        async with asyncio.timeout(timeout):
+                            await self._wake.wait()
                 self._wake.clear()
         finally:
             for task in list(self._tasks):

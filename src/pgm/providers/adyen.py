@@ -232,7 +232,7 @@ def base_url_from(env: Mapping[str, str]) -> str:
     return LIVE_BASE_URL.format(prefix=live)
 
 
-def build(settings: Settings) -> ProviderAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> ProviderAdapter:
     """The Adyen adapter for this environment."""
     env = settings.provider_env
     hmac_key = env.get("ADYEN_HMAC_KEY", "").strip()
@@ -248,6 +248,7 @@ def build(settings: Settings) -> ProviderAdapter:
         is_test=is_test_mode(env),
         return_url=settings.public_url,
         timeout_seconds=settings.provider_timeout_seconds,
+        transport=transport,
     )
 
 

@@ -500,7 +500,7 @@ class AxerveAdapter(ProviderAdapter):
 NOT_FOUND_CODES = frozenset({"1142", "404"})
 
 
-def build(settings: Settings) -> ProviderAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> ProviderAdapter:
     """The Axerve adapter from AXERVE_* (or GESTPAY_*) variables; raise ConfigurationError naming a bad one."""
     env = settings.provider_env
 
@@ -532,7 +532,8 @@ def build(settings: Settings) -> ProviderAdapter:
             shop_login=shop_login,
             callback_url=callback_url,
             timeout_seconds=settings.provider_timeout_seconds,
-        )
+        ),
+        transport=transport,
     )
 
 

@@ -267,7 +267,7 @@ class FnmpayAdapter(ProviderAdapter):
         return body
 
 
-def build(settings: Settings) -> ProviderAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> ProviderAdapter:
     """The Fnmpay adapter from FNMPAY_* variables; raise ConfigurationError naming a bad one."""
     env = settings.provider_env
     base_url = env.get("FNMPAY_BASE_URL", "").strip().rstrip("/")
@@ -293,7 +293,8 @@ def build(settings: Settings) -> ProviderAdapter:
             shop_id=shop_id,
             callback_url=callback_url,
             timeout_seconds=settings.provider_timeout_seconds,
-        )
+        ),
+        transport=transport,
     )
 
 

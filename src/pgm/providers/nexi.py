@@ -437,7 +437,7 @@ class NexiAdapter(ProviderAdapter):
         return sent
 
 
-def build(settings: Settings) -> ProviderAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> ProviderAdapter:
     """The Nexi adapter from NEXI_* variables; raise ConfigurationError naming a bad one."""
     env = settings.provider_env
     base_url = env.get("NEXI_BASE_URL", "").strip().rstrip("/")
@@ -458,7 +458,8 @@ def build(settings: Settings) -> ProviderAdapter:
             api_key=api_key,
             callback_url=callback_url.rstrip("/"),
             timeout_seconds=settings.provider_timeout_seconds,
-        )
+        ),
+        transport=transport,
     )
 
 

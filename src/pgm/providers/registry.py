@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from types import ModuleType
@@ -17,6 +18,7 @@ from typing import TypeVar
 
 from pgm.config import ConfigurationError, Settings
 from pgm.observability.metrics import Metrics
+from pgm.outbound import Routes, routed
 from pgm.providers.base import (
     CallbackAnswer,
     CallbackRequest,
@@ -221,26 +223,38 @@ def check_values(settings: Settings) -> None:
             asyncio.run(adapter.aclose())
 
 
-def build_registry(settings: Settings, sandbox_secret: Callable[[], str], metrics: Metrics) -> ProviderRegistry:
-    """Instantiate the enabled providers (validated first)."""
+def build_registry(
+    settings: Settings, sandbox_secret: Callable[[], str], metrics: Metrics, routes: Routes | None = None
+) -> ProviderRegistry:
+    """Instantiate the enabled providers (validated first). `routes` hands chosen origins to in-process
+    transports (a test's provider fakes, `pgm.outbound.RoutedTransport`); production passes none."""
     validate(settings)
     adapters: dict[str, ProviderAdapter] = {}
     external = {service.name: service for service in settings.external_services}
     for name in settings.enabled_providers:
         if name == "sandbox":
             adapters[name] = SandboxAdapter(
-                settings.sandbox_api_url, settings.sandbox_api_key, sandbox_secret, settings.provider_timeout_seconds
+                settings.sandbox_api_url,
+                settings.sandbox_api_key,
+                sandbox_secret,
+                settings.provider_timeout_seconds,
+                transport=routed(routes),
             )
         elif name in external:
             from pgm.providers.external import ExternalAdapter
 
-            adapters[name] = ExternalAdapter(external[name], settings.provider_timeout_seconds)
+            adapters[name] = ExternalAdapter(
+                external[name], settings.provider_timeout_seconds, transport=routed(routes)
+            )
         else:
-            adapters[name] = _module(name).build(settings)
+            build = _module(name).build
+            # Braintree's official SDK does its own HTTP (requests): its build takes no transport.
+            takes_transport = "transport" in inspect.signature(build).parameters
+            adapters[name] = build(settings, transport=routed(routes)) if takes_transport else build(settings)
     for name, service in external.items():
         # A configured external service is usable without listing it in ENABLED_PROVIDERS, as before.
         if name not in adapters:
             from pgm.providers.external import ExternalAdapter
 
-            adapters[name] = ExternalAdapter(service, settings.provider_timeout_seconds)
+            adapters[name] = ExternalAdapter(service, settings.provider_timeout_seconds, transport=routed(routes))
     return ProviderRegistry(adapters, metrics)

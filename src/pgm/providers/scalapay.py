@@ -324,7 +324,7 @@ class ScalapayAdapter(ProviderAdapter):
             self._orders.popitem(last=False)
 
 
-def build(settings: Settings) -> ProviderAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> ProviderAdapter:
     """The Scalapay adapter from SCALAPAY_* variables; raise ConfigurationError naming a bad one."""
     env = settings.provider_env
     given = env.get("SCALAPAY_BASE_PATH", "").strip().rstrip("/")
@@ -351,7 +351,8 @@ def build(settings: Settings) -> ProviderAdapter:
             success_redirect_url=redirects["SCALAPAY_SUCCESS_REDIRECT_URL"],
             failure_redirect_url=redirects["SCALAPAY_FAILURE_REDIRECT_URL"],
             timeout_seconds=settings.provider_timeout_seconds,
-        )
+        ),
+        transport=transport,
     )
 
 

@@ -240,7 +240,7 @@ class SoisyAdapter(ProviderAdapter):
         return CallbackAnswer(status_code=200, body=b"", media_type="text/plain")
 
 
-def build(settings: Settings) -> ProviderAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> ProviderAdapter:
     """The Soisy adapter from SOISY_* variables; raise ConfigurationError naming a bad one."""
     env = settings.provider_env
     base_url = env.get("SOISY_BASE_URL", "").strip().rstrip("/")
@@ -263,7 +263,8 @@ def build(settings: Settings) -> ProviderAdapter:
             partner_key=partner_key,
             callback_url=f"{settings.public_url}/v3/soisy/callback",
             timeout_seconds=settings.provider_timeout_seconds,
-        )
+        ),
+        transport=transport,
     )
 
 

@@ -835,7 +835,7 @@ def _subscription(subscription: Mapping[str, Any]) -> SubscriptionLookup:
     )
 
 
-def build(settings: Settings) -> StripeAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> StripeAdapter:
     """The Stripe adapter from STRIPE_* variables (STRIPE_WEBHOOK_SECRET may list several, comma-separated)."""
     env = settings.provider_env
     base_url = env.get("STRIPE_BASE_URL") or DEFAULT_BASE_URL
@@ -855,4 +855,5 @@ def build(settings: Settings) -> StripeAdapter:
         webhook_secrets=secrets,
         base_url=base_url,
         timeout_seconds=settings.provider_timeout_seconds,
+        transport=transport,
     )

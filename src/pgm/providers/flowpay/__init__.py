@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pgm.config import ConfigurationError, Settings
+from pgm.outbound import Transport
 from pgm.providers.base import ProviderAdapter
 from pgm.providers.flowpay.legacy import FlowPayLegacyAdapter, FlowPayLegacyConfig
 from pgm.providers.flowpay.v2 import SANDBOX_BASE_URL, FlowPayAdapter, FlowPayConfig, parse_public_key
@@ -17,7 +18,7 @@ __all__ = ["REQUIRED_VARIABLES", "SANDBOX_BASE_URL", "FlowPayAdapter", "FlowPayL
 REQUIRED_VARIABLES: tuple[str, ...] = ("FLOWPAY_API_BASE_URL", "FLOWPAY_CLIENT_SECRET", "FLOWPAY_PUBLIC_KEY")
 
 
-def build(settings: Settings) -> ProviderAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> ProviderAdapter:
     """The FlowPay adapter from FLOWPAY_* variables; raise ConfigurationError naming a bad one."""
     env = settings.provider_env
     base_url = env.get("FLOWPAY_API_BASE_URL", "").strip().rstrip("/")
@@ -32,7 +33,7 @@ def build(settings: Settings) -> ProviderAdapter:
     if not api_key:
         raise ConfigurationError("FLOWPAY_CLIENT_SECRET is empty")
     if env.get("FLOWPAY_CORE_BASE_URL", "").strip():
-        return _build_legacy(env, base_url, api_key, callback_url, settings.provider_timeout_seconds)
+        return _build_legacy(env, base_url, api_key, callback_url, settings.provider_timeout_seconds, transport)
     try:
         public_key = parse_public_key(env.get("FLOWPAY_PUBLIC_KEY", ""))
     except ValueError as exc:
@@ -46,12 +47,18 @@ def build(settings: Settings) -> ProviderAdapter:
             public_key=public_key,
             callback_url=callback_url,
             timeout_seconds=settings.provider_timeout_seconds,
-        )
+        ),
+        transport=transport,
     )
 
 
 def _build_legacy(
-    env: Mapping[str, str], api_base_url: str, client_secret: str, callback_url: str, timeout_seconds: float
+    env: Mapping[str, str],
+    api_base_url: str,
+    client_secret: str,
+    callback_url: str,
+    timeout_seconds: float,
+    transport: Transport | None,
 ) -> ProviderAdapter:
     """The older generation, which Mia's FLOWPAY_CORE_BASE_URL names: it also needs the OAuth client id
     and the checkout host (docs/providers/flowpay.md)."""
@@ -73,5 +80,6 @@ def _build_legacy(
             client_secret=client_secret,
             callback_url=callback_url,
             timeout_seconds=timeout_seconds,
-        )
+        ),
+        transport=transport,
     )

@@ -394,7 +394,7 @@ class SatispayAdapter(ProviderAdapter):
             self._tokens.popitem(last=False)
 
 
-def build(settings: Settings) -> ProviderAdapter:
+def build(settings: Settings, transport: Transport | None = None) -> ProviderAdapter:
     """The Satispay adapter from SATISPAY_* variables; raise ConfigurationError naming a bad one."""
     env = settings.provider_env
     sandbox = _flag(env, "SATISPAY_IS_SANDBOX")
@@ -419,7 +419,7 @@ def build(settings: Settings) -> ProviderAdapter:
         web_redirect_url=_http_url(env, "SATISPAY_AFTER_BUY_WEB_REDIRECT_URL"),
         mobile_redirect_url=_app_link(env, "SATISPAY_AFTER_BUY_MOBILE_REDIRECT_URL"),
     )
-    return SatispayAdapter(config)
+    return SatispayAdapter(config, transport=transport)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
