@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from pgm.config import ConfigurationError, database_url_from
 from pgm.domain.statuses import Status
-from pgm.store.database import Database, is_sqlite_url, sqlite_path
+from pgm.store.database import Database, is_sqlite_url, shown_url, sqlite_path
 from pgm.store.records import OutboxMessage, Payment, Refund
 from pgm.store.transaction import Transaction
 
@@ -122,7 +122,7 @@ def _database_url(given: str | None) -> str:
         raise ConfigurationError("set PGM_DATABASE_URL (or --database-url) to the deployment's database")
     url = database_url_from({"PGM_DATABASE_URL": configured})
     if is_sqlite_url(url) and not Path(sqlite_path(url)).is_file():
-        raise ConfigurationError(f"PGM_DATABASE_URL: {_shown(url)} does not exist")
+        raise ConfigurationError(f"PGM_DATABASE_URL: {shown_url(url)} does not exist")
     return url
 
 
@@ -135,10 +135,10 @@ async def _run(action: Action, url: str, arguments: argparse.Namespace) -> Any:
         except Exception as exc:
             if not _database_error(exc):
                 raise
-            raise ConfigurationError(f"PGM_DATABASE_URL: cannot connect to {_shown(url)}: {_reason(exc)}") from exc
+            raise ConfigurationError(f"PGM_DATABASE_URL: cannot connect to {shown_url(url)}: {_reason(exc)}") from exc
         if not has_tables:
             raise ConfigurationError(
-                f"PGM_DATABASE_URL: {_shown(url)} holds no PGM tables (has the PGM ever run on it?)"
+                f"PGM_DATABASE_URL: {shown_url(url)} holds no PGM tables (has the PGM ever run on it?)"
             )
         return await action(database, arguments)
     finally:
@@ -152,15 +152,6 @@ def _database_error(error: Exception) -> bool:
 
 def _reason(error: Exception) -> str:
     return " ".join(str(error).split())
-
-
-def _shown(url: str) -> str:
-    """A database URL with its password hidden."""
-    scheme, _, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if at and ":" in credentials:
-        credentials = credentials.split(":", 1)[0] + ":***"
-    return f"{scheme.split('+', 1)[0]}://{credentials}{at}{location}"
 
 
 # --- payments ---------------------------------------------------------------------------------------

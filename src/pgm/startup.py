@@ -9,38 +9,28 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-
 from pgm.config import ConfigurationError, Settings
-from pgm.store.migrator import sync_url
+from pgm.store.database import is_sqlite_url, shown_url, sqlite_path
+from pgm.store.migrator import ConnectionFailed, check_connection
 
 LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
 def check_database(settings: Settings) -> None:
     """Connect once to the configured store; raise ConfigurationError naming PGM_DATABASE_URL if it fails."""
-    url = make_url(sync_url(settings.database_url))
-    shown = url.render_as_string(hide_password=True).replace("+psycopg", "", 1)
-    connect_args: dict[str, object] = {}
-    if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
+    url = settings.database_url
+    shown = shown_url(url)
+    if is_sqlite_url(url):
+        path = sqlite_path(url)
+        if path != ":memory:":
             try:
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigurationError(f"PGM_DATABASE_URL: cannot create the directory of {shown}: {exc}") from exc
-    else:
-        connect_args["connect_timeout"] = max(1, round(settings.database_connect_timeout_seconds))
-    engine = create_engine(url, connect_args=connect_args)
     try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError) as exc:
-        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
-        raise ConfigurationError(f"PGM_DATABASE_URL: cannot connect to {shown}: {reason}") from exc
-    finally:
-        engine.dispose()
+        check_connection(url, settings.database_connect_timeout_seconds)
+    except ConnectionFailed as exc:
+        raise ConfigurationError(f"PGM_DATABASE_URL: cannot connect to {shown}: {exc}") from exc
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -74,6 +74,15 @@ def sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
+def shown_url(url: str) -> str:
+    """A database URL as messages show it: its password hidden, no driver named."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if at and ":" in credentials:
+        credentials = credentials.split(":", 1)[0] + ":***"
+    return f"{scheme.split('+', 1)[0]}://{credentials}{at}{location}"
+
+
 def postgres_dsn(url: str) -> str:
     """The configured PostgreSQL URL as asyncpg takes it (`postgresql://`, whatever driver it names)."""
     return "postgresql://" + url.split("://", 1)[1]

@@ -9,8 +9,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from pgm.store.database import Database
 from pgm.store.sql import Sql
@@ -83,5 +84,25 @@ def is_up_to_date(database_url: str) -> bool:
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision() == head
+    finally:
+        engine.dispose()
+
+
+class ConnectionFailed(Exception):
+    """The database did not answer; the message is the driver's reason, on one line."""
+
+
+def check_connection(database_url: str, connect_timeout_seconds: float) -> None:
+    """Connect once with the driver the migrations use and ask a trivial query (`pgm serve` does, before it
+    migrates); raises ConnectionFailed when that fails."""
+    url = make_url(sync_url(database_url))
+    sqlite = url.get_backend_name() == "sqlite"
+    connect_args: dict[str, object] = {} if sqlite else {"connect_timeout": max(1, round(connect_timeout_seconds))}
+    engine = create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        raise ConnectionFailed(" ".join(str(getattr(exc, "orig", None) or exc).split())) from exc
     finally:
         engine.dispose()
