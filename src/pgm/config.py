@@ -15,7 +15,8 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_HTTP_PORT = 3000
 DEFAULT_DATABASE_URL = "sqlite:///pgm.sqlite3"
-# The drivers this package ships (psycopg 3, the standard library's sqlite3 and aiosqlite).
+# The URL schemes accepted: PostgreSQL (psycopg 3 migrates, asyncpg serves) and SQLite (the standard
+# library's sqlite3; `sqlite+aiosqlite` is still accepted and means the same file).
 SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite", "postgresql+psycopg"})
 # The sandbox API's documented key: fine on a laptop, never accepted in production (docs/sandbox.md).
 DEFAULT_SANDBOX_API_KEY = "sk_sandbox_local"
