@@ -19,7 +19,7 @@ from tests.support.databases import fresh_database
 from tests.support.pgm_process import PgmProcess
 from tests.support.servers import RecordingReceiver, run_server_in_thread
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 15
 
 
 @pytest.fixture(scope="module")
