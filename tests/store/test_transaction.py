@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from pgm.store import migrator
-from pgm.store.database import Database
+from pgm.store.database import Database, PoolSettings
 from pgm.store.records import LedgerEntry, OutboxMessage, Payment, SagaEvent
 from pgm.store.sql import Sql
 from pgm.store.transaction import RowNotFound
@@ -240,6 +240,42 @@ async def test_a_disposed_database_opens_its_connections_again_on_use(database: 
         assert await tx.fetchval(Sql("SELECT 1")) == 1
     await database.dispose()
     await database.ping()
+
+
+async def test_postgresql_keeps_its_pool_and_opens_the_overflow_beside_it_then_times_out(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer and its readers, no pool")
+    database = Database(database_url, PoolSettings(size=1, max_overflow=1, timeout_seconds=0.3))
+    pids: list[int] = []
+    both_open = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with database.transaction() as tx:
+            pids.append(int(await tx.fetchval(Sql("SELECT pg_backend_pid()"))))
+            if len(pids) == 2:
+                both_open.set()
+            await release.wait()
+
+    try:
+        holders = [asyncio.create_task(hold()), asyncio.create_task(hold())]
+        await both_open.wait()
+        assert len(set(pids)) == 2  # the kept connection and one of overflow, at once
+        with pytest.raises(TimeoutError):
+            async with database.snapshot():
+                pass  # a third waits for a free connection, then gives up
+        release.set()
+        await asyncio.gather(*holders)
+        # The overflow connection was closed; the kept one serves again.
+        async with database.snapshot() as tx:
+            assert int(await tx.fetchval(Sql("SELECT pg_backend_pid()"))) in pids
+        async with database.snapshot() as tx:
+            again = int(await tx.fetchval(Sql("SELECT pg_backend_pid()")))
+        async with database.snapshot() as tx:
+            assert int(await tx.fetchval(Sql("SELECT pg_backend_pid()"))) == again
+    finally:
+        release.set()
+        await database.dispose()
 
 
 async def test_settings_keep_the_first_value_written(database: Database) -> None:

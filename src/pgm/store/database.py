@@ -51,12 +51,13 @@ class PoolSettings:
     connect_timeout_seconds: float = 10.0
 
     def asyncpg_arguments(self) -> dict[str, Any]:
-        """asyncpg.create_pool's arguments: at most `size + max_overflow` connections, opened as needed;
-        those beyond `size` close after a minute idle, the others after ten."""
+        """asyncpg.create_pool's arguments for the `size` connections kept: opened as needed, then kept
+        open (a connection the server closed is opened again on its next use). The `max_overflow` beyond
+        them are single connections, closed when their transaction ends (Database._postgres_connection)."""
         return {
             "min_size": 0,
-            "max_size": self.size + self.max_overflow,
-            "max_inactive_connection_lifetime": 600.0 if self.max_overflow == 0 else 60.0,
+            "max_size": self.size,
+            "max_inactive_connection_lifetime": 0,
             "timeout": self.connect_timeout_seconds,
         }
 
@@ -103,6 +104,9 @@ class Database:
         self._sqlite_writer = asyncio.Lock()
         self._pool: asyncpg.Pool | None = None
         self._pool_opening = asyncio.Lock()
+        # Connections in use, kept ones and overflow together (PGM_DATABASE_POOL_SIZE + MAX_OVERFLOW).
+        self._connection_slots = asyncio.Semaphore(self.pool_settings.size + self.pool_settings.max_overflow)
+        self._kept_in_use = 0
         self._outbox_hooks: list[Callable[[], None]] = []
 
     def on_outbox_commit(self, hook: Callable[[], None]) -> None:
@@ -157,12 +161,43 @@ class Database:
 
     @asynccontextmanager
     async def _postgres(self, writable: bool) -> AsyncIterator[Transaction]:
-        pool = self._pool or await self._open_pool()
-        async with pool.acquire(timeout=self.pool_settings.timeout_seconds) as connection, connection.transaction():
+        async with self._postgres_connection() as connection, connection.transaction():
             tx = Transaction(postgres=connection, writable=writable)
             yield tx
             await tx.flush()
         self._committed(tx)
+
+    @asynccontextmanager
+    async def _postgres_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A kept connection while one is free, else an overflow connection closed after use; waits up to
+        PGM_DATABASE_POOL_TIMEOUT_SECONDS when all of them are in use (docs/configuration.md)."""
+        settings = self.pool_settings
+        try:
+            await asyncio.wait_for(self._connection_slots.acquire(), settings.timeout_seconds)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no free database connection within {settings.timeout_seconds:g} s "
+                f"({settings.size + settings.max_overflow} in use)"
+            ) from None
+        try:
+            if self._kept_in_use < settings.size:
+                self._kept_in_use += 1
+                try:
+                    pool = self._pool or await self._open_pool()
+                    async with pool.acquire() as connection:
+                        yield connection
+                finally:
+                    self._kept_in_use -= 1
+            else:
+                import asyncpg
+
+                overflow = await asyncpg.connect(postgres_dsn(self.url), timeout=settings.connect_timeout_seconds)
+                try:
+                    yield overflow
+                finally:
+                    await overflow.close()
+        finally:
+            self._connection_slots.release()
 
     def _committed(self, tx: Transaction) -> None:
         tx.committed()
