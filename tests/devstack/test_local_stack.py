@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pgm.devstack.dev import StackOptions, running_stack
 from tests.support.dev_process import DevProcess, pgm_dev, sandbox_metadata
 from tests.support.doc_examples import Runner, wait_saga
 
@@ -250,3 +252,23 @@ def test_pgm_demo_fails_without_a_flow_manager() -> None:
     assert result.returncode == 1
     assert "no Flow Manager at http://127.0.0.1:9" in result.stderr
     assert "pgm demo --start" in result.stderr
+
+
+def test_every_part_of_the_stack_cuts_off_a_client_trickling_its_headers(tmp_path: Path) -> None:
+    # `pgm dev --host 0.0.0.0` exposes the stack: its servers have `pgm serve`'s header deadline.
+    options = StackOptions(
+        pgm_port=0,
+        flow_manager_port=0,
+        crud_port=0,
+        inspector_port=0,
+        crud_database=str(tmp_path / "crud.sqlite3"),
+        env={"PGM_DATABASE_URL": f"sqlite:///{tmp_path / 'pgm.sqlite3'}", "PGM_HEADER_TIMEOUT_SECONDS": "0.5"},
+    )
+    with running_stack(options) as stack:
+        assert stack.urls is not None
+        for url in (stack.urls.pgm, stack.urls.flow_manager, stack.urls.crud, stack.urls.inspector):
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as connection:
+                connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                answer = connection.recv(1024)  # returns once the server answers and closes
+            assert answer.startswith(b"HTTP/1.1 408"), (url, answer)

@@ -31,6 +31,7 @@ from pgm.devstack.flow_manager import (
     point_channels_at,
 )
 from pgm.devstack.inspector import create_inspector_app
+from pgm.http.server import protocol_with_header_timeout
 
 logger = logging.getLogger("pgm.devstack.dev")
 
@@ -245,10 +246,18 @@ class DevStack:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(signum, self._on_stop_request, self._stop)
         tasks: dict[str, asyncio.Task[None]] = {}
+        assert self.settings is not None, "build_apps() first"
+        header_timeout = self.settings.header_timeout_seconds
         try:
             for key, app in apps.items():
                 config = uvicorn.Config(
-                    app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
+                    app,
+                    log_config=None,
+                    access_log=False,
+                    lifespan="on",
+                    timeout_graceful_shutdown=5,
+                    # As `pgm serve`: `--host` may expose the stack, so a client trickling its headers is cut off.
+                    http=protocol_with_header_timeout(header_timeout),
                 )
                 server = _QuietServer(config)
                 part = self._parts[key]
