@@ -10,12 +10,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.databases import backends, fresh_database
 from tests.support.pgm_process import PgmProcess
 from tests.support.servers import RecordingReceiver, recording_receiver
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadscope` (pyproject.toml) by module and database, slowest first (tests/support/scheduling.py)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from tests.support.scheduling import ModuleAndDatabaseScheduling
+
+    return ModuleAndDatabaseScheduling(config, log)
 
 
 @pytest.fixture(scope="module", params=backends())
