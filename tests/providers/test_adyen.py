@@ -46,8 +46,19 @@ def pgm(
     fake: Fake,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PgmProcess]:
-    """A PGM with Adyen enabled against the fake; the fake's notifications go to its callback."""
-    with pgm_with_provider("adyen", fake, backend, tmp_path_factory.mktemp("pgm-adyen"), receiver[1]) as process:
+    """A PGM with Adyen enabled against the fake; the fake's notifications go to its callback.
+
+    Its provider time-out is 2 s: an answer held back 0.6 s must still arrive in time on a loaded machine
+    (with 1 s it had 0.4 s to spare), and one held back 2.5 s is lost however loaded the machine is."""
+    with pgm_with_provider(
+        "adyen",
+        fake,
+        backend,
+        tmp_path_factory.mktemp("pgm-adyen"),
+        receiver[1],
+        PGM_PROVIDER_TIMEOUT_SECONDS="2",
+        PGM_RECONCILE_AFTER_SECONDS="2.5",
+    ) as process:
         yield process
 
 
@@ -292,7 +303,7 @@ def test_duplicate_and_replayed_notifications_change_nothing(
 def test_notification_before_the_synchronous_answer_is_kept_and_applied(
     pgm: PgmProcess, fake: Fake, notifications: RecordingReceiver, shop_id: str
 ) -> None:
-    # The fake notifies at once but answers 0.6 s later (within the PGM's 1 s time-out).
+    # The fake notifies at once but answers 0.6 s later (within the PGM's 2 s time-out).
     fake.delay_next(0.6)
     answer = pay(pgm, shop_id)
     assert answer["result"] == "OK"

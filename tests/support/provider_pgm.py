@@ -13,19 +13,19 @@ from tests.support.pgm_process import SHORT_PROVIDER_TIMEOUT, PgmProcess
 
 @contextmanager
 def pgm_with_provider(
-    provider: str, fake: Any, backend: str, directory: Path, notifications_url: str
+    provider: str, fake: Any, backend: str, directory: Path, notifications_url: str, **env: str
 ) -> Iterator[PgmProcess]:
     """Start a PGM on a fresh database with `provider` pointed at `fake`; the fake's callbacks go to it.
 
-    Its provider time-out is short: these modules lose answers on purpose with the fake's `delay_next`."""
+    Its provider time-out is short: these modules lose answers on purpose with the fake's `delay_next`.
+    `env` adds or replaces variables."""
     with fresh_database(backend, directory) as url:
         process = PgmProcess(
             url,
             directory / "pgm.log",
             ENABLED_PROVIDERS=f"sandbox,{provider}",
             PAYMENT_CALLBACK_URL=f"{notifications_url}/payment-status",
-            **SHORT_PROVIDER_TIMEOUT,
-            **fake.env(),
+            **{**SHORT_PROVIDER_TIMEOUT, **fake.env(), **env},
         )
         process.start()
         fake.webhook_url = f"{process.url}/v3/{provider}/callback"
