@@ -137,13 +137,12 @@ class Database:
         try:
             async with self._sqlite(connection, "BEGIN", writable=False) as tx:
                 yield tx
-        except BaseException:
-            connection.close()
-            raise
-        if len(self._sqlite_readers) < SQLITE_IDLE_READERS:
-            self._sqlite_readers.append(connection)
-        else:
-            connection.close()
+        finally:
+            # One whose transaction could not even be rolled back is not used again.
+            if connection.in_transaction or len(self._sqlite_readers) >= SQLITE_IDLE_READERS:
+                connection.close()
+            else:
+                self._sqlite_readers.append(connection)
 
     @asynccontextmanager
     async def _sqlite(self, connection: sqlite3.Connection, begin: str, writable: bool) -> AsyncIterator[Transaction]:
@@ -218,9 +217,14 @@ class Database:
         return connection
 
     def _writer(self) -> sqlite3.Connection:
-        if self._sqlite_writer_connection is None:
-            self._sqlite_writer_connection = self._connect()
-        return self._sqlite_writer_connection
+        writer = self._sqlite_writer_connection
+        if writer is not None and writer.in_transaction:
+            # A transaction whose ROLLBACK failed (the disk, say): a new connection, not one stuck in it.
+            writer.close()
+            writer = None
+        if writer is None:
+            writer = self._sqlite_writer_connection = self._connect()
+        return writer
 
     async def _open_pool(self) -> asyncpg.Pool:
         # Opened in the running loop, on first use: asyncpg binds a pool to the loop that made it.
