@@ -278,6 +278,21 @@ async def test_postgresql_keeps_its_pool_and_opens_the_overflow_beside_it_then_t
         await database.dispose()
 
 
+async def test_a_sqlite_writer_left_inside_a_transaction_is_replaced(database: Database) -> None:
+    if not database.is_sqlite:
+        pytest.skip("PostgreSQL's pool rolls back a connection it gets back inside a transaction")
+    async with database.transaction() as tx:
+        await tx.payments.add(a_payment())
+    stuck = database._writer()
+    stuck.execute("BEGIN")  # as if a ROLLBACK had failed: every BEGIN IMMEDIATE on it would fail
+    payment = a_payment()
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+    assert database._writer() is not stuck
+    async with database.snapshot() as tx:
+        assert await tx.payments.get(payment.id) is not None
+
+
 async def test_settings_keep_the_first_value_written(database: Database) -> None:
     key = f"setting-{uuid.uuid4().hex[:8]}"
     async with database.transaction() as tx:
