@@ -23,7 +23,6 @@ TOUCHED = (
     "uvicorn.error",
     "uvicorn.access",
     "httpcore",
-    "aiosqlite",
     "alembic",
     "stripe",
 )

@@ -138,7 +138,7 @@ def configure(level: str, http_log_level: str = "none", *, console: bool = False
         access_handler.setFormatter(_AccessLine())
         access.handlers[:], access.propagate = [access_handler], False
     root.setLevel(LEVELS.get(level.upper(), level))
-    for noisy in ("uvicorn.access", OUTGOING, "httpx", "httpcore", "aiosqlite", "alembic", "stripe"):
+    for noisy in ("uvicorn.access", OUTGOING, "httpx", "httpcore", "alembic", "stripe"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if http_log_level == "basic":
         requests = logging.getLogger(OUTGOING)

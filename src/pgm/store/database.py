@@ -128,7 +128,9 @@ class Database:
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Transaction]:
-        """A read-only store transaction (a consistent snapshot on both databases)."""
+        """A read-only store transaction. On SQLite it reads one consistent snapshot; on PostgreSQL it is
+        READ COMMITTED, so each statement sees what was committed before it began: what must be read
+        together consistently is read in one statement, or under a lock in `transaction()`."""
         if not self.is_sqlite:
             async with self._postgres(writable=False) as tx:
                 yield tx
