@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Header, Query, Request
@@ -15,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pgm.http.errors import ApiError
 from pgm.http.responses import JSONResponse
 from pgm.sandbox.books import (
+    Books,
     Outcome,
     PaymentKind,
     PaymentOrder,
@@ -25,7 +28,8 @@ from pgm.sandbox.books import (
 )
 from pgm.sandbox.context import TEMPLATES_FOLDER, SandboxContext
 from pgm.services.policy import redirect_url_problem
-from pgm.store.records import SandboxPayment, SandboxRefund
+from pgm.store.records import SandboxPayment, SandboxRefund, SandboxToken
+from pgm.store.transaction import Transaction
 
 INDEX_LIMIT = 50
 TEMPLATES = Environment(loader=FileSystemLoader(TEMPLATES_FOLDER), autoescape=select_autoescape(["html"]))
@@ -333,95 +337,107 @@ def build_router() -> APIRouter:
             payments = await tx.sandbox.latest_payments(INDEX_LIMIT)
         return _page("index.html", 200, payments=payments)
 
-    @router.get("/checkout/{payment_id}", response_class=HTMLResponse)
-    async def checkout_page(payment_id: str, context: Context) -> Response:
-        async with context.database.snapshot() as tx:
-            payment = await tx.sandbox.payment(payment_id)
-        if payment is None:
-            return _page("missing.html", 404, what="payment", ident=payment_id)
-        return _page("checkout.html", 200, payment=payment)
-
-    @router.post("/checkout/{payment_id}", response_class=HTMLResponse)
-    async def checkout_decision(payment_id: str, decision: Annotated[str, Form()], context: Context) -> Response:
-        if decision not in ("approve", "decline"):
-            return _page("missing.html", 400, what="decision", ident=decision)
-        try:
-            async with context.database.transaction() as tx:
-                payment = await tx.sandbox.payment(payment_id)
-                if payment is None:
-                    return _page("missing.html", 404, what="payment", ident=payment_id)
-                await context.books.decide_payment(tx, payment, decision == "approve", context.clock.now())
-        except SandboxRefusal as refusal:
-            return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
-        approved = payment.status == "ACCEPTED"
-        return _page(
-            "result.html",
-            200,
-            title="Payment approved" if approved else "Payment declined",
-            message=f"{payment.amount / 100:.2f} {payment.currency} for {payment.shop_transaction_id}",
-            link=payment.success_url if approved else payment.failure_url,
-        )
-
-    @router.get("/authorizations/{token}", response_class=HTMLResponse)
-    async def authorization_page(token: str, context: Context) -> Response:
-        async with context.database.snapshot() as tx:
-            found = await tx.sandbox.token(token)
-        if found is None:
-            return _page("missing.html", 404, what="authorization", ident=token)
-        return _page("authorization.html", 200, token=found)
-
-    @router.post("/authorizations/{token}", response_class=HTMLResponse)
-    async def authorization_decision(token: str, decision: Annotated[str, Form()], context: Context) -> Response:
-        if decision not in ("approve", "decline"):
-            return _page("missing.html", 400, what="decision", ident=decision)
-        try:
-            async with context.database.transaction() as tx:
-                found = await tx.sandbox.token(token)
-                if found is None:
-                    return _page("missing.html", 404, what="authorization", ident=token)
-                await context.books.decide_authorization(tx, found, decision == "approve", context.clock.now())
-        except SandboxRefusal as refusal:
-            return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
-        approved = found.status == "ACTIVE"
-        return _page(
-            "result.html",
-            200,
-            title="Authorization granted" if approved else "Authorization refused",
-            message=f"Token {found.token} for {found.shop_transaction_id}",
-            link=found.success_url if approved else found.failure_url,
-        )
-
-    @router.get("/refunds/{refund_id}", response_class=HTMLResponse)
-    async def refund_page(refund_id: str, context: Context) -> Response:
-        async with context.database.snapshot() as tx:
-            refund = await tx.sandbox.refund(refund_id)
-        if refund is None:
-            return _page("missing.html", 404, what="refund", ident=refund_id)
-        return _page("refund.html", 200, refund=refund)
-
-    @router.post("/refunds/{refund_id}", response_class=HTMLResponse)
-    async def refund_decision(refund_id: str, decision: Annotated[str, Form()], context: Context) -> Response:
-        if decision not in ("approve", "decline"):
-            return _page("missing.html", 400, what="decision", ident=decision)
-        try:
-            async with context.database.transaction() as tx:
-                refund = await tx.sandbox.refund(refund_id)
-                if refund is None:
-                    return _page("missing.html", 404, what="refund", ident=refund_id)
-                await context.books.decide_refund(tx, refund, decision == "approve", context.clock.now())
-        except SandboxRefusal as refusal:
-            return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
-        return _page(
-            "result.html",
-            200,
-            title="Refund approved" if refund.status == "ACCEPTED" else "Refund declined",
-            message=f"{refund.amount / 100:.2f} refunded on {refund.payment_id}"
-            if refund.status == "ACCEPTED"
-            else f"Refund {refund.id} declined",
-            link=None,
-        )
+    for page in HOSTED_PAGES:
+        _add_hosted_page(router, page)
 
     return router
+
+
+@dataclass(frozen=True)
+class HostedPage:
+    """One kind of hosted page a payer decides on (a payment's checkout, an authorization, a refund): where it
+    is, how its subject is found and decided, and what the result page says."""
+
+    path: str
+    what: str
+    template: str
+    variable: str  # the template's name for the subject
+    find: Callable[[Transaction, str], Awaitable[Any | None]]
+    decide: Callable[[Books, Transaction, Any, bool, float], Awaitable[None]]
+    result: Callable[[Any], tuple[str, str, str | None]]
+
+
+def _payment_result(payment: SandboxPayment) -> tuple[str, str, str | None]:
+    approved = payment.status == "ACCEPTED"
+    return (
+        "Payment approved" if approved else "Payment declined",
+        f"{payment.amount / 100:.2f} {payment.currency} for {payment.shop_transaction_id}",
+        payment.success_url if approved else payment.failure_url,
+    )
+
+
+def _authorization_result(token: SandboxToken) -> tuple[str, str, str | None]:
+    approved = token.status == "ACTIVE"
+    return (
+        "Authorization granted" if approved else "Authorization refused",
+        f"Token {token.token} for {token.shop_transaction_id}",
+        token.success_url if approved else token.failure_url,
+    )
+
+
+def _refund_result(refund: SandboxRefund) -> tuple[str, str, str | None]:
+    if refund.status == "ACCEPTED":
+        return "Refund approved", f"{refund.amount / 100:.2f} refunded on {refund.payment_id}", None
+    return "Refund declined", f"Refund {refund.id} declined", None
+
+
+HOSTED_PAGES = (
+    HostedPage(
+        "/checkout/{ident}",
+        "payment",
+        "checkout.html",
+        "payment",
+        lambda tx, ident: tx.sandbox.payment(ident),
+        lambda books, tx, payment, approve, now: books.decide_payment(tx, payment, approve, now),
+        _payment_result,
+    ),
+    HostedPage(
+        "/authorizations/{ident}",
+        "authorization",
+        "authorization.html",
+        "token",
+        lambda tx, ident: tx.sandbox.token(ident),
+        lambda books, tx, token, approve, now: books.decide_authorization(tx, token, approve, now),
+        _authorization_result,
+    ),
+    HostedPage(
+        "/refunds/{ident}",
+        "refund",
+        "refund.html",
+        "refund",
+        lambda tx, ident: tx.sandbox.refund(ident),
+        lambda books, tx, refund, approve, now: books.decide_refund(tx, refund, approve, now),
+        _refund_result,
+    ),
+)
+
+
+def _add_hosted_page(router: APIRouter, page: HostedPage) -> None:
+    """The page (GET) and the payer's decision on it (POST, a form with `decision`: approve or decline)."""
+
+    async def show(ident: str, context: Context) -> Response:
+        async with context.database.snapshot() as tx:
+            subject = await page.find(tx, ident)
+        if subject is None:
+            return _page("missing.html", 404, what=page.what, ident=ident)
+        return _page(page.template, 200, **{page.variable: subject})
+
+    async def decide(ident: str, decision: Annotated[str, Form()], context: Context) -> Response:
+        if decision not in ("approve", "decline"):
+            return _page("missing.html", 400, what="decision", ident=decision)
+        try:
+            async with context.database.transaction() as tx:
+                subject = await page.find(tx, ident)
+                if subject is None:
+                    return _page("missing.html", 404, what=page.what, ident=ident)
+                await page.decide(context.books, tx, subject, decision == "approve", context.clock.now())
+        except SandboxRefusal as refusal:
+            return _page("result.html", refusal.status_code, title="Nothing to do", message=str(refusal), link=None)
+        title, message, link = page.result(subject)
+        return _page("result.html", 200, title=title, message=message, link=link)
+
+    router.add_api_route(page.path, show, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route(page.path, decide, methods=["POST"], response_class=HTMLResponse)
 
 
 def _introspection(payment: SandboxPayment, refunds: list[SandboxRefund]) -> dict[str, Any]:
