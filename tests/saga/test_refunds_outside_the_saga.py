@@ -3,7 +3,8 @@ reported by its callback or, when that callback never comes, found by reconcilia
 PGM sends `refundRequested` and then the outcome, the saga follows its money, and the refund command the
 Flow Manager sends back is that same refund, never a second one.
 
-Run with the shipped machine and with the contract's, under the deep and the shallow merge."""
+Run with the shipped machine and with the contract's, under the deep and the shallow merge: one PGM per
+database serves all four, each with its own Flow Manager stand-in (tests/support/saga_stack.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from tests.support.saga_refunds import (
     refunded,
     wait_settled,
 )
-from tests.support.saga_stack import SagaStack, saga_stack
+from tests.support.saga_stack import SagaStack, SharedSagaPgm, shared_saga_pgm
 from tests.support.servers import run_server_in_thread, wait_for
 
 SANDBOX_API_KEY = "sk_sandbox_local"
@@ -42,13 +43,17 @@ def machine(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(backend: str, merge: str, machine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaStack]:
-    """CRUD stand-in, PGM and Flow Manager stand-in running `machine`, shared by the module."""
+def shared_pgm(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedSagaPgm]:
+    """The CRUD stand-in and the PGM, shared by every machine and merge setting of the module's run."""
     directory = tmp_path_factory.mktemp("refunds")
-    with (
-        fresh_database(backend, directory) as url,
-        saga_stack(url, directory, deep_merge=merge == "deep", machine=MACHINES[machine]) as running,
-    ):
+    with fresh_database(backend, directory) as url, shared_saga_pgm(url, directory) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def stack(shared_pgm: SharedSagaPgm, merge: str, machine: str) -> Iterator[SagaStack]:
+    """A Flow Manager stand-in running `machine` with the `merge` setting, against the shared PGM."""
+    with shared_pgm.stack_for(MACHINES[machine], deep_merge=merge == "deep") as running:
         yield running
 
 
@@ -64,27 +69,30 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgmProcess]:
 
 
 @pytest.fixture(scope="module")
-def unheard_stack(
-    backend: str, merge: str, machine: str, bank: PgmProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SagaStack]:
-    """A saga stack whose sandbox is `bank`'s: no webhook of that sandbox ever reaches this PGM. The refund
-    watch's first look is ten minutes away (its default): only `pgm reconcile` makes it look now."""
+def unheard_pgm(backend: str, bank: PgmProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedSagaPgm]:
+    """A PGM whose sandbox is `bank`'s: no webhook of that sandbox ever reaches it. The refund watch's first
+    look is ten minutes away (its default): only `pgm reconcile` makes it look now."""
     directory = tmp_path_factory.mktemp("unheard")
     with (
         fresh_database(backend, directory) as url,
-        saga_stack(
+        shared_saga_pgm(
             url,
             directory,
-            deep_merge=merge == "deep",
-            machine=MACHINES[machine],
             SANDBOX_BASE_URL=f"{bank.url}/sandbox",
             # The sandbox is in another process: on a loaded machine a call can outlast a one-second time-out,
             # and "no such payment" is only true once a call sent before can no longer land, so these sagas
             # wait longer for an answer and reconcile later than the test default.
             PGM_PROVIDER_TIMEOUT_SECONDS="3",
             PGM_RECONCILE_AFTER_SECONDS="4",
-        ) as running,
+        ) as shared,
     ):
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def unheard_stack(unheard_pgm: SharedSagaPgm, merge: str, machine: str) -> Iterator[SagaStack]:
+    """A saga stack on `unheard_pgm`, running `machine` with the `merge` setting."""
+    with unheard_pgm.stack_for(MACHINES[machine], deep_merge=merge == "deep") as running:
         yield running
 
 

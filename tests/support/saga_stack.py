@@ -4,6 +4,7 @@ running the repository's own configuration, wired together as in production."""
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -11,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from pgm.devstack.crud import create_crud_app
 from pgm.devstack.flow_manager import create_flow_manager_app, pgm_saga_config
@@ -118,6 +123,96 @@ def saga_stack(
         flow_manager = create_flow_manager_app(config, crud_base_url=crud_url)
         flow_manager_url, _ = stack.enter_context(run_server_in_thread(flow_manager, port=flow_manager_port))
         yield SagaStack(pgm, flow_manager_url, crud_url)
+
+
+class FlowManagerRouter:
+    """What a shared PGM knows as its Flow Manager: it hands each event to the Flow Manager stand-in that
+    runs the event's saga (several machines and merge settings, one PGM), over HTTP as the PGM would."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str] = {}
+        self.current = ""
+        self.app = Starlette(routes=[Route("/{path:path}", self._forward, methods=["GET", "POST", "PUT", "PATCH"])])
+
+    async def _forward(self, request: Request) -> Response:
+        body = await request.body()
+        # An event names its saga in `key`; the PGM's inspection reads /sagas/{sagaId}.
+        path = request.url.path
+        saga_id: Any = path.split("/")[2] if path.startswith("/sagas/") else None
+        if saga_id is None and body:
+            try:
+                saga_id = json.loads(body).get("key")
+            except (ValueError, AttributeError):
+                saga_id = None
+        target = self.owners.get(saga_id, self.current) if isinstance(saga_id, str) else self.current
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.request(
+                    request.method, f"{target}{path}", params=request.url.query, content=body, headers=headers
+                )
+        except httpx.HTTPError as exc:
+            # The saga's stand-in has stopped (its tests are over): the PGM retries, as with any receiver down.
+            return Response(f"no Flow Manager for this saga: {exc!r}", 502)
+        return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"))
+
+
+class RoutedSagaStack(SagaStack):
+    """A saga stack on a shared PGM: the sagas it creates are routed to its own Flow Manager stand-in."""
+
+    def __init__(self, pgm: PgmProcess, flow_manager_url: str, crud_url: str, router: FlowManagerRouter) -> None:
+        super().__init__(pgm, flow_manager_url, crud_url)
+        self.router = router
+        self.flow_manager_url = flow_manager_url
+
+    def create_saga(self, metadata: dict[str, Any]) -> str:
+        saga_id = super().create_saga(metadata)
+        self.router.owners[saga_id] = self.flow_manager_url
+        return saga_id
+
+    def put_saga(self, saga_id: str, state: str, metadata: dict[str, Any]) -> None:
+        self.router.owners[saga_id] = self.flow_manager_url
+        super().put_saga(saga_id, state, metadata)
+
+
+class SharedSagaPgm:
+    """One CRUD stand-in and one PGM, for Flow Manager stand-ins running different machines or merge
+    settings one after another (`stack_for`): a PGM start is the costly part of a stack."""
+
+    def __init__(self, pgm: PgmProcess, crud_url: str, router: FlowManagerRouter) -> None:
+        self.pgm, self.crud_url, self.router = pgm, crud_url, router
+
+    @contextmanager
+    def stack_for(
+        self, machine: Callable[[str], dict[str, Any]] = pgm_saga_config, deep_merge: bool = True
+    ) -> Iterator[SagaStack]:
+        """A Flow Manager stand-in running `machine` against the shared PGM; new sagas go to it."""
+        config = copy.deepcopy(machine(self.pgm.url))
+        config.setdefault("settings", {})["deepMergeMetadata"] = {"enabled": deep_merge}
+        flow_manager = create_flow_manager_app(config, crud_base_url=self.crud_url)
+        with run_server_in_thread(flow_manager) as (flow_manager_url, _):
+            self.router.current = flow_manager_url
+            yield RoutedSagaStack(self.pgm, flow_manager_url, self.crud_url, self.router)
+
+
+@contextmanager
+def shared_saga_pgm(database_url: str, directory: Path, **pgm_env: str) -> Iterator[SharedSagaPgm]:
+    """The CRUD stand-in, a Flow Manager router and a PGM wired to them, as `saga_stack` wires one."""
+    router = FlowManagerRouter()
+    with ExitStack() as stack:
+        crud_url, _ = stack.enter_context(run_server_in_thread(create_crud_app(str(directory / "crud.sqlite3"))))
+        router_url, _ = stack.enter_context(run_server_in_thread(router.app))
+        pgm = PgmProcess(
+            database_url,
+            directory / f"pgm-{uuid.uuid4().hex[:6]}.log",
+            FLOW_MANAGER_URL=router_url,
+            SAGA_CRUD_URL=f"{crud_url}/{COLLECTION}/",
+            PGM_INBOX_LEASE_SECONDS="5",
+            **pgm_env,
+        )
+        pgm.start()
+        stack.callback(pgm.stop)
+        yield SharedSagaPgm(pgm, crud_url, router)
 
 
 def paid_saga(stack: SagaStack, amount: int = 1000) -> tuple[str, dict[str, Any]]:
