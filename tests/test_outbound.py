@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,12 +13,24 @@ from urllib.parse import parse_qsl
 
 import orjson
 import pytest
+from multidict import CIMultiDict
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from yarl import URL
 
-from pgm.outbound import ASGITransport, HttpClient, Request, TimedOut, basic_auth, http_client
+from pgm.cli import SERVER_KEEP_ALIVE_SECONDS
+from pgm.outbound import (
+    IDLE_CONNECTION_SECONDS,
+    AiohttpTransport,
+    ASGITransport,
+    HttpClient,
+    Request,
+    TimedOut,
+    basic_auth,
+    http_client,
+)
 from pgm.outbound import Response as Answer
 from tests.support.servers import recording_receiver
 
@@ -171,3 +184,39 @@ def test_an_answer_with_an_integer_beyond_64_bits_is_read_exactly() -> None:
 def test_an_answer_that_is_not_json_raises_value_error() -> None:
     with pytest.raises(ValueError, match="line 1 column 1"):
         Answer(200, content=b"<html>502 Bad Gateway</html>").json()
+
+
+def test_a_connection_idle_past_the_limit_is_not_reused() -> None:
+    """A kept-alive connection left idle longer than the client's limit is closed and a new one opened:
+    reusing one the server closed meanwhile is reset, the request's outcome unknown."""
+
+    async def run() -> list[int]:
+        connections: list[int] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(len(connections))
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while await reader.readuntil(b"\r\n\r\n"):
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    await writer.drain()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = AiohttpTransport(idle_connection_seconds=0.2)
+        try:
+            for pause in (0.0, 0.05, 0.5):  # reused after 50 ms, replaced after 500 ms
+                await asyncio.sleep(pause)
+                request = Request("GET", URL(f"http://127.0.0.1:{port}/"), CIMultiDict())
+                assert (await transport.send(request)).content == b"ok"
+        finally:
+            await transport.aclose()
+            server.close()
+        return connections
+
+    assert asyncio.run(run()) == [0, 1]
+
+
+def test_the_client_drops_an_idle_connection_well_before_pgm_serve_does() -> None:
+    # The server's clock starts when it has written its answer, the client's when it has read it: under
+    # load the client reads later, so its limit must be well under the server's, not just under it.
+    assert IDLE_CONNECTION_SECONDS * 2 <= SERVER_KEEP_ALIVE_SECONDS

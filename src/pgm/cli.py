@@ -11,6 +11,10 @@ from pgm.config import ConfigurationError, load_settings
 from pgm.operator_cli import OPERATOR_COMMANDS
 from pgm.operator_cli import add_commands as add_operator_commands
 
+# How long `pgm serve` keeps an idle client connection open (uvicorn's default, made explicit): longer
+# than the PGM's own client keeps one idle (pgm.outbound.IDLE_CONNECTION_SECONDS).
+SERVER_KEEP_ALIVE_SECONDS = 5
+
 # The other commands' modules are imported when their command runs: an operator's `pgm payments show`
 # then starts without loading the web server, every provider and the dev stack (seconds on a busy pod).
 
@@ -44,6 +48,10 @@ def serve(_arguments: argparse.Namespace) -> int:
         log_config=None,
         # uvicorn has no time-out for a request's headers of its own (slowloris): src/pgm/http/server.py.
         http=protocol_with_header_timeout(settings.header_timeout_seconds),
+        # Longer than our own client keeps an idle connection (pgm.outbound.IDLE_CONNECTION_SECONDS): the
+        # in-process sandbox is called over this server, and a request on a connection the server closed
+        # meanwhile is reset.
+        timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS,
     )
     uvicorn.Server(config).run(sockets=[listener])
     return 0

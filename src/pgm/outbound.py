@@ -115,18 +115,31 @@ def basic_auth(username: str, password: str) -> Auth:
     return authenticate
 
 
+IDLE_CONNECTION_SECONDS = 2.0
+"""How long a kept-alive connection may sit idle in the pool before it is closed instead of reused. Well
+under the servers' own keep-alive (`pgm serve`'s is `SERVER_KEEP_ALIVE_SECONDS`, 5 s; nginx's 75 s): a
+server closes an idle connection on its own clock, and a request written on a connection it has just
+closed is reset ("Connection reset by peer"), its outcome unknown. aiohttp's default of 15 s lost a
+sandbox payment that way in the bench (docs/performance.md), the connection pooled 5 s before."""
+
+
 class AiohttpTransport:
     """Production transport: one aiohttp session (one connection pool) per client.
 
     The session is opened on first use, inside the running event loop (aiohttp binds a session to it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_connection_seconds: float = IDLE_CONNECTION_SECONDS) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._idle_connection_seconds = idle_connection_seconds
 
     def _open(self) -> aiohttp.ClientSession:
         # No cookie jar: no destination of ours uses cookies, and the jar costs on every answer.
-        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(keepalive_timeout=self._idle_connection_seconds),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+        )
         return self._session
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
