@@ -43,14 +43,6 @@ def machine(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def shared_pgm(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedSagaPgm]:
-    """The CRUD stand-in and the PGM, shared by every machine and merge setting of the module's run."""
-    directory = tmp_path_factory.mktemp("refunds")
-    with fresh_database(backend, directory) as url, shared_saga_pgm(url, directory) as shared:
-        yield shared
-
-
-@pytest.fixture(scope="module")
 def stack(shared_pgm: SharedSagaPgm, merge: str, machine: str) -> Iterator[SagaStack]:
     """A Flow Manager stand-in running `machine` with the `merge` setting, against the shared PGM."""
     with shared_pgm.stack_for(MACHINES[machine], deep_merge=merge == "deep") as running:
