@@ -150,15 +150,34 @@ def test_a_saga_refunds_a_payment_made_before_the_switch(backend: str, tmp_path:
 # ----- an external provider service -------------------------------------------------------------
 
 
-@pytest.fixture
-def acme_pgm(
-    start_pgm: Any, receiver: tuple[RecordingReceiver, str], tmp_path: Path
+@pytest.fixture(scope="module")
+def acme_module_pgm(
+    backend: str, receiver: tuple[RecordingReceiver, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[PgmProcess, ExternalService]]:
-    """A PGM with the external service `acme`."""
-    with running_external_service() as acme:
-        config = tmp_path / "external.json"
+    """A PGM with the external service `acme`, shared by the module's tests that need one (own references)."""
+    directory = tmp_path_factory.mktemp("acme")
+    with running_external_service() as acme, fresh_database(backend, directory) as url:
+        config = directory / "external.json"
         config.write_text(json.dumps({"externalServices": [{"externalService": "acme", "baseUrl": acme.base_url}]}))
-        yield start_pgm(EXTERNAL_PROVIDERS_CONFIG=str(config), PAYMENT_CALLBACK_URL=f"{receiver[1]}{STATUS_PATH}"), acme
+        process = PgmProcess(
+            url,
+            directory / "pgm.log",
+            EXTERNAL_PROVIDERS_CONFIG=str(config),
+            PAYMENT_CALLBACK_URL=f"{receiver[1]}{STATUS_PATH}",
+        ).start()
+        try:
+            yield process, acme
+        finally:
+            process.stop()
+
+
+@pytest.fixture
+def acme_pgm(acme_module_pgm: tuple[PgmProcess, ExternalService]) -> Iterator[tuple[PgmProcess, ExternalService]]:
+    """The module's PGM with `acme`; a test that makes the service behave otherwise has it behave again after."""
+    yield acme_module_pgm
+    acme = acme_module_pgm[1]
+    acme.callbacks_down = acme.status_down = False
+    acme.implements_callback = acme.implements_check = acme.reports_amounts = True
 
 
 def test_external_refund_status_check_and_callback_of_payments_made_before_the_switch(
