@@ -25,7 +25,7 @@ from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH, wait_for_status
 from tests.support.pgm_process import PgmProcess
 from tests.support.provider_pgm import pgm_with_provider
-from tests.support.saga_stack import saga_stack
+from tests.support.saga_stack import SharedSagaPgm, shared_saga_pgm
 from tests.support.servers import RecordingReceiver, recording_receiver, wait_for
 
 SANDBOX_KEY = "Bearer sk_sandbox_local"
@@ -123,8 +123,10 @@ def test_a_callback_for_a_payment_made_before_the_switch_is_applied_and_notified
     assert refunded["result"] == "OK", refunded
 
 
-def test_a_saga_refunds_a_payment_made_before_the_switch(backend: str, tmp_path: Path) -> None:
-    with fresh_database(backend, tmp_path) as url, saga_stack(url, tmp_path) as stack:
+def test_a_saga_refunds_a_payment_made_before_the_switch(
+    acme_module_pgm: tuple[SharedSagaPgm, ExternalService],
+) -> None:
+    with acme_module_pgm[0].stack_for() as stack:
         reference = _reference()
         payment_id = _sandbox_payment(stack.pgm, reference, 1000)
         saga_id = f"saga-{uuid.uuid4().hex[:12]}"
@@ -153,29 +155,26 @@ def test_a_saga_refunds_a_payment_made_before_the_switch(backend: str, tmp_path:
 @pytest.fixture(scope="module")
 def acme_module_pgm(
     backend: str, receiver: tuple[RecordingReceiver, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[PgmProcess, ExternalService]]:
-    """A PGM with the external service `acme`, shared by the module's tests that need one (own references)."""
+) -> Iterator[tuple[SharedSagaPgm, ExternalService]]:
+    """A PGM with the external service `acme` and the saga stand-ins, shared by the module's tests that need
+    either (each with its own references and sagas)."""
     directory = tmp_path_factory.mktemp("acme")
     with running_external_service() as acme, fresh_database(backend, directory) as url:
         config = directory / "external.json"
         config.write_text(json.dumps({"externalServices": [{"externalService": "acme", "baseUrl": acme.base_url}]}))
-        process = PgmProcess(
-            url,
-            directory / "pgm.log",
-            EXTERNAL_PROVIDERS_CONFIG=str(config),
-            PAYMENT_CALLBACK_URL=f"{receiver[1]}{STATUS_PATH}",
-        ).start()
-        try:
-            yield process, acme
-        finally:
-            process.stop()
+        with shared_saga_pgm(
+            url, directory, EXTERNAL_PROVIDERS_CONFIG=str(config), PAYMENT_CALLBACK_URL=f"{receiver[1]}{STATUS_PATH}"
+        ) as shared:
+            yield shared, acme
 
 
 @pytest.fixture
-def acme_pgm(acme_module_pgm: tuple[PgmProcess, ExternalService]) -> Iterator[tuple[PgmProcess, ExternalService]]:
+def acme_pgm(
+    acme_module_pgm: tuple[SharedSagaPgm, ExternalService],
+) -> Iterator[tuple[PgmProcess, ExternalService]]:
     """The module's PGM with `acme`; a test that makes the service behave otherwise has it behave again after."""
-    yield acme_module_pgm
-    acme = acme_module_pgm[1]
+    shared, acme = acme_module_pgm
+    yield shared.pgm, acme
     acme.callbacks_down = acme.status_down = False
     acme.implements_callback = acme.implements_check = acme.reports_amounts = True
 
@@ -203,35 +202,35 @@ def test_external_refund_status_check_and_callback_of_payments_made_before_the_s
     wait_for_status(receiver[0], pending_reference, "ACCEPTED")
 
 
-def test_a_saga_refund_waits_while_the_payment_cannot_be_looked_up(backend: str, tmp_path: Path) -> None:
-    with running_external_service() as acme:
-        config = tmp_path / "external.json"
-        config.write_text(json.dumps({"externalServices": [{"externalService": "acme", "baseUrl": acme.base_url}]}))
-        with (
-            fresh_database(backend, tmp_path) as url,
-            saga_stack(url, tmp_path, EXTERNAL_PROVIDERS_CONFIG=str(config)) as stack,
-        ):
-            reference = _reference()
-            payment_id = acme.create_payment(reference, 1000)
-            saga_id = f"saga-{uuid.uuid4().hex[:12]}"
-            metadata = {
-                "amount": 1000,
-                "currency": "EUR",
-                "provider": "acme",
-                "paymentMethod": "external",
-                "shopTransactionId": reference,
-                "paymentId": payment_id,
-                "payRequestData": {},
-            }
-            stack.put_saga(saga_id, "PAYMENT_EXECUTED", metadata)
-            acme.status_down = True
-            stack.send_event(saga_id, "refundRequested", {"refundRequestData": {"amount": 1000}})
-            wait_for(lambda: [path for _, path, _ in acme.received].count("/status") >= 2, what="the lookup retried")
-            assert stack.saga(saga_id)["currentState"] == "REFUND_REQUESTED"
-            acme.status_down = False
-            saga = stack.wait_state(saga_id, "TOTALLY_REFUNDED")
-            assert saga["metadata"]["refundDetails"] == {"totalRefundedAmount": 1000, "refundedAmounts": [1000]}
-            assert acme.payment(payment_id)["refunded"] == 1000
+def test_a_saga_refund_waits_while_the_payment_cannot_be_looked_up(
+    acme_module_pgm: tuple[SharedSagaPgm, ExternalService], acme_pgm: tuple[PgmProcess, ExternalService]
+) -> None:
+    shared, acme = acme_module_pgm
+    with shared.stack_for() as stack:
+        reference = _reference()
+        payment_id = acme.create_payment(reference, 1000)
+        saga_id = f"saga-{uuid.uuid4().hex[:12]}"
+        metadata = {
+            "amount": 1000,
+            "currency": "EUR",
+            "provider": "acme",
+            "paymentMethod": "external",
+            "shopTransactionId": reference,
+            "paymentId": payment_id,
+            "payRequestData": {},
+        }
+        stack.put_saga(saga_id, "PAYMENT_EXECUTED", metadata)
+        acme.status_down = True
+        before = len(acme.received)  # the service is shared: count only this saga's lookups
+        stack.send_event(saga_id, "refundRequested", {"refundRequestData": {"amount": 1000}})
+        wait_for(
+            lambda: [path for _, path, _ in acme.received[before:]].count("/status") >= 2, what="the lookup retried"
+        )
+        assert stack.saga(saga_id)["currentState"] == "REFUND_REQUESTED"
+        acme.status_down = False
+        saga = stack.wait_state(saga_id, "TOTALLY_REFUNDED")
+        assert saga["metadata"]["refundDetails"] == {"totalRefundedAmount": 1000, "refundedAmounts": [1000]}
+        assert acme.payment(payment_id)["refunded"] == 1000
 
 
 def test_external_service_without_amounts_decides_each_refund(acme_pgm: tuple[PgmProcess, ExternalService]) -> None:
