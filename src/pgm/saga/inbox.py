@@ -148,8 +148,11 @@ class Inbox:
             for command_id, lease_until in claimed:
                 self._spawn(command_id, lease_until)
             if not claimed:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+                # arrives as the wake-up does, and the worker would then never stop (as the outbox's did).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(self.lease_seconds / 3, 1.0))
+                    async with asyncio.timeout(min(self.lease_seconds / 3, 1.0)):
+                        await self._wake.wait()
                 self._wake.clear()
 
     async def _renew_leases(self) -> None:

@@ -174,7 +174,10 @@ class Database:
         PGM_DATABASE_POOL_TIMEOUT_SECONDS when all of them are in use (docs/configuration.md)."""
         settings = self.pool_settings
         try:
-            await asyncio.wait_for(self._connection_slots.acquire(), settings.timeout_seconds)
+            # asyncio.timeout, not wait_for: on Python 3.11 a slot acquired just as wait_for times out can be
+            # lost (never released) and a cancellation swallowed; the semaphore hands a cancelled wake-up on.
+            async with asyncio.timeout(settings.timeout_seconds):
+                await self._connection_slots.acquire()
         except TimeoutError:
             raise TimeoutError(
                 f"no free database connection within {settings.timeout_seconds:g} s "
