@@ -409,8 +409,9 @@ def test_a_lost_pay_answer_is_found_by_its_idempotency_key_and_never_charged_twi
         fake.malformed_next(method="POST", path=SESSIONS)
     answer = pay(stripe_pgm, shop_id)
     [session] = fake.payments(shop_id)
-    # Found by a lookup, which carries no redirect URL: the payment is known and pending.
-    assert (answer["result"], answer["paymentId"]) == ("PENDING", session["id"])
+    # Found by a lookup: the session still open, the payer is sent to its page as the lost answer would have.
+    assert (answer["result"], answer["paymentId"]) == ("REDIRECT_TO_URL", session["id"])
+    assert answer["redirectToUrl"] == session["url"]
     fake.approve(session["id"])
     wait_for_status(notifications, shop_id, "ACCEPTED")
     assert len(fake.payments(shop_id)) == 1

@@ -63,7 +63,9 @@ def test_a_lost_answer_is_settled_by_asking_the_provider_once(backend: str, tmp_
     assert sessions == 1
     assert payment.status == Status.PENDING.value
     assert payment.provider_payment_id
-    assert result is PayResultCode.PENDING
+    # The session found again still sends the payer to Stripe's page, as the lost answer would have.
+    assert result is PayResultCode.REDIRECT_TO_URL
+    assert payment.redirect_url == f"{STRIPE}/c/pay/{payment.provider_payment_id}"
     assert reconciled.status == Status.PENDING.value  # the payer has not acted yet
 
 

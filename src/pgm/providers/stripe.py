@@ -777,6 +777,10 @@ def _session_lookup(session: Mapping[str, Any]) -> PaymentLookup:
         subscription_token=metadata["subscriptionToken"],
         metadata={key: value for key, value in metadata.items() if value is not None},
         currency=str(session["currency"]).upper() if isinstance(session.get("currency"), str) else None,
+        # Found again after a lost answer, an open session still takes its payer to Stripe's page.
+        redirect_url=session.get("url")
+        if session.get("status") == "open" and isinstance(session.get("url"), str)
+        else None,
     )
 
 
