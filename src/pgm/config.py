@@ -72,6 +72,7 @@ class Settings:
     environment: str = DEVELOPMENT
     sandbox_webhook_secret: str | None = None
     sandbox_base_url: str | None = None
+    sandbox_webhook_url: str | None = None
     outbox_poll_seconds: float = field(default=0.5, metadata=_variable("PGM_OUTBOX_POLL_SECONDS"))
     outbox_max_attempts: int = field(default=10, metadata=_variable("PGM_OUTBOX_MAX_ATTEMPTS", minimum=1))
     outbox_backoff_base_seconds: float = field(default=1.0, metadata=_variable("PGM_OUTBOX_BACKOFF_BASE_SECONDS"))
@@ -105,6 +106,12 @@ class Settings:
     def sandbox_api_url(self) -> str:
         """Where the sandbox adapter sends its API calls: over HTTP, as to any remote provider."""
         return (self.sandbox_base_url or f"{self.internal_url}/sandbox").rstrip("/")
+
+    @property
+    def sandbox_webhook_target(self) -> str:
+        """Where the sandbox this process serves sends its signed webhooks: this PGM's own callback route,
+        or the PGM that SANDBOX_WEBHOOK_URL names when this process serves the sandbox to another one."""
+        return self.sandbox_webhook_url or f"{self.internal_url}/v3/sandbox/callback"
 
     @property
     def production(self) -> bool:
@@ -360,6 +367,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         sandbox_api_key=env.get("SANDBOX_API_KEY") or DEFAULT_SANDBOX_API_KEY,
         sandbox_webhook_secret=env.get("SANDBOX_WEBHOOK_SECRET") or None,
         sandbox_base_url=_url(env, "SANDBOX_BASE_URL"),
+        sandbox_webhook_url=_url(env, "SANDBOX_WEBHOOK_URL"),
         provider_env={key: value for key, value in env.items() if key.split("_", 1)[0] in PROVIDER_PREFIXES},
         **numbers,  # type: ignore[arg-type]
     )

@@ -166,8 +166,9 @@ async def compose(settings: Settings, clock: Clock, metrics: Metrics, routes: Ro
     if settings.flow_manager_url and crud is not None:
         senders.update(flow_manager_senders(client(), settings.flow_manager_url, crud))
     if "sandbox" in settings.enabled_providers:
-        target = f"{settings.internal_url}/v3/sandbox/callback"
-        senders[Destination.SANDBOX_WEBHOOK.value] = webhook_sender(client(), target, lambda: secret, clock)
+        senders[Destination.SANDBOX_WEBHOOK.value] = webhook_sender(
+            client(), settings.sandbox_webhook_target, lambda: secret, clock
+        )
     dispatcher = OutboxDispatcher(
         database,
         senders,
