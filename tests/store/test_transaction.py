@@ -278,6 +278,46 @@ async def test_postgresql_keeps_its_pool_and_opens_the_overflow_beside_it_then_t
         await database.dispose()
 
 
+async def test_postgresql_reuses_an_overflow_connection_under_load_and_closes_it_once_idle(database_url: str) -> None:
+    """Opening a connection costs the client more than a saga's transactions on it: under sustained load an
+    overflow connection given back serves the next transaction that needs one, and is closed once idle."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer and its readers, no pool")
+    database = Database(database_url, PoolSettings(size=1, max_overflow=1, overflow_idle_seconds=0.3))
+
+    async def two_at_once() -> set[int]:
+        pids: set[int] = set()
+        both_open = asyncio.Event()
+
+        async def hold() -> None:
+            async with database.transaction() as tx:
+                pids.add(int(await tx.fetchval(Sql("SELECT pg_backend_pid()"))))
+                if len(pids) == 2:
+                    both_open.set()
+                await both_open.wait()
+
+        await asyncio.gather(hold(), hold())
+        return pids
+
+    try:
+        first = await two_at_once()
+        assert await two_at_once() == first  # the kept connection and the same overflow one
+        async with database.snapshot() as tx:
+            kept = int(await tx.fetchval(Sql("SELECT pg_backend_pid()")))
+        (overflow,) = first - {kept}
+        async with asyncio.timeout(5):
+            while True:  # closed 0.3 s after it was given back
+                async with database.snapshot() as tx:
+                    alive = await tx.fetchval(
+                        Sql("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": overflow}
+                    )
+                if alive == 0:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await database.dispose()
+
+
 async def test_a_sqlite_writer_left_inside_a_transaction_is_replaced(database: Database) -> None:
     if not database.is_sqlite:
         pytest.skip("PostgreSQL's pool rolls back a connection it gets back inside a transaction")
