@@ -35,7 +35,6 @@ from pgm.providers.base import (
     InvalidProviderData,
     Operation,
     PayRequest,
-    PayResultCode,
     ProviderAdapter,
     RefundRequest,
     SubscriptionInfo,
@@ -43,7 +42,7 @@ from pgm.providers.base import (
 from pgm.providers.registry import ProviderRegistry
 from pgm.saga.crud import CrudUnavailable, SagaCrud
 from pgm.saga.events import SagaEvents
-from pgm.saga.inbox import Closer, CommandDone, CommandRefused, RetryLater
+from pgm.saga.inbox import CommandDone, CommandRefused, RetryLater
 from pgm.services.payments import PaymentService
 from pgm.services.policy import (
     MAX_INTERVAL_COUNT,
@@ -90,15 +89,14 @@ class SagaCommands:
         self.events = events
         self.crud = crud
 
-    async def execute(self, command: InboxCommand, close: Closer) -> CommandDone:
-        """Run one command to its outcome; raises CommandRefused or RetryLater. A pay-like command the
-        provider answered is closed in the transaction that records the answer."""
+    async def execute(self, command: InboxCommand) -> CommandDone:
+        """Run one command to its outcome; raises CommandRefused or RetryLater."""
         route = Route(command.route)
         saga = await self._saga_data(command, route)
         adapter = self._adapter(saga, route)
         if route is Route.REFUND:
             return await self._refund(command, saga, adapter)
-        return await self._pay_like(command, saga, adapter, route, close)
+        return await self._pay_like(command, saga, adapter, route)
 
     async def _saga_data(self, command: InboxCommand, route: Route) -> SagaData:
         payload = command.payload
@@ -128,7 +126,7 @@ class SagaCommands:
             raise CommandRefused(str(exc)) from exc
 
     async def _pay_like(
-        self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter, route: Route, close: Closer
+        self, command: InboxCommand, saga: SagaData, adapter: ProviderAdapter, route: Route
     ) -> CommandDone:
         operation = OPERATIONS[route]
         key = saga_operation_key(saga.saga_id, route.value, 1)
@@ -143,13 +141,6 @@ class SagaCommands:
             provider_data=saga.provider_data,
             subscription=self._subscription(saga, route),
         )
-        closed = False
-
-        async def close_with_answer(tx: Transaction, result: PayResultCode, description: str) -> None:
-            nonlocal closed
-            await close(tx, CommandDone(key, f"{result.value}: {description}"))
-            closed = True
-
         try:
             outcome = await self.payments.start(
                 adapter,
@@ -157,7 +148,6 @@ class SagaCommands:
                 request,
                 saga_id=saga.saga_id,
                 saga_context={"payRequestData": saga.pay_request_data},
-                on_answer=close_with_answer,
             )
         except RequestRefused as exc:
             raise CommandRefused(_saga_wording(exc)) from exc
@@ -171,7 +161,7 @@ class SagaCommands:
             outcome = await self.payments.resume_interrupted(adapter, outcome.payment)
         elif outcome.replayed:
             await self._replay(saga.saga_id, key, Status(outcome.payment.status))
-        return CommandDone(key, f"{outcome.result.value}: {outcome.description}", closed=closed)
+        return CommandDone(key, f"{outcome.result.value}: {outcome.description}")
 
     def _subscription(self, saga: SagaData, route: Route) -> SubscriptionInfo | None:
         """The saga's subscription terms as the payment service takes them: only their types are checked

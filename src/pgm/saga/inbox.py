@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,18 +34,10 @@ CONCURRENCY = 32
 
 @dataclass(frozen=True)
 class CommandDone:
-    """A command run to its outcome: the key of the operation it resolved to, and a one-line summary.
-    `closed` when the executor already closed the command with `Closer` in its outcome's transaction."""
+    """A command run to its outcome: the key of the operation it resolved to, and a one-line summary."""
 
     operation_key: str
     summary: str
-    closed: bool = False
-
-
-Closer = Callable[[Transaction, CommandDone], Awaitable[None]]
-"""Closes the command being run, in a transaction of the executor's: the one that records its outcome,
-so that both commit together (one write transaction fewer per command, and no window in which the
-outcome is recorded and the command still PENDING)."""
 
 
 class CommandRefused(Exception):
@@ -59,9 +51,8 @@ class RetryLater(Exception):
 class CommandExecutor(Protocol):
     """What a command means: the inbox hands each command it runs to one of these."""
 
-    async def execute(self, command: InboxCommand, close: Closer) -> CommandDone:
-        """Run one command to its outcome; raises CommandRefused or RetryLater. It may close the command
-        with `close` in the transaction that records the outcome (then it says so: `CommandDone.closed`)."""
+    async def execute(self, command: InboxCommand) -> CommandDone:
+        """Run one command to its outcome; raises CommandRefused or RetryLater."""
 
     async def refuse(self, tx: Transaction, command: InboxCommand, reason: str) -> None:
         """Write the answer to a command that cannot succeed, in the transaction that closes it."""
@@ -239,12 +230,8 @@ class Inbox:
                 command = await tx.inbox.get(command_id)
         if command is None or command.status != PENDING:
             return
-
-        async def close(tx: Transaction, done: CommandDone) -> None:
-            await tx.inbox.done(command_id, done.operation_key, done.summary[:1000], self.clock.now())
-
         try:
-            done = await self.executor.execute(command, close)
+            done = await self.executor.execute(command)
         except CommandRefused as reason:
             await self._refuse(command, str(reason))
             self.metrics.saga_commands.labels(command.route, "refused").inc()
@@ -253,9 +240,8 @@ class Inbox:
             await self._retry_later(command, str(reason))
             self.metrics.saga_commands.labels(command.route, "retry").inc()
             return
-        if not done.closed:
-            async with self.database.transaction() as tx:
-                await close(tx, done)
+        async with self.database.transaction() as tx:
+            await tx.inbox.done(command_id, done.operation_key, done.summary[:1000], self.clock.now())
         self.metrics.saga_commands.labels(command.route, "executed").inc()
 
     async def _refuse(self, command: InboxCommand, reason: str) -> None:

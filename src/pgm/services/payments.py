@@ -43,7 +43,7 @@ from pgm.services.settlement import Settlement, Source, refund_position_of
 from pgm.store.database import Database
 from pgm.store.ids import new_id
 from pgm.store.records import Payment, Refund
-from pgm.store.transaction import DuplicateKey, Transaction
+from pgm.store.transaction import DuplicateKey
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ OPERATION_KIND = {
     Operation.AUTHORIZATION_TOKEN: PaymentKind.AUTHORIZATION,
     Operation.PAY_BY_LINK: PaymentKind.PAY_BY_LINK,
 }
-
-
-AnswerHook = Callable[[Transaction, PayResultCode, str], Awaitable[None]]
-"""Called in the transaction that records the provider's answer, with its result and description: what
-the caller writes there commits with the answer (a saga command's closing, `saga/inbox.py`)."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +139,8 @@ class PaymentService:
         request: PayRequest,
         saga_id: str | None = None,
         saga_context: dict[str, Any] | None = None,
-        on_answer: AnswerHook | None = None,
     ) -> PayOutcome:
-        """Run a pay-like operation once per idempotency key (`request.idempotency_key` is ours);
-        `on_answer` runs in the transaction that records the provider's answer, when one came."""
+        """Run a pay-like operation once per idempotency key (`request.idempotency_key` is ours)."""
         check_pay_request(adapter, operation, request)
         adapter.check(operation, request)
         digest = request_digest(request)
@@ -167,8 +160,6 @@ class PaymentService:
         async with self.database.transaction() as tx:
             locked = await tx.payments.lock(payment.id)
             await self.settlement.answered(tx, locked, result)
-            if on_answer is not None:
-                await on_answer(tx, result.result, result.description)
             payment = locked
             subject_id = payment.provider_payment_id
             waiting = subject_id is not None and await self.callbacks.any_deferred(tx, adapter, subject_id)
