@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
@@ -45,15 +46,20 @@ def test_a_provider_that_never_answers_did_not_answer_in_time() -> None:
     assert "did not answer in time" in str(lost)
 
 
-def test_a_provider_that_drops_the_connection_is_not_reported_as_a_time_out() -> None:
+def test_a_provider_that_drops_the_connection_is_not_reported_as_a_time_out(caplog: pytest.LogCaptureFixture) -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.close()  # the request arrived; the answer never will
 
-    lost = asyncio.run(_outcome_of_a_call(hang_up, timeout_seconds=5))
+    with caplog.at_level(logging.WARNING, logger="pgm.providers.http"):
+        lost = asyncio.run(_outcome_of_a_call(hang_up, timeout_seconds=5))
 
     assert "dropped the connection" in str(lost)
     assert "did not answer in time" not in str(lost)
+    # The operator's log says what the transport saw, and where.
+    (record,) = [record for record in caplog.records if record.getMessage() == "provider answer lost"]
+    assert record.__dict__["path"] == "/payments"
+    assert record.__dict__["error"] == "ServerDisconnectedError: Server disconnected"
 
 
 @pytest.mark.parametrize(

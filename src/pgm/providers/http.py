@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
 from pgm.outbound import Auth, HttpClient, NoAnswer, Response, TimedOut, Transport
 from pgm.providers.base import OutcomeUnknown, ProviderRejected
+
+log = logging.getLogger(__name__)
 
 
 def provider_client(
@@ -37,6 +40,13 @@ async def send(client: HttpClient, method: str, url: str, **kwargs: Any) -> Resp
     try:
         return await client.request(method, url, **kwargs)
     except NoAnswer as exc:
+        # The operator's log gets the transport's own words (a reset, a refused connection, a DNS failure):
+        # the outcome's description, which clients see, names only the kind of fault.
+        cause = exc.__cause__ or exc
+        log.warning(
+            "provider answer lost",
+            extra={"method": method, "path": url.split("?", 1)[0], "error": f"{type(cause).__name__}: {cause}"},
+        )
         raise lost_answer(exc) from exc
 
 
