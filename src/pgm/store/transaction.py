@@ -20,21 +20,20 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgm.store.records import Record, Table, column_value, from_row, snapshot
+from pgm.store.repositories import (
+    CallbackRepository,
+    InboxRepository,
+    OperationsRepository,
+    OutboxRepository,
+    PaymentRepository,
+    SagaEventRepository,
+    SandboxRepository,
+    SettingRepository,
+)
 from pgm.store.sql import Sql
 
 if TYPE_CHECKING:
     import asyncpg
-
-    from pgm.store.repositories import (
-        CallbackRepository,
-        InboxRepository,
-        OperationsRepository,
-        OutboxRepository,
-        PaymentRepository,
-        SagaEventRepository,
-        SandboxRepository,
-        SettingRepository,
-    )
 
 R = TypeVar("R", bound=Record)
 Row = Sequence[Any]
@@ -73,50 +72,34 @@ class Transaction:
 
     @cached_property
     def payments(self) -> PaymentRepository:
-        from pgm.store.repositories import PaymentRepository
-
         return PaymentRepository(self)
 
     @cached_property
     def outbox(self) -> OutboxRepository:
-        from pgm.store.repositories import OutboxRepository
-
         return OutboxRepository(self)
 
     @cached_property
     def inbox(self) -> InboxRepository:
-        from pgm.store.repositories import InboxRepository
-
         return InboxRepository(self)
 
     @cached_property
     def callbacks(self) -> CallbackRepository:
-        from pgm.store.repositories import CallbackRepository
-
         return CallbackRepository(self)
 
     @cached_property
     def saga_events(self) -> SagaEventRepository:
-        from pgm.store.repositories import SagaEventRepository
-
         return SagaEventRepository(self)
 
     @cached_property
     def settings(self) -> SettingRepository:
-        from pgm.store.repositories import SettingRepository
-
         return SettingRepository(self)
 
     @cached_property
     def operations(self) -> OperationsRepository:
-        from pgm.store.repositories import OperationsRepository
-
         return OperationsRepository(self)
 
     @cached_property
     def sandbox(self) -> SandboxRepository:
-        from pgm.store.repositories import SandboxRepository
-
         return SandboxRepository(self)
 
     # -- statements ---------------------------------------------------------------------------------
