@@ -5,31 +5,14 @@ same DuplicateKey on both drivers."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from pgm.store import migrator
 from pgm.store.database import Database
 from pgm.store.records import InboxCommand, Payment, ProviderCallback, ProviderEvent, Refund
 from pgm.store.transaction import DuplicateKey
-from tests.support.databases import fresh_database
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fresh_database(backend, tmp_path_factory.mktemp("repositories")) as url:
-        migrator.upgrade(url)
-        yield url
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
 
 
 def unique(prefix: str) -> str:

@@ -6,33 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from pgm.store import migrator
 from pgm.store.database import Database, PoolSettings
 from pgm.store.records import LedgerEntry, OutboxMessage, Payment, SagaEvent
 from pgm.store.sql import Sql
 from pgm.store.transaction import RowNotFound
-from tests.support.databases import fresh_database
 
 # Async tests on asyncio, through anyio's pytest plugin.
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fresh_database(backend, tmp_path_factory.mktemp("store")) as url:
-        migrator.upgrade(url)
-        yield url
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
 
 
 def a_payment(**changes: object) -> Payment:
