@@ -12,6 +12,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from pgm import __version__
 from pgm.http import errors
+from pgm.http.hot import HotPath, HotRoute
 from pgm.http.middleware import AdmissionLimit, BodySizeLimit, RejectUnstorableText, RequestContext
 from pgm.http.routes import home, inspection, ops, v3
 from pgm.http.routes import saga as saga_routes
@@ -26,9 +27,11 @@ safely. When `PGM_API_TOKEN` is set, send `Authorization: Bearer <token>` (callb
 DOCS_STATIC = "/documentation/static"
 
 
-def create_app(wiring: Wiring) -> FastAPI:
+def create_app(wiring: Wiring, hot_path: bool = True) -> FastAPI:
     """The web app of a service: routes and middleware for its settings, and, for the app's lifetime, the
-    running parts the wiring builds (handed to the routes through `app.state`)."""
+    running parts the wiring builds (handed to the routes through `app.state`).
+
+    `hot_path=False` serves every request through FastAPI's routing: the tests compare both answers."""
     settings, metrics = wiring.settings, wiring.metrics
 
     @contextlib.asynccontextmanager
@@ -63,12 +66,23 @@ def create_app(wiring: Wiring) -> FastAPI:
         app.include_router(axerve_routes.build_router())
     # The saga commands and the sandbox's provider API come before /v3's parametric routes: routing tries
     # each route in order, and these are the hot path of a saga (the paths never overlap).
+    hot: list[HotRoute] = []
     if settings.saga_enabled:
-        app.include_router(saga_routes.build_router())
+        saga_router = saga_routes.build_router()
+        app.include_router(saga_router)
         app.include_router(inspection.build_router())
+        hot += saga_routes.hot_routes(saga_router)
     if "sandbox" in settings.enabled_providers:
-        app.include_router(sandbox_routes.build_router())
-    app.include_router(v3.build_router())
+        sandbox_router = sandbox_routes.build_router()
+        app.include_router(sandbox_router)
+        hot += sandbox_routes.hot_routes(sandbox_router)
+    v3_router = v3.build_router()
+    app.include_router(v3_router)
+    # The requests of every saga: its command, the sandbox's provider API, the provider's callback.
+    hot += v3.hot_callback_routes(v3_router, settings.enabled_providers)
+    if hot_path:
+        # Innermost: the hot routes are served inside every middleware below (http/hot.py).
+        app.add_middleware(HotPath, routes=hot, exception_handlers=app.exception_handlers)
     app.add_middleware(RejectUnstorableText)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, callback_max_bytes=settings.callback_max_bytes)
     # Outside the body checks: a shed request costs no read of its body.

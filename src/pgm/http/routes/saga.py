@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from pgm.domain.saga import Route
 from pgm.http.dependencies import require_token
 from pgm.http.errors import ErrorBody
+from pgm.http.hot import HotRoute, find_route
 from pgm.saga.inbox import Inbox
 
 SUMMARIES = {
@@ -102,3 +103,22 @@ def _handler(route: Route) -> Any:
         "its outcome reaches the Flow Manager as an event."
     )
     return accept
+
+
+async def _token_of(request: Request) -> None:
+    await require_token(request, request.app.state.service)
+
+
+def hot_routes(router: APIRouter) -> list[HotRoute]:
+    """Every command route on the hot path (http/hot.py): the same endpoint, behind the same token check."""
+    return [
+        HotRoute(
+            "POST",
+            f"/saga/{route.value}",
+            find_route(router, "POST", f"/saga/{route.value}"),
+            lambda request, command: {"command": command, "request": request},
+            frozenset({"command", "request"}),
+            guard=_token_of,
+        )
+        for route in Route
+    ]

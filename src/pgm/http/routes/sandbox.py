@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pgm.http.errors import ApiError
+from pgm.http.hot import HotRoute, find_route
 from pgm.http.responses import JSONResponse
 from pgm.sandbox.books import (
     Books,
@@ -341,6 +342,31 @@ def build_router() -> APIRouter:
         _add_hosted_page(router, page)
 
     return router
+
+
+def hot_routes(router: APIRouter) -> list[HotRoute]:
+    """The provider API's payment creation, called by the PGM's sandbox adapter in every saga, on the hot
+    path (http/hot.py): the same endpoint, its headers read as FastAPI reads them (the first one)."""
+    path = "/sandbox/api/v1/payments"
+
+    def arguments(request: Request, body: PaymentBody) -> dict[str, Any]:
+        headers = request.headers
+        return {
+            "body": body,
+            "context": request.app.state.sandbox,
+            "authorization": headers.get("authorization"),
+            "idempotency_key": headers.get("idempotency-key"),
+        }
+
+    return [
+        HotRoute(
+            "POST",
+            path,
+            find_route(router, "POST", path),
+            arguments,
+            frozenset({"body", "context", "authorization", "idempotency_key"}),
+        )
+    ]
 
 
 @dataclass(frozen=True)

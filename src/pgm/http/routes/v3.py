@@ -3,6 +3,7 @@ is the services' (services/policy.py, the same for saga commands); what they ref
 answers with an error, is answered by http/errors.py: REFUSALS."""
 
 import uuid
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -12,6 +13,7 @@ from pgm.domain.idempotency import storable_key
 from pgm.domain.statuses import Status
 from pgm.http.dependencies import Parts, ProviderName, provider_for, require_token
 from pgm.http.errors import ApiError, ErrorBody
+from pgm.http.hot import HotRoute, find_route
 from pgm.http.schemas import (
     AuthorizationTokenResponse,
     ExpireResponse,
@@ -420,3 +422,28 @@ async def _callback(request: Request, parts: Parts, provider: ProviderName) -> R
     answer = await parts.callbacks.receive(adapter, callback)
     parts.dispatcher.wake()
     return Response(answer.body, status_code=answer.status_code, media_type=answer.media_type)
+
+
+def hot_callback_routes(router: APIRouter, providers: Iterable[str]) -> list[HotRoute]:
+    """The callback routes of the enabled providers on the hot path (http/hot.py): one exact path per
+    provider and method, served by the same endpoint (`{provider}` given as FastAPI gives it)."""
+    hot = []
+    for template in ("/v3/{provider}/callback", "/v3/{provider}/callback/authorization"):
+        for method in ("GET", "POST"):
+            route = find_route(router, method, template)
+            for provider in providers:
+                hot.append(
+                    HotRoute(
+                        method,
+                        template.replace("{provider}", provider),
+                        route,
+                        lambda request, _body: {
+                            "request": request,
+                            "parts": request.app.state.service,
+                            "provider": request.path_params["provider"],
+                        },
+                        frozenset({"request", "parts", "provider"}),
+                        path_params={"provider": provider},
+                    )
+                )
+    return hot

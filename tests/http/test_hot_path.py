@@ -1,0 +1,218 @@
+"""The hot path (src/pgm/http/hot.py) answers exactly as FastAPI's routing does: the same requests, good and
+bad, sent to an app serving the saga's requests on its hot path and to one serving everything through
+FastAPI, get the same status, headers and body, byte for byte (ids the service draws at random aside),
+and count in the same request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from pgm.config import load_settings
+from pgm.crypto import timestamped_hmac
+from pgm.http.app import create_app
+from pgm.wiring import Wiring
+from tests.support.databases import fresh_database
+from tests.support.pgm_process import FAST, SANDBOX_SECRET
+
+TOKEN = "hot-path-token"
+SANDBOX_KEY = "sk_sandbox_local"
+REQUEST_ID = "hot-path-request"
+# Nothing listens there: the saga worker's calls fail and are retried, after the answers compared here.
+NOWHERE = "http://127.0.0.1:9"
+JSON = {"Content-Type": "application/json"}
+AUTHORISED = {**JSON, "Authorization": f"Bearer {TOKEN}"}
+SANDBOX_AUTHORISED = {**JSON, "Authorization": f"Bearer {SANDBOX_KEY}"}
+CALLBACK_MAX_BYTES = 2048
+
+
+def _command(key: str = "saga-hot-1") -> dict[str, Any]:
+    return {"key": key, "value": {"messageLabel": "paymentScheduled", "messagePayload": {"amount": 1299}}}
+
+
+def _sandbox_payment(**change: Any) -> dict[str, Any]:
+    return {"amount": 1299, "currency": "EUR", "reference": "order-hot-1", "outcome": "OK", **change}
+
+
+def _raw(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+# (method, path, headers, body): every one is sent to both apps.
+Case = tuple[str, str, dict[str, str], bytes]
+SAGA_CASES: list[Case] = [
+    ("POST", "/saga/pay", JSON, _raw(_command())),  # no token
+    ("POST", "/saga/pay", {**JSON, "Authorization": "Bearer wrong"}, _raw(_command())),
+    ("POST", "/saga/pay", {**JSON, "Authorization": "Bearer wrong"}, b"{not json"),  # JSON first, then the token
+    ("POST", "/saga/pay", {**JSON, "Authorization": "Basic " + TOKEN}, b"[]"),
+    ("POST", "/saga/pay", AUTHORISED, b"{not json"),
+    ("POST", "/saga/pay", AUTHORISED, b""),
+    ("POST", "/saga/pay", AUTHORISED, b"null"),
+    ("POST", "/saga/pay", AUTHORISED, b"[1, 2]"),
+    ("POST", "/saga/pay", AUTHORISED, b'"text"'),
+    ("POST", "/saga/pay", AUTHORISED, b"{}"),
+    ("POST", "/saga/pay", AUTHORISED, _raw({"key": "", "value": {}})),
+    ("POST", "/saga/pay", AUTHORISED, _raw({"key": "k" * 256, "value": _command()["value"]})),
+    ("POST", "/saga/pay", AUTHORISED, _raw({"key": 12, "value": {"messageLabel": 1, "messagePayload": []}})),
+    ("POST", "/saga/pay", AUTHORISED, _raw({"key": "s", "value": {"messagePayload": {}}})),
+    ("POST", "/saga/pay", AUTHORISED, b'{"key": "s", "value": {"messageLabel": "x", "messagePayload": {"a": NaN}}}'),
+    ("POST", "/saga/pay", AUTHORISED, b'{"key": "s\\u0000", "value": {}}'),  # NUL: refused by the middleware
+    ("POST", "/saga/pay", AUTHORISED, b'{"key": "\\ud800", "value": {}}'),  # a lone surrogate
+    ("POST", "/saga/pay", AUTHORISED, b'{"key": "\xff\xfe"}'),  # not UTF-8
+    ("POST", "/saga/pay", AUTHORISED, b"\xef\xbb\xbf" + _raw(_command("saga-bom"))),  # a UTF-8 byte order mark
+    ("POST", "/saga/pay", {"Authorization": f"Bearer {TOKEN}"}, _raw(_command())),  # no content type
+    ("POST", "/saga/pay", {**AUTHORISED, "Content-Type": "text/plain"}, _raw(_command())),
+    ("POST", "/saga/pay", {**AUTHORISED, "Content-Type": "application/x-www-form-urlencoded"}, b"key=a"),
+    ("POST", "/saga/pay", {**AUTHORISED, "Content-Type": "application/json; charset=utf-8"}, b"{}"),
+    ("POST", "/saga/pay", {**AUTHORISED, "Content-Type": "Application/Problem+JSON"}, b"{}"),
+    ("POST", "/saga/pay", {**AUTHORISED, "Content-Type": "application/json/x"}, b"{}"),
+    ("POST", "/saga/pay", {**AUTHORISED, "Content-Length": "99999999"}, b"{}"),
+    ("POST", "/saga/pay", AUTHORISED, b'{"key": "' + b"x" * 1_100_000 + b'"}'),  # over PGM_MAX_BODY_BYTES
+    ("POST", "/saga/pay/", AUTHORISED, _raw(_command())),  # not the table's path: FastAPI's answer
+    ("GET", "/saga/pay", AUTHORISED, b""),
+    ("PUT", "/saga/refund", AUTHORISED, b"{}"),
+    ("POST", "/saga/refund", AUTHORISED, _raw({"key": "s"})),
+    ("POST", "/saga/pay-by-link", AUTHORISED, b"{"),
+]
+SANDBOX_CASES: list[Case] = [
+    ("POST", "/sandbox/api/v1/payments", JSON, _raw(_sandbox_payment())),  # no key: after validation
+    ("POST", "/sandbox/api/v1/payments", JSON, _raw(_sandbox_payment(amount=0))),
+    ("POST", "/sandbox/api/v1/payments", {**JSON, "Authorization": "Bearer nope"}, _raw(_sandbox_payment())),
+    ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, b"{oops"),
+    ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, b""),
+    ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw({"amount": "x", "currency": "EURO"})),
+    ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment(outcome="MAYBE"))),
+    ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment(successUrl="javascript:x"))),
+    ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment(delayMs=10**9))),
+    ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment(outcome="ERROR"))),
+    ("GET", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, b""),
+]
+CALLBACK_CASES: list[Case] = [
+    ("POST", "/v3/sandbox/callback", JSON, b"{}"),  # unsigned
+    ("POST", "/v3/sandbox/callback", {**JSON, "Sandbox-Signature": "t=1,v1=00"}, b"{}"),
+    ("POST", "/v3/sandbox/callback", JSON, b"x" * (CALLBACK_MAX_BYTES + 1)),  # the callbacks' own limit
+    ("POST", "/v3/sandbox/callback", JSON, b'{"id": "\\u0000"}'),
+    ("GET", "/v3/sandbox/callback", {}, b""),
+    ("POST", "/v3/sandbox/callback/authorization", JSON, b"{}"),
+    ("POST", "/v3/nobody/callback", JSON, b"{}"),
+    ("DELETE", "/v3/sandbox/callback", JSON, b"{}"),
+]
+# Ids the service draws itself differ between the two apps: their values are not compared, only their keys.
+DRAWN = {"deliveryId", "id", "paymentId", "redirectUrl", "checkoutUrl", "createdAt", "updatedAt"}
+
+
+@pytest.fixture(scope="module")
+def clients(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, TestClient]]:
+    """The same service twice, on two databases: one app with the hot path, one without."""
+    directory = tmp_path_factory.mktemp("hot")
+    with fresh_database(backend, directory) as hot_url, fresh_database(backend, directory) as plain_url:
+        apps = []
+        for url, hot_path in ((hot_url, True), (plain_url, False)):
+            env = {
+                **FAST,
+                "PGM_DATABASE_URL": url,
+                "PGM_API_TOKEN": TOKEN,
+                "FLOW_MANAGER_URL": NOWHERE,
+                "SAGA_CRUD_URL": NOWHERE,
+                "PGM_MAX_CALLBACK_BYTES": str(CALLBACK_MAX_BYTES),
+            }
+            apps.append(create_app(Wiring(load_settings(env)), hot_path=hot_path))
+        with TestClient(apps[0]) as hot, TestClient(apps[1]) as plain:
+            yield hot, plain
+
+
+def _answer(client: TestClient, case: Case) -> tuple[int, list[tuple[str, str]], Any]:
+    method, path, headers, body = case
+    response = client.request(method, path, headers={**headers, "X-Request-Id": REQUEST_ID}, content=body)
+    try:
+        content: Any = response.json()
+    except ValueError:
+        content = response.content
+    if isinstance(content, dict):
+        content = {key: "<drawn>" if key in DRAWN else value for key, value in content.items()}
+    headers_seen = [(name, value) for name, value in response.headers.items() if name != "content-length"]
+    if not isinstance(content, dict):
+        headers_seen.append(("content-length", response.headers.get("content-length", "")))
+    return response.status_code, headers_seen, content
+
+
+def _case_id(case: Case) -> str:
+    method, path, headers, body = case
+    return f"{method} {path} {sorted(headers.items())} {body[:60]!r}"
+
+
+@pytest.mark.parametrize("case", SAGA_CASES + SANDBOX_CASES + CALLBACK_CASES, ids=_case_id)
+def test_the_hot_path_answers_as_fastapi_does(clients: tuple[TestClient, TestClient], case: Case) -> None:
+    hot, plain = clients
+    assert _answer(hot, case) == _answer(plain, case)
+
+
+def test_a_good_command_is_accepted_on_the_hot_path(clients: tuple[TestClient, TestClient]) -> None:
+    hot, plain = clients
+    case: Case = ("POST", "/saga/refund", AUTHORISED, _raw(_command("saga-hot-accepted")))
+    status, headers, body = _answer(hot, case)
+    assert (status, headers, body) == _answer(plain, case)
+    assert status == 202
+    assert body == {"accepted": True, "sagaId": "saga-hot-accepted", "deliveryId": "<drawn>"}
+    assert ("x-request-id", REQUEST_ID) in headers
+
+
+def test_a_sandbox_payment_is_created_on_the_hot_path(clients: tuple[TestClient, TestClient]) -> None:
+    hot, plain = clients
+    case: Case = ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment()))
+    status, _, body = _answer(hot, case)
+    assert (status, body) == _answer(plain, case)[::2]
+    assert status == 201
+    assert body["status"] == "ACCEPTED"
+
+
+def test_a_signed_callback_is_received_on_the_hot_path(clients: tuple[TestClient, TestClient]) -> None:
+    hot, plain = clients
+    event = _raw({"id": "evt_hot", "type": "payment.updated", "createdAt": int(time.time()), "data": {"id": "nope"}})
+    signature = timestamped_hmac.header(SANDBOX_SECRET, int(time.time()), event)
+    case: Case = ("POST", "/v3/sandbox/callback", {**JSON, "Sandbox-Signature": signature}, event)
+    assert _answer(hot, case) == _answer(plain, case)
+
+
+def test_the_hot_path_counts_the_same_request_metrics(clients: tuple[TestClient, TestClient]) -> None:
+    hot, plain = clients
+    for case in SAGA_CASES[:8] + SANDBOX_CASES[:3] + CALLBACK_CASES[:2]:
+        _answer(hot, case)
+        _answer(plain, case)
+    assert _requests_counted(hot) == _requests_counted(plain)
+    assert ("POST", "/saga/pay", "401") in _requests_counted(hot)
+    assert ("POST", "/v3/{provider}/callback", "401") in _requests_counted(hot)
+
+
+def _requests_counted(client: TestClient) -> dict[tuple[str, str, str], float]:
+    counted = {}
+    for family in text_string_to_metric_families(client.get("/-/metrics").text):
+        for sample in family.samples:
+            if sample.name == "pgm_http_requests_total":
+                labels = sample.labels
+                counted[(labels["method"], labels["route"], labels["status"])] = sample.value
+    return counted
+
+
+def test_the_openapi_document_is_the_same(clients: tuple[TestClient, TestClient]) -> None:
+    hot, plain = clients
+    assert hot.get("/documentation/openapi.json").json() == plain.get("/documentation/openapi.json").json()
+
+
+def test_the_table_refuses_arguments_its_endpoint_does_not_take(tmp_path: Path) -> None:
+    from pgm.http.hot import HotRoute
+    from pgm.http.routes import saga
+
+    router = saga.build_router()
+    good = saga.hot_routes(router)[0]
+    wrong = HotRoute(good.method, good.path, good.route, good.arguments, frozenset({"command"}))
+    good.check()
+    with pytest.raises(ValueError, match="are not the endpoint's"):
+        wrong.check()
