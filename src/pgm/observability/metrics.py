@@ -11,12 +11,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summ
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# The children of one answered request's series, and the old PGM's labels of it (Metrics.observe_request).
+_RequestSeries = tuple[Counter, Histogram, Summary, tuple[str, str, str, str]]
+
 
 class Metrics:
     """Every metric the service exports."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._request_series: dict[tuple[str, str | None, int], _RequestSeries] = {}
         self.http_requests = Counter(
             "pgm_http_requests_total", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
         )
@@ -110,13 +114,27 @@ class Metrics:
 
     def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         """One answered request, in our series and in the old PGM's."""
-        self.http_requests.labels(method, route or "unmatched", str(status)).inc()
-        self.http_latency.labels(method, route or "unmatched").observe(seconds)
+        series = self._request_series.get((method, route, status))
+        if series is None:
+            series = self._request_series[(method, route, status)] = self._new_request_series(method, route, status)
+        counter, latency, old_pgm_latency, old_pgm_labels = series
+        counter.inc()
+        latency.observe(seconds)
+        old_pgm_latency.observe(seconds)
+        self.old_pgm_http_server_max.observe(old_pgm_labels, seconds)
+
+    def _new_request_series(self, method: str, route: str | None, status: int) -> _RequestSeries:
+        # `.labels()` takes a lock and builds the label tuple on every call, four times a request
+        # (docs/performance.md): the children of one (method, route, status) are looked up once.
         # Micrometer's uri is the route template; NOT_FOUND or UNKNOWN when no route matched.
         uri = route or ("NOT_FOUND" if status == 404 else "UNKNOWN")
-        labels = (method, _outcome(status), str(status), uri)
-        self.old_pgm_http_server.labels(*labels).observe(seconds)
-        self.old_pgm_http_server_max.observe(labels, seconds)
+        old_pgm_labels = (method, _outcome(status), str(status), uri)
+        return (
+            self.http_requests.labels(method, route or "unmatched", str(status)),
+            self.http_latency.labels(method, route or "unmatched"),
+            self.old_pgm_http_server.labels(*old_pgm_labels),
+            old_pgm_labels,
+        )
 
 
 class RollingMax(Collector):
@@ -141,10 +159,17 @@ class RollingMax(Collector):
         """Record one value for a label set."""
         current = int(self._clock() // self.BUFFER_SECONDS)
         with self._lock:
-            buffers = self._buffers.setdefault(labels, {})
-            buffers[current] = max(value, buffers.get(current, 0.0))
-            for old in [number for number in buffers if number <= current - self.BUFFERS]:
-                del buffers[old]
+            buffers = self._buffers.get(labels)
+            if buffers is None:
+                buffers = self._buffers[labels] = {}
+            largest = buffers.get(current)
+            if largest is None:
+                buffers[current] = value
+                # Old buffers go when a new one starts (once in 20 s per label set, not on every request).
+                for old in [number for number in buffers if number <= current - self.BUFFERS]:
+                    del buffers[old]
+            elif value > largest:
+                buffers[current] = value
 
     def collect(self) -> Iterable[Metric]:
         """The current maxima; label sets with nothing in the last minute report 0, as Micrometer does."""
