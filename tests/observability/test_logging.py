@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 import structlog
 from yarl import URL
 
+from pgm.http.middleware import RequestContext
 from pgm.observability import logging as pgm_logging
+from pgm.observability.metrics import Metrics
 from pgm.outbound import REQUEST_LOG
 
 TOUCHED = (
@@ -88,3 +93,34 @@ def test_the_access_line_is_json_with_the_keys_of_every_line(capsys: pytest.Capt
         assert line["timestamp"].endswith("Z")
         assert datetime.fromisoformat(line["timestamp"]).utcoffset() == timedelta(0)
     assert other["event"] == "something else"
+
+
+def test_the_request_middleware_writes_one_access_line_per_request(capsys: pytest.CaptureFixture[str]) -> None:
+    pgm_logging.configure("INFO")
+    sent: list[dict[str, Any]] = []
+
+    async def app(_scope: Any, _receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def serve(path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+        await RequestContext(app, Metrics())(scope, receive, send)
+
+    asyncio.run(serve("/saga/pay", []))
+    asyncio.run(serve("/saga/refund", [(b"x-request-id", b"from-the-client")]))
+    asyncio.run(serve("/-/health", []))
+    lines = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    echoed = [dict(message["headers"])[b"x-request-id"].decode() for message in sent if "headers" in message]
+    assert [(line["path"], line["status"], line["request_id"]) for line in lines] == [
+        ("/saga/pay", 202, echoed[0]),
+        ("/saga/refund", 202, "from-the-client"),
+    ]
+    assert re.fullmatch("[0-9a-f]{32}", echoed[0])
+    assert all(line["logger"] == "pgm.access" and line["durationMs"] >= 0 for line in lines)

@@ -4,9 +4,9 @@ and text that cannot be stored."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -33,7 +33,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), b"").decode("latin-1")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        # 128 random bits in hex, as uuid4().hex gave them, without building a UUID (a quarter of the cost).
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = {"status": 500}
         started = time.perf_counter()
@@ -53,16 +54,16 @@ class RequestContext:
             self.metrics.observe_request(
                 scope["method"], getattr(route, "path", None), status_holder["status"], elapsed
             )
-            if not scope["path"].startswith("/-/"):
-                log.info(
-                    "request",
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status_holder["status"],
-                        "durationMs": round(elapsed * 1000, 2),
-                    },
-                )
+            if not scope["path"].startswith("/-/") and log.isEnabledFor(logging.INFO):
+                # The record is handed to the logger's handlers directly: `log.info` would first walk the
+                # stack for the caller's file and line, which the access line never shows (docs/performance.md).
+                extra = {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status_holder["status"],
+                    "durationMs": round(elapsed * 1000, 2),
+                }
+                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "request", (), None, extra=extra))
             structlog.contextvars.unbind_contextvars("request_id")
 
 
