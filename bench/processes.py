@@ -16,9 +16,12 @@ from pathlib import Path
 
 import httpx
 
+from bench import counting
+
 SANDBOX_SECRET = "whsec_bench_sandbox_secret"
 SANDBOX_CALLBACK_PATH = "/v3/sandbox/callback"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -85,6 +88,8 @@ class Service:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     profiler: subprocess.Popen[bytes] | None = None
+    # Where a counted PGM writes its statement counts (bench/counting.py), None when it is not counted.
+    counts_path: Path | None = None
 
     @property
     def url(self) -> str:
@@ -154,17 +159,21 @@ class Service:
 def pgm(database_url: str, log_path: Path, log_level: str, **env: str) -> Service:
     """A PGM process configured by environment, as production runs it (`python -m pgm serve`)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PGM_", "PAYMENT_", "FLOW_", "SAGA_"))}
-    return Service(
-        [sys.executable, "-m", "pgm", "serve"],
-        {
-            **base,
-            "LOG_LEVEL": log_level,
-            "PGM_DATABASE_URL": database_url,
-            "SANDBOX_WEBHOOK_SECRET": SANDBOX_SECRET,
-            **env,
-        },
-        log_path,
-    )
+    environment = {
+        **base,
+        "LOG_LEVEL": log_level,
+        "PGM_DATABASE_URL": database_url,
+        "SANDBOX_WEBHOOK_SECRET": SANDBOX_SECRET,
+        **env,
+    }
+    counts_directory = os.environ.get("PGM_BENCH_COUNTS")
+    if not counts_directory:
+        return Service([sys.executable, "-m", "pgm", "serve"], environment, log_path)
+    # --count-statements: the same PGM with counted drivers (bench/counting.py).
+    counts_path = Path(counts_directory) / f"{log_path.stem}-{uuid.uuid4().hex[:8]}.counts.json"
+    environment[counting.COUNTS_FILE] = str(counts_path)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
+    return Service([sys.executable, "-m", "bench.counting", "serve"], environment, log_path, counts_path=counts_path)
 
 
 def ceiling(log_path: Path, flow_manager_url: str, provider_url: str | None = None) -> Service:

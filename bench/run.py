@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import processes, profile, report, scenarios
+from bench import counting, processes, profile, report, scenarios
 from bench.processes import Service
 from bench.rawhttp import Receiver
 from bench.scenarios import Row, Target
@@ -46,6 +46,7 @@ class Plan:
     warm_up: bool
     profile_rate: float
     start_together: bool
+    count_statements: bool = False
 
 
 # --quick: tiny load on SQLite and one process, every scenario once (the smoke test runs it); the
@@ -93,6 +94,12 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         default=0.0,
         help="rate of the profiled saga step (py-spy); default: half the highest rate the PGM held",
     )
+    parser.add_argument(
+        "--count-statements",
+        action="store_true",
+        help="count the store's statements (SQLite) or round trips (PostgreSQL) per saga (bench/counting.py); "
+        "the counters cost CPU, so measure CPU in a run without them",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--publish", action="store_true", help="also update the table in docs/performance.md")
     parser.add_argument("--from-json", type=Path, help="measure nothing: render (and publish) a results JSON file")
@@ -117,6 +124,7 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         warm_up=args.warm_up,
         profile_rate=args.profile_rate,
         start_together=args.quick,
+        count_statements=args.count_statements,
     )
     unknown = set(plan.scenarios) - set(SCENARIOS)
     if unknown:
@@ -176,10 +184,11 @@ async def ladder(step: Step, plan: Plan, ceilings: Sequence[Row] = ()) -> list[R
 
 
 def _summary(row: Row, ceilings: Sequence[Row] = ()) -> str:
+    statements = f"; store: {counting.summary(row.statements)}" if row.statements else ""
     return (
         f"{row.backend}/{row.processes} {row.scenario} @{row.rate:g}/s: {row.completed}/{row.sent} done, "
         f"{row.achieved_per_s}/s, p50 {row.p50_ms} p99 {row.p99_ms} ms, late {row.late}, "
-        f"CPU {row.cpu_s_per_1000} s/1000, peak {row.peak_mb} MiB{_ratio(row, ceilings)}; {row.checks}"
+        f"CPU {row.cpu_s_per_1000} s/1000, peak {row.peak_mb} MiB{_ratio(row, ceilings)}; {row.checks}{statements}"
     )
 
 
@@ -344,6 +353,8 @@ async def run(plan: Plan) -> list[Row]:
     rows: list[Row] = []
     workdir = Path(tempfile.mkdtemp(prefix="pgm-bench-"))
     say(f"work directory {workdir}")
+    if plan.count_statements:
+        os.environ["PGM_BENCH_COUNTS"] = str(workdir)  # the PGM processes start counted (processes.pgm)
     # The provider of the remote modes runs apart for the whole run: the ceiling's and the PGM's.
     remote = "saga-remote" in plan.scenarios or plan.scenarios == ["ceiling"]
     provider = processes.ceiling(workdir / "provider.log", "http://127.0.0.1:9") if remote else None

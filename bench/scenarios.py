@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from bench import counting
 from bench.processes import SANDBOX_SECRET, Service
 from bench.rawhttp import ClientPool, Receiver
 from pgm.crypto import timestamped_hmac
@@ -50,6 +51,8 @@ class Row:
     notes: list[str] = field(default_factory=list)
     rated: bool = True  # False when `rate` is not in the unit of `achieved_per_s` (duplicates)
     profile: dict[str, float] | None = None  # layer → share of the busy samples (bench/profile.py)
+    # --count-statements: the store's statements (SQLite) or round trips (PostgreSQL) per saga, by kind
+    statements: dict[str, float] | None = None
 
     @property
     def sustained(self) -> bool | None:
@@ -82,6 +85,18 @@ class Target:
     def pool(self, index: int) -> ClientPool:
         """The pool request `index` goes to."""
         return self.pools[index % len(self.pools)]
+
+    def counts(self) -> Counter[str] | None:
+        """The store's statements or round trips so far, all processes together (bench/counting.py); None
+        unless the processes are counted (--count-statements)."""
+        counted = [s for s in self.services if s.counts_path is not None]
+        if not counted:
+            return None
+        total: Counter[str] = Counter()
+        for service in counted:
+            assert service.counts_path is not None
+            total += counting.snapshot(service.pid, service.counts_path)
+        return total
 
     def cpu(self) -> float:
         """CPU seconds of all the processes so far."""
@@ -402,6 +417,7 @@ async def sagas(
     arrivals = Arrivals(target.receiver, EVENT_PATH, _event_key(saga_ids))
     mark = len(target.receiver.records)
     await target.reset()
+    counts_before = target.counts()
     cpu_before = target.cpu()
 
     async def send(i: int) -> tuple[int, bytes]:
@@ -410,6 +426,7 @@ async def sagas(
     sent = await open_loop(rate, count, send)
     await arrivals.wait(saga_ids, drain)
     cpu_after = await target.settle()
+    counts_after = target.counts()
     arrivals.scan()
     latencies = [
         arrivals.first[s] - sent.due[i] - delay_ms / 1000 for i, s in enumerate(saga_ids) if s in arrivals.first
@@ -432,7 +449,10 @@ async def sagas(
     duplicated = duplicate_message_ids(target.receiver, mark)
     if duplicated:
         checks.append(f"{duplicated} outbox messages delivered twice")
-    return _row(target, scenario, rate, delay_ms, sent, latencies, done_at, cpu_after - cpu_before, checks)
+    row = _row(target, scenario, rate, delay_ms, sent, latencies, done_at, cpu_after - cpu_before, checks)
+    if counts_before is not None and counts_after is not None:
+        row.statements = counting.per_operation(counts_before, counts_after, len(latencies))
+    return row
 
 
 async def payments(target: Target, rate: float, duration: float, delay_ms: int) -> Row:
