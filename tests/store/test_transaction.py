@@ -116,6 +116,48 @@ async def test_a_commit_that_wrote_outbox_rows_wakes_the_dispatcher_once(databas
     assert woken == ["woken"]
 
 
+async def test_a_single_statement_transaction_commits_its_one_statement(database: Database) -> None:
+    woken: list[str] = []
+    database.on_outbox_commit(lambda: woken.append("woken"))
+    key = uuid.uuid4().hex
+    async with database.single_statement() as tx:
+        message_id = await tx.outbox.add(an_outbox_message(key))
+        assert woken == []  # not before it ran to the end of the block
+    assert woken == ["woken"]
+    async with database.snapshot() as tx:
+        (stored,) = await tx.outbox.by_ids([message_id])
+        assert stored.ordering_key == key
+
+
+async def test_a_single_statement_transaction_refuses_a_second_statement(database: Database) -> None:
+    payment = a_payment()
+    key = uuid.uuid4().hex
+
+    async def two_inserts() -> None:
+        async with database.single_statement() as tx:
+            await tx.outbox.add(an_outbox_message(key))
+            await tx.payments.add(payment)
+
+    async def an_insert_then_a_change() -> None:
+        async with database.single_statement() as tx:
+            added = await tx.payments.add(a_payment())
+            added.status = "PENDING"  # a tracked change, written at the end of the block: a second statement
+
+    async def a_batch() -> None:
+        async with database.single_statement() as tx:
+            await tx.outbox.delivered([(1, 200), (2, 200)], at=1002.0)
+
+    with pytest.raises(RuntimeError, match="second statement"):
+        await two_inserts()
+    with pytest.raises(RuntimeError, match="second statement"):
+        await an_insert_then_a_change()
+    with pytest.raises(RuntimeError, match="executemany"):
+        await a_batch()
+    async with database.snapshot() as tx:
+        assert await tx.payments.get(payment.id) is None  # never sent
+        assert await tx.fetchval(Sql("SELECT COUNT(*) FROM outbox WHERE ordering_key = :k"), {"k": key}) == 1
+
+
 async def test_outbox_heads_lease_and_delivery(database: Database) -> None:
     key = f"saga-{uuid.uuid4().hex}"
     async with database.transaction() as tx:

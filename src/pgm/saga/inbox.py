@@ -107,7 +107,7 @@ class Inbox:
             created_at=now,
             updated_at=now,
         )
-        async with self.database.transaction() as tx:
+        async with self.database.single_statement() as tx:
             # Untracked: the worker runs it from this copy, and its closing is written by statement.
             await tx.inbox.add(command, tracked=False)
         self.metrics.saga_commands.labels(route.value, "accepted").inc()
@@ -240,7 +240,7 @@ class Inbox:
             await self._retry_later(command, str(reason))
             self.metrics.saga_commands.labels(command.route, "retry").inc()
             return
-        async with self.database.transaction() as tx:
+        async with self.database.single_statement() as tx:
             await tx.inbox.done(command_id, done.operation_key, done.summary[:1000], self.clock.now())
         self.metrics.saga_commands.labels(command.route, "executed").inc()
 
@@ -256,7 +256,7 @@ class Inbox:
             await self._refuse(command, f"gave up after {command.attempts} attempts: {reason}")
             return
         delay = min(self.retry_base_seconds * 2 ** max(command.attempts - 1, 0), 60.0)
-        async with self.database.transaction() as tx:
+        async with self.database.single_statement() as tx:
             await tx.inbox.put_off(command.id, self.clock.now() + delay, f"retrying: {reason}"[:1000])
 
     async def aclose(self) -> None:

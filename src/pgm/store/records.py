@@ -9,6 +9,7 @@ database generates has it as the record's last field, 0 until the row is inserte
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -32,6 +33,9 @@ class Table:
     select: str
     json_positions: tuple[int, ...]
     boolean_positions: tuple[int, ...]
+    # The record's column values as one tuple, in column order (operator.attrgetter: one C call, not one
+    # getattr per column; a snapshot is taken before every statement of a transaction holding records).
+    values: Callable[[Any], tuple[Any, ...]] = field(compare=False, repr=False)
 
 
 class Record:
@@ -58,10 +62,18 @@ def table(
             select=f"SELECT {', '.join(columns)} FROM {name}",
             json_positions=tuple(columns.index(c) for c in json),
             boolean_positions=tuple(columns.index(c) for c in booleans),
+            values=_values_of(columns),
         )
         return cls
 
     return attach
+
+
+def _values_of(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    getter = operator.attrgetter(*columns)
+    if len(columns) == 1:  # attrgetter of one name gives the value itself, not a tuple
+        return lambda record: (getter(record),)
+    return getter
 
 
 def from_row(cls: type[R], row: Sequence[Any]) -> R:
@@ -77,18 +89,18 @@ def from_row(cls: type[R], row: Sequence[Any]) -> R:
     return cls(*values)
 
 
-def column_value(record: Record, column: str) -> Any:
-    """A column's value as the drivers bind it (JSON encoded)."""
-    value = getattr(record, column)
-    if column in record.TABLE.json and value is not None:
-        return dump_json(value)
-    return value
-
-
 def snapshot(record: Record) -> tuple[Any, ...]:
     """What a record holds now, to find later which columns changed (JSON compared encoded, so a
-    document changed in place is seen too)."""
-    return tuple(column_value(record, column) for column in record.TABLE.columns)
+    document changed in place is seen too): its columns' values as the drivers bind them."""
+    mapping = record.TABLE
+    values = mapping.values(record)
+    if not mapping.json_positions:
+        return values
+    encoded = list(values)
+    for position in mapping.json_positions:
+        if encoded[position] is not None:
+            encoded[position] = dump_json(encoded[position])
+    return tuple(encoded)
 
 
 @table("payments", key="id", json=("saga_context", "provider_metadata"))

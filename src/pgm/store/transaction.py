@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pgm.store.records import Record, Table, column_value, from_row, snapshot
+from pgm.store.records import Record, Table, from_row, snapshot
 from pgm.store.repositories import (
     CallbackRepository,
     InboxRepository,
@@ -58,11 +58,14 @@ class Transaction:
         sqlite: sqlite3.Connection | None = None,
         postgres: asyncpg.Connection | None = None,
         writable: bool = True,
+        single_statement: bool = False,
     ) -> None:
         self._sqlite = sqlite
         self._postgres = postgres
         self.is_sqlite = sqlite is not None
         self.writable = writable
+        # Database.single_statement: no BEGIN was sent, so a second statement would not be atomic with the first.
+        self._statements_left = 1 if single_statement else -1
         self._tracked: dict[tuple[type[Record], Any], tuple[Record, tuple[Any, ...]]] = {}
         self._after_commit: list[Callable[[], None]] = []
         # Set by the outbox repository: the database wakes the dispatcher after this transaction commits.
@@ -112,6 +115,9 @@ class Transaction:
     async def executemany(self, sql: Sql, parameters: Iterable[Mapping[str, Any]]) -> None:
         """Run one statement for each set of parameters (one round trip on PostgreSQL)."""
         await self.flush()
+        if self._statements_left >= 0:
+            # Without BEGIN each row would be its own transaction (sqlite3 runs them one by one).
+            raise RuntimeError(f"executemany in a single-statement transaction: {sql.text[:80]}")
         if self._sqlite is not None:
             self._sqlite.executemany(sql.sqlite, [sql.sqlite_parameters(p) for p in parameters])
         else:
@@ -133,7 +139,13 @@ class Transaction:
         row = await self.fetchrow(sql, parameters)
         return row[0] if row is not None else None
 
+    def _one_more_statement(self, sql: Sql) -> None:
+        if self._statements_left == 0:
+            raise RuntimeError(f"a second statement in a single-statement transaction: {sql.text[:80]}")
+        self._statements_left -= 1
+
     async def _execute(self, sql: Sql, parameters: Mapping[str, Any]) -> int:
+        self._one_more_statement(sql)
         if self._sqlite is not None:
             try:
                 cursor = self._sqlite.execute(sql.sqlite, sql.sqlite_parameters(parameters))
@@ -156,6 +168,7 @@ class Transaction:
         return int(tail) if tail.isdigit() else 0
 
     async def _fetch(self, sql: Sql, parameters: Mapping[str, Any]) -> list[Row]:
+        self._one_more_statement(sql)
         if self._sqlite is not None:
             try:
                 cursor = self._sqlite.execute(sql.sqlite, sql.sqlite_parameters(parameters))
@@ -182,18 +195,18 @@ class Transaction:
         to it back like those of a loaded record."""
         mapping = record.TABLE
         statement = _insert_statement(record.TABLE)
-        parameters = {
-            column: column_value(record, column)
-            for column in mapping.columns
-            if not (mapping.generated_key and column == mapping.key)
-        }
+        values = snapshot(record)
+        parameters = dict(zip(mapping.columns, values, strict=True))
         if mapping.generated_key:
+            del parameters[mapping.key]
             key = (await self._fetch(statement, parameters))[0][0]
             setattr(record, mapping.key, key)
+            if tracked:
+                self.track(record)  # a snapshot with its key
         else:
             await self._execute(statement, parameters)
-        if tracked:
-            self.track(record)
+            if tracked:
+                self._tracked[(type(record), getattr(record, mapping.key))] = (record, values)
         return record
 
     async def get(self, cls: type[R], key: Any) -> R | None:
