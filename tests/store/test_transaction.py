@@ -178,14 +178,13 @@ async def test_outbox_heads_lease_and_delivery(database: Database) -> None:
         assert (row.status, row.attempts, row.last_status_code, row.lease_until) == ("DELIVERED", 1, 200, None)
 
 
-async def test_write_once_rows_get_their_generated_keys(database: Database) -> None:
+async def test_write_once_rows_are_stored_with_their_documents_and_booleans(database: Database) -> None:
     payment = a_payment()
     operation = uuid.uuid4().hex
     async with database.transaction() as tx:
         await tx.payments.add(payment)
         entry = LedgerEntry(payment.id, "PAYMENT", "UNKNOWN", 1250, "REQUEST", 1000.0, reversal=True)
         await tx.payments.record(entry)
-        assert entry.id > 0
         for label in ("paymentExecuted", "paymentExecuted", "paymentFailed"):
             await tx.saga_events.add(SagaEvent("saga-1", label, {"body": [1, 2]}, 1000.0, operation_key=operation))
     async with database.snapshot() as tx:
@@ -193,8 +192,45 @@ async def test_write_once_rows_get_their_generated_keys(database: Database) -> N
         latest = await tx.saga_events.latest(operation)
         assert latest is not None
         assert (latest.label, latest.envelope) == ("paymentFailed", {"body": [1, 2]})
-        reversal = await tx.fetchval(Sql("SELECT reversal FROM ledger_entries WHERE id = :id"), {"id": entry.id})
-        assert bool(reversal) is True
+        (stored,) = await tx.operations.ledger(payment.id)
+        assert (stored.status, stored.reversal) == ("UNKNOWN", True)
+
+
+async def test_rows_written_once_go_with_the_next_statement_that_cannot_see_them_or_the_commit(
+    database: Database,
+) -> None:
+    payment = a_payment()
+    operation = uuid.uuid4().hex
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+        await tx.payments.record(LedgerEntry(payment.id, "PAYMENT", "UNKNOWN", 1250, "REQUEST", 1000.0))
+        payment.status = "PENDING"
+        # Names neither ledger_entries nor payments: on PostgreSQL the entry and the change go with it.
+        assert await tx.saga_events.count(operation, "paymentExecuted") == 0
+        await tx.payments.record(LedgerEntry(payment.id, "PAYMENT", "PENDING", 1250, "ANSWER", 1001.0))
+        payment.status = "ACCEPTED"
+        # Reads both tables: it runs after them and sees them.
+        assert [entry.status for entry in await tx.operations.ledger(payment.id)] == ["UNKNOWN", "PENDING"]
+        fresh = await tx.fetchval(Sql("SELECT status FROM payments WHERE id = :id"), {"id": payment.id})
+        assert fresh == "ACCEPTED"
+        await tx.saga_events.add(SagaEvent("saga-1", "paymentExecuted", {}, 1002.0, operation_key=operation))
+        # Nothing after it: it is written at the commit.
+    async with database.snapshot() as tx:
+        assert await tx.saga_events.count(operation, "paymentExecuted") == 1
+        assert [entry.status for entry in await tx.operations.ledger(payment.id)] == ["UNKNOWN", "PENDING"]
+
+    async def queued_then_failed() -> None:
+        async with database.transaction() as tx:
+            await tx.payments.record(LedgerEntry(payment.id, "PAYMENT", "DECLINED", 1250, "ANSWER", 1003.0))
+            await tx.saga_events.add(SagaEvent("saga-1", "paymentFailed", {}, 1003.0, operation_key=operation))
+            assert await tx.outbox.message_id(0) is None  # one statement carrying them, on PostgreSQL
+            raise RuntimeError("the service failed after it")
+
+    with pytest.raises(RuntimeError):
+        await queued_then_failed()
+    async with database.snapshot() as tx:
+        assert await tx.saga_events.count(operation, "paymentFailed") == 0
+        assert len(await tx.operations.ledger(payment.id)) == 2
 
 
 async def test_locking_a_payment_that_does_not_exist_raises(database: Database) -> None:

@@ -42,6 +42,10 @@ SQLITE_IDLE_READERS = 4
 # repositories, plus an INSERT and a SELECT by key per table and an UPDATE per set of columns a flush
 # writes; one prepared again per use would cost its parse each time.
 SQLITE_CACHED_STATEMENTS = 512
+# The same on each asyncpg connection (its default is 100): the store's statements, plus those a PostgreSQL
+# transaction sends with its queued writes as WITH parts (Transaction._with_queued), one per combination
+# met; a statement evicted is prepared again, a round trip.
+POSTGRES_CACHED_STATEMENTS = 1024
 _PING = Sql("SELECT 1")
 
 
@@ -67,6 +71,7 @@ class PoolSettings:
             "max_size": self.size,
             "max_inactive_connection_lifetime": 0,
             "timeout": self.connect_timeout_seconds,
+            "statement_cache_size": POSTGRES_CACHED_STATEMENTS,
         }
 
 
@@ -243,7 +248,11 @@ class Database:
     async def _open_overflow(self) -> asyncpg.Connection:
         import asyncpg
 
-        return await asyncpg.connect(postgres_dsn(self.url), timeout=self.pool_settings.connect_timeout_seconds)
+        return await asyncpg.connect(
+            postgres_dsn(self.url),
+            timeout=self.pool_settings.connect_timeout_seconds,
+            statement_cache_size=POSTGRES_CACHED_STATEMENTS,
+        )
 
     def _idle_overflow_connection(self) -> asyncpg.Connection | None:
         """The overflow connection given back last, still open, if any."""

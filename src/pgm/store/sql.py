@@ -8,6 +8,7 @@ serves both. JSON columns are encoded by pgm.jsontext (orjson); both drivers kee
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,15 +18,18 @@ from pgm import jsontext
 # `:name`, but not PostgreSQL's `::type` cast nor a `:` inside a word.
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _ANY = re.compile(r"=\s*ANY\(:([A-Za-z_]\w*)\)")
+_WORD = re.compile(r"[a-z_]\w*")
 
 
 class Sql:
     """One statement, translated for both drivers at construction (build these at import time)."""
 
-    __slots__ = ("_lists", "names", "postgres", "sqlite", "text")
+    __slots__ = ("_lists", "names", "postgres", "sqlite", "text", "words")
 
     def __init__(self, text: str) -> None:
         self.text = " ".join(text.split())
+        # The names it uses (tables among them), to tell whether it can see rows a queued write changes.
+        self.words = frozenset(_WORD.findall(self.text.lower()))
         self._lists = frozenset(_ANY.findall(self.text))
         names: list[str] = []
         numbered: dict[str, int] = {}
@@ -58,6 +62,27 @@ class Sql:
 
     def __repr__(self) -> str:
         return f"Sql({self.text!r})"
+
+
+@functools.lru_cache(maxsize=512)
+def with_writes(writes: tuple[Sql, ...], main: Sql) -> Sql:
+    """`main` with `writes` (INSERT or UPDATE statements) run as data-modifying WITH parts of it: one
+    statement, so one round trip on PostgreSQL. Every part sees the database as it was before the statement
+    (PostgreSQL runs them on one snapshot), so `main` must not read what the writes change. A write's
+    placeholders are renamed `w<i>_<name>` (`parameters_with_writes`)."""
+    parts = ", ".join(f"w{i} AS ({_renamed(write.text, f'w{i}_')})" for i, write in enumerate(writes))
+    return Sql(f"WITH {parts} {main.text}")
+
+
+def _renamed(text: str, prefix: str) -> str:
+    return _PLACEHOLDER.sub(lambda match: f":{prefix}{match.group(1)}", text)
+
+
+def parameters_with_writes(writes: Sequence[Mapping[str, Any]], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of `with_writes(...)`: each write's renamed, then the main statement's."""
+    merged = {f"w{i}_{name}": value for i, given in enumerate(writes) for name, value in given.items()}
+    merged.update(parameters)
+    return merged
 
 
 def dump_json(value: Any) -> str:

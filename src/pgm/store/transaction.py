@@ -30,7 +30,7 @@ from pgm.store.repositories import (
     SandboxRepository,
     SettingRepository,
 )
-from pgm.store.sql import Sql
+from pgm.store.sql import Sql, parameters_with_writes, with_writes
 
 if TYPE_CHECKING:
     import asyncpg
@@ -66,6 +66,11 @@ class Transaction:
         self.writable = writable
         # Database.single_statement: no BEGIN was sent, so a second statement would not be atomic with the first.
         self._statements_left = 1 if single_statement else -1
+        # PostgreSQL: writes nobody waits for (rows written once, the changed columns of held records), each
+        # with the table it writes, sent as WITH parts of the transaction's next statement that cannot see
+        # that table (or alone before one that can, and at commit): a round trip each saved.
+        self._queueing = postgres is not None and not single_statement
+        self._queued: list[tuple[Sql, Mapping[str, Any], str]] = []
         self._tracked: dict[tuple[type[Record], Any], tuple[Record, tuple[Any, ...]]] = {}
         self._after_commit: list[Callable[[], None]] = []
         # Set by the outbox repository: the database wakes the dispatcher after this transaction commits.
@@ -109,7 +114,8 @@ class Transaction:
 
     async def execute(self, sql: Sql, parameters: Mapping[str, Any] = NO_PARAMETERS) -> int:
         """Run a statement; return how many rows it changed."""
-        await self.flush()
+        await self._write_changes()
+        sql, parameters = await self._with_queued(sql, parameters)
         return await self._execute(sql, parameters)
 
     async def executemany(self, sql: Sql, parameters: Iterable[Mapping[str, Any]]) -> None:
@@ -126,7 +132,8 @@ class Transaction:
 
     async def fetch(self, sql: Sql, parameters: Mapping[str, Any] = NO_PARAMETERS) -> list[Row]:
         """All rows of a query."""
-        await self.flush()
+        await self._write_changes()
+        sql, parameters = await self._with_queued(sql, parameters)
         return await self._fetch(sql, parameters)
 
     async def fetchrow(self, sql: Sql, parameters: Mapping[str, Any] = NO_PARAMETERS) -> Row | None:
@@ -138,6 +145,39 @@ class Transaction:
         """The first column of the first row, None without one."""
         row = await self.fetchrow(sql, parameters)
         return row[0] if row is not None else None
+
+    async def _with_queued(self, sql: Sql, parameters: Mapping[str, Any]) -> tuple[Sql, Mapping[str, Any]]:
+        """The statement to send for `sql`: with the queued writes as WITH parts of it when it cannot see
+        what they change (it names none of their tables), else as it is, once they have been sent."""
+        if not self._queued:
+            return sql, parameters
+        if sql.text.startswith("WITH") or any(table in sql.words for _, _, table in self._queued):
+            await self._send_queued()
+            return sql, parameters
+        queued, self._queued = self._queued, []
+        writes = tuple(write for write, _, _ in queued)
+        return with_writes(writes, sql), parameters_with_writes([given for _, given, _ in queued], parameters)
+
+    async def _queue(self, write: Sql, parameters: Mapping[str, Any], table: str) -> None:
+        """Queue a write for the next statement; at most one per table: the parts of one statement run in
+        no set order, so two rows of a table sent together could take their generated keys out of order."""
+        if any(queued_table == table for _, _, queued_table in self._queued):
+            await self._send_queued()
+        self._queued.append((write, parameters, table))
+
+    async def _send_queued(self) -> None:
+        """Send the queued writes, as one statement."""
+        if not self._queued:
+            return
+        *first, (last, given, _) = self._queued
+        self._queued = []
+        if first:
+            await self._execute(
+                with_writes(tuple(write for write, _, _ in first), last),
+                parameters_with_writes([parameters for _, parameters, _ in first], given),
+            )
+        else:
+            await self._execute(last, given)
 
     def _one_more_statement(self, sql: Sql) -> None:
         if self._statements_left == 0:
@@ -194,11 +234,12 @@ class Transaction:
         """INSERT a record now (its generated key is set on it) and, when `tracked`, write later changes
         to it back like those of a loaded record."""
         mapping = record.TABLE
-        statement = _insert_statement(record.TABLE)
         values = snapshot(record)
-        parameters = dict(zip(mapping.columns, values, strict=True))
+        columns = dict(zip(mapping.columns, values, strict=True))
         if mapping.generated_key:
-            del parameters[mapping.key]
+            del columns[mapping.key]
+        statement, parameters = await self._with_queued(_insert_statement(record.TABLE), columns)
+        if mapping.generated_key:
             key = (await self._fetch(statement, parameters))[0][0]
             setattr(record, mapping.key, key)
             if tracked:
@@ -208,6 +249,21 @@ class Transaction:
             if tracked:
                 self._tracked[(type(record), getattr(record, mapping.key))] = (record, values)
         return record
+
+    async def insert_later(self, record: Record) -> None:
+        """INSERT a row written once and not read back by the caller (a ledger entry, a saga event): on
+        PostgreSQL it goes with the transaction's next statement or its commit instead of a round trip of its
+        own; on SQLite, where a statement costs no round trip, at once. Its generated key is not set, and a
+        failure to write it fails the transaction at that later statement."""
+        mapping = record.TABLE
+        parameters = dict(zip(mapping.columns, snapshot(record), strict=True))
+        if mapping.generated_key:
+            del parameters[mapping.key]
+        statement = _insert_statement(mapping, returning=False)
+        if self._queueing:
+            await self._queue(statement, parameters, mapping.name)
+        else:
+            await self._execute(statement, parameters)
 
     async def get(self, cls: type[R], key: Any) -> R | None:
         """A record by its key; the one this transaction already holds, if any."""
@@ -264,7 +320,12 @@ class Transaction:
         self._tracked[(type(record), getattr(record, record.TABLE.key))] = (record, snapshot(record))
 
     async def flush(self) -> None:
-        """Write the changed columns of every tracked record."""
+        """Write the changed columns of every tracked record and the writes queued for the next statement."""
+        await self._write_changes()
+        await self._send_queued()
+
+    async def _write_changes(self) -> None:
+        """Write (PostgreSQL: queue) the changed columns of every tracked record."""
         for identity, (record, before) in self._tracked.items():
             after = snapshot(record)
             if after == before:
@@ -273,7 +334,11 @@ class Transaction:
             changed = tuple(column for column, old, new in zip(columns, before, after, strict=True) if old != new)
             parameters = {column: after[columns.index(column)] for column in changed}
             parameters["key"] = identity[1]
-            await self._execute(_update_statement(record.TABLE, changed), parameters)
+            update = _update_statement(record.TABLE, changed)
+            if self._queueing:
+                await self._queue(update, parameters, record.TABLE.name)
+            else:
+                await self._execute(update, parameters)
             self._tracked[identity] = (record, after)
 
     # -- commit hooks -------------------------------------------------------------------------------
@@ -298,11 +363,11 @@ def _unique(error: Exception) -> bool:
 
 
 @functools.cache
-def _insert_statement(mapping: Table) -> Sql:
+def _insert_statement(mapping: Table, returning: bool = True) -> Sql:
     columns = [c for c in mapping.columns if not (mapping.generated_key and c == mapping.key)]
-    returning = f" RETURNING {mapping.key}" if mapping.generated_key else ""
+    key = f" RETURNING {mapping.key}" if mapping.generated_key and returning else ""
     placeholders = ", ".join(f":{c}" for c in columns)
-    return Sql(f"INSERT INTO {mapping.name} ({', '.join(columns)}) VALUES ({placeholders}){returning}")
+    return Sql(f"INSERT INTO {mapping.name} ({', '.join(columns)}) VALUES ({placeholders}){key}")
 
 
 @functools.cache

@@ -160,8 +160,9 @@ class PaymentRepository:
         return await self.tx.select(Payment, _OF_SAGA, {"saga_id": saga_id})
 
     async def record(self, entry: LedgerEntry) -> None:
-        """Append to the ledger (written once, never changed)."""
-        await self.tx.insert(entry, tracked=False)
+        """Append to the ledger (written once, never changed; on PostgreSQL sent with the transaction's next
+        statement: Transaction.insert_later)."""
+        await self.tx.insert_later(entry)
 
     async def due_payments(self, now: float, limit: int) -> list[tuple[str, float]]:
         """(id, next_check_at) of unsettled payments whose next check is due, soonest first."""

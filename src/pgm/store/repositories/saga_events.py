@@ -23,8 +23,9 @@ class SagaEventRepository:
         self.tx = tx
 
     async def add(self, event: SagaEvent) -> None:
-        """Record an event (written once, never changed)."""
-        await self.tx.insert(event, tracked=False)
+        """Record an event (written once, never changed; on PostgreSQL sent with the transaction's next
+        statement: Transaction.insert_later)."""
+        await self.tx.insert_later(event)
 
     async def count(self, operation_key: str, label: str) -> int:
         """How many events of `label` an operation has had."""
