@@ -1,7 +1,7 @@
 """The hot path (src/pgm/http/hot.py) answers exactly as FastAPI's routing does: the same requests, good and
-bad, sent to an app serving the saga's requests on its hot path and to one serving everything through
-FastAPI, get the same status, headers and body, byte for byte (ids the service draws at random aside),
-and count in the same request metrics."""
+bad, sent to an app serving the saga's requests and /v3's pay on its hot path and to one serving
+everything through FastAPI, get the same status, headers and body, byte for byte (ids the service draws
+at random aside), and count in the same request metrics."""
 
 from __future__ import annotations
 
@@ -104,6 +104,33 @@ CALLBACK_CASES: list[Case] = [
     ("POST", "/v3/nobody/callback", JSON, b"{}"),
     ("DELETE", "/v3/sandbox/callback", JSON, b"{}"),
 ]
+PAY = "/v3/sandbox/credit-cards/pay"
+
+
+def _pay(**change: Any) -> dict[str, Any]:
+    return {"amount": 1299, "currency": "EUR", "shopTransactionId": "order-hot-v3", **change}
+
+
+V3_PAY_CASES: list[Case] = [
+    ("POST", PAY, JSON, _raw(_pay())),  # no token
+    ("POST", PAY, {**JSON, "Authorization": "Bearer wrong"}, b"{broken"),  # JSON first, then the token
+    ("POST", PAY, AUTHORISED, b"{broken"),
+    ("POST", PAY, AUTHORISED, b""),
+    ("POST", PAY, AUTHORISED, _raw(_pay(amount=0, currency="eur"))),
+    ("POST", PAY, AUTHORISED, _raw({"amount": 1299})),
+    ("POST", PAY, {**AUTHORISED, "Idempotency-Key": "k" * 201}, _raw(_pay())),
+    ("POST", PAY, {**AUTHORISED, "Idempotency-Key": "k" * 201}, _raw(_pay(amount="x"))),  # header and body
+    ("POST", PAY, AUTHORISED, _raw(_pay(successRedirectUrl="javascript:alert(1)"))),
+    ("POST", PAY, AUTHORISED, _raw(_pay(providerData={"sandboxOutcome": "PERHAPS"}))),
+    ("POST", "/v3/nobody/credit-cards/pay", AUTHORISED, _raw(_pay())),  # an unknown provider, before the body
+    ("POST", "/v3/nobody/credit-cards/pay", AUTHORISED, b"{}"),
+    ("POST", "/v3/sandbox/no-such-method/pay", AUTHORISED, _raw(_pay())),
+    ("POST", "/v3/sandbox/subscription/pay", AUTHORISED, _raw(_pay())),  # another route's path
+    ("POST", "/v3/sandbox/utility/pay", AUTHORISED, _raw(_pay())),
+    ("POST", "/v3/sandbox//pay", AUTHORISED, _raw(_pay())),
+    ("POST", PAY + "/", AUTHORISED, _raw(_pay())),
+    ("GET", PAY, AUTHORISED, b""),
+]
 # Ids the service draws itself differ between the two apps: their values are not compared, only their keys.
 DRAWN = {"deliveryId", "id", "paymentId", "redirectUrl", "checkoutUrl", "createdAt", "updatedAt"}
 
@@ -148,7 +175,7 @@ def _case_id(case: Case) -> str:
     return f"{method} {path} {sorted(headers.items())} {body[:60]!r}"
 
 
-@pytest.mark.parametrize("case", SAGA_CASES + SANDBOX_CASES + CALLBACK_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", SAGA_CASES + SANDBOX_CASES + CALLBACK_CASES + V3_PAY_CASES, ids=_case_id)
 def test_the_hot_path_answers_as_fastapi_does(clients: tuple[TestClient, TestClient], case: Case) -> None:
     hot, plain = clients
     assert _answer(hot, case) == _answer(plain, case)
@@ -173,6 +200,14 @@ def test_a_sandbox_payment_is_created_on_the_hot_path(clients: tuple[TestClient,
     assert body["status"] == "ACCEPTED"
 
 
+def test_a_good_pay_is_answered_on_the_hot_path(clients: tuple[TestClient, TestClient]) -> None:
+    hot, plain = clients
+    case: Case = ("POST", PAY, {**AUTHORISED, "Idempotency-Key": "hot-pay-1"}, _raw(_pay()))
+    status, headers, body = _answer(hot, case)
+    assert (status, headers, body) == _answer(plain, case)
+    assert set(body) >= {"result", "resultDescription", "paymentId"}
+
+
 def test_a_signed_callback_is_received_on_the_hot_path(clients: tuple[TestClient, TestClient]) -> None:
     hot, plain = clients
     event = _raw({"id": "evt_hot", "type": "payment.updated", "createdAt": int(time.time()), "data": {"id": "nope"}})
@@ -183,12 +218,13 @@ def test_a_signed_callback_is_received_on_the_hot_path(clients: tuple[TestClient
 
 def test_the_hot_path_counts_the_same_request_metrics(clients: tuple[TestClient, TestClient]) -> None:
     hot, plain = clients
-    for case in SAGA_CASES[:8] + SANDBOX_CASES[:3] + CALLBACK_CASES[:2]:
+    for case in SAGA_CASES[:8] + SANDBOX_CASES[:3] + CALLBACK_CASES[:2] + V3_PAY_CASES[:8]:
         _answer(hot, case)
         _answer(plain, case)
     assert _requests_counted(hot) == _requests_counted(plain)
     assert ("POST", "/saga/pay", "401") in _requests_counted(hot)
     assert ("POST", "/v3/{provider}/callback", "401") in _requests_counted(hot)
+    assert ("POST", "/v3/{provider}/{paymentMethod}/pay", "400") in _requests_counted(hot)
 
 
 def _requests_counted(client: TestClient) -> dict[tuple[str, str, str], float]:

@@ -80,6 +80,8 @@ def create_app(wiring: Wiring, hot_path: bool = True) -> FastAPI:
     app.include_router(v3_router)
     # The requests of every saga: its command, the sandbox's provider API, the provider's callback.
     hot += v3.hot_callback_routes(v3_router, settings.enabled_providers)
+    # And /v3's pay, the synchronous API's busiest operation (its admission limit is the middleware's).
+    hot.append(v3.hot_pay_route(v3_router))
     if hot_path:
         # Innermost: the hot routes are served inside every middleware below (http/hot.py).
         app.add_middleware(HotPath, routes=hot, exception_handlers=app.exception_handlers)

@@ -1,24 +1,27 @@
-"""The hot path: the requests every saga makes, served as plain ASGI in front of FastAPI's routing.
+"""The hot path: the requests every saga makes, and /v3's pay, served as plain ASGI in front of FastAPI's
+routing.
 
 A saga costs three requests in the PGM's process (docs/architecture.md#how-a-hot-request-is-served): the
 saga command (`POST /saga/{route}`), the sandbox's provider API (`POST /sandbox/api/v1/payments`, called
-by the PGM's own sandbox adapter) and the sandbox's signed webhook (`POST /v3/sandbox/callback`). Through
-FastAPI each of them paid for its exception-telemetry, exit-stack and routing layers (matching over every
-route), dependency solving and response validation, measured at about a third of the server stack's CPU
-(docs/performance.md). Here an exact (method, path) table sends them straight to the SAME endpoint
-functions FastAPI calls, with the same arguments, so every behaviour has one place:
+by the PGM's own sandbox adapter) and the sandbox's signed webhook (`POST /v3/sandbox/callback`); /v3's
+`POST /v3/{provider}/{paymentMethod}/pay` makes the same calls around its own. Through FastAPI each of
+them paid for its exception-telemetry, exit-stack and routing layers (matching over every route),
+dependency solving and its serialisation wrapper, about half of the server stack's CPU per saga
+(docs/performance.md). Here an exact (method, path) table, or for /v3's pay a match that accepts only the
+paths FastAPI gives to that route, sends them straight to the SAME endpoint functions FastAPI calls, with
+the same arguments, so every behaviour has one place:
 
-* the body is decoded and validated as FastAPI does it (its content-type rule, `json.loads`, the endpoint's
-  own model, the `body` location in errors), and in the same order relative to the route's guard (the
-  bearer token of /saga: after a JSON syntax error, before a validation error);
+* the body is decoded as FastAPI does it (its content-type rule, `json.loads`), the route's dependencies
+  run next (the bearer token, the provider's adapter), then the headers and the body are validated by the
+  route's own FastAPI fields, their errors merged in FastAPI's order;
 * exceptions go to the app's own exception handlers (http/errors.py) through Starlette's
   ExceptionMiddleware, and what none handles goes on to the server-error handler outside, as before;
 * `scope["route"]` is the FastAPI route, so the request metrics name the same route template.
 
 It sits inside the app's middleware (RequestContext, AdmissionLimit, BodySizeLimit,
-RejectUnstorableText), so their guarantees hold on the hot path unchanged. Everything not in the table
-(other methods, a trailing slash, a mount's root path) goes to FastAPI, and the routes stay declared there:
-the OpenAPI document does not change.
+RejectUnstorableText), so their guarantees hold on the hot path unchanged. Everything else (other methods,
+a trailing slash, a mount's root path) goes to FastAPI, and the routes stay declared there: the OpenAPI
+document does not change.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi._compat import ModelField, get_missing_field_error
+from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
@@ -40,10 +44,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-# The endpoint's arguments, from the request and its validated body (None for a route without one).
-Arguments = Callable[[Request, Any], dict[str, Any]]
-# A check FastAPI runs as a dependency of the route, before the body is validated (it raises to refuse).
-Guard = Callable[[Request], Awaitable[None]]
+# The endpoint's arguments, from the request and the values resolved for it: `body` (the validated body),
+# each header parameter by its name (validated as FastAPI validates it), and what `Prepare` returned.
+Arguments = Callable[[Request, dict[str, Any]], dict[str, Any]]
+# The route's dependencies, run in FastAPI's order after the body is decoded and before it is validated:
+# they raise to refuse, and return the values they resolve (the provider's adapter of a /v3 route).
+Prepare = Callable[[Request], Awaitable[dict[str, Any]]]
+# For a route served on a family of paths: the path parameters of a path it serves, None for the others.
+PathMatch = Callable[[str], dict[str, str] | None]
 
 _MISSING = object()
 
@@ -51,15 +59,17 @@ _MISSING = object()
 @dataclass(frozen=True)
 class HotRoute:
     """One (method, path) served without FastAPI's routing: the route FastAPI declares, how its
-    endpoint's arguments are made, and the route's guard."""
+    endpoint's arguments are made, and the route's dependencies. `match` serves a family of paths instead
+    of `path` alone: it must accept only paths FastAPI's routing gives to this route."""
 
     method: str
     path: str
     route: APIRoute
     arguments: Arguments
     argument_names: frozenset[str]
-    guard: Guard | None = None
+    prepare: Prepare | None = None
     path_params: Mapping[str, str] = field(default_factory=dict)
+    match: PathMatch | None = None
 
     def check(self) -> None:
         """Refuse, at startup, a table entry whose arguments are not exactly its endpoint's parameters: the
@@ -91,24 +101,32 @@ class HotPath:
     def __init__(self, app: ASGIApp, routes: Iterable[HotRoute], exception_handlers: Mapping[Any, Any]) -> None:
         self.app = app
         self.routes: dict[tuple[str, str], _Served] = {}
+        self.families: dict[str, list[_Served]] = {}
         # The handlers FastAPI's ExceptionMiddleware gets (Starlette's rule): 500 and Exception are the
         # server-error middleware's, outside, and reached by re-raising.
         handlers = {key: value for key, value in exception_handlers.items() if key not in (500, Exception)}
         for hot in routes:
             hot.check()
             served = _Served(hot)
-            self.routes[(hot.method, hot.path)] = served
+            if hot.match is None:
+                self.routes[(hot.method, hot.path)] = served
+            else:
+                self.families.setdefault(hot.method, []).append(served)
             served.app = ExceptionMiddleware(served.serve, handlers=handlers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
-            served = self.routes.get((scope["method"], scope["path"]))
+            method, path = scope["method"], scope["path"]
+            served = self.routes.get((method, path))
             if served is not None:
-                scope["route"] = served.hot.route
-                scope["endpoint"] = served.hot.route.endpoint
-                scope["path_params"] = dict(served.hot.path_params)
-                await served.app(scope, receive, send)
+                await served(scope, receive, send, dict(served.hot.path_params))
                 return
+            for served in self.families.get(method, ()):
+                assert served.hot.match is not None
+                path_params = served.hot.match(path)
+                if path_params is not None:
+                    await served(scope, receive, send, path_params)
+                    return
         await self.app(scope, receive, send)
 
 
@@ -122,17 +140,30 @@ class _Served:
         # FastAPI's own fields of the route: the body and the answer are validated and serialised by the
         # very code FastAPI runs for them, not by a copy of it.
         self.body_field = route.body_field
+        self.header_fields = route.dependant.header_params
         self.response_field = route.response_field
         self.status_code = route.status_code or 200
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, path_params: dict[str, str]) -> None:
+        route = self.hot.route
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = path_params
+        await self.app(scope, receive, send)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         body = await read_json_body(request) if self.body_field is not None else None
-        if self.hot.guard is not None:
-            await self.hot.guard(request)
+        values = await self.hot.prepare(request) if self.hot.prepare is not None else {}
+        # FastAPI's order of validation errors: the headers' (with FastAPI's own code), then the body's.
+        header_values, errors = request_params_to_args(self.header_fields, request.headers)
+        values.update(header_values)
         if self.body_field is not None:
-            body = _validated(self.body_field, body)
-        result = await self.hot.route.endpoint(**self.hot.arguments(request, body))
+            values["body"], body_errors = _validated(self.body_field, body)
+            errors += body_errors
+        if errors:
+            raise RequestValidationError(errors, body=None if body is _MISSING else body)
+        result = await self.hot.route.endpoint(**self.hot.arguments(request, values))
         if isinstance(result, Response):
             response = result
         else:
@@ -190,15 +221,12 @@ async def read_json_body(request: Request) -> Any:
         raise HTTPException(status_code=400, detail="There was an error parsing the body") from error
 
 
-def _validated(body_field: ModelField, body: Any) -> Any:
+def _validated(body_field: ModelField, body: Any) -> tuple[Any, list[Any]]:
     """The body validated by the route's body field as FastAPI does (a missing body, errors under `body`)."""
     if body is _MISSING:
         # Every hot route's body is required (an optional one would take FastAPI's default here).
-        raise RequestValidationError([get_missing_field_error(loc=("body",))])
-    value, errors = body_field.validate(body, {}, loc=("body",))
-    if errors:
-        raise RequestValidationError(errors, body=body)
-    return value
+        return None, [get_missing_field_error(loc=("body",))]
+    return body_field.validate(body, {}, loc=("body",))
 
 
 # A content type seen before, to whether it is JSON: the decision is the email module's (as FastAPI's),

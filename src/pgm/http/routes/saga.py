@@ -105,8 +105,9 @@ def _handler(route: Route) -> Any:
     return accept
 
 
-async def _token_of(request: Request) -> None:
+async def _token_checked(request: Request) -> dict[str, Any]:
     await require_token(request, request.app.state.service)
+    return {}
 
 
 def hot_routes(router: APIRouter) -> list[HotRoute]:
@@ -116,9 +117,9 @@ def hot_routes(router: APIRouter) -> list[HotRoute]:
             "POST",
             f"/saga/{route.value}",
             find_route(router, "POST", f"/saga/{route.value}"),
-            lambda request, command: {"command": command, "request": request},
+            lambda request, values: {"command": values["body"], "request": request},
             frozenset({"command", "request"}),
-            guard=_token_of,
+            prepare=_token_checked,
         )
         for route in Route
     ]

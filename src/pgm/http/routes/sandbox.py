@@ -346,17 +346,11 @@ def build_router() -> APIRouter:
 
 def hot_routes(router: APIRouter) -> list[HotRoute]:
     """The provider API's payment creation, called by the PGM's sandbox adapter in every saga, on the hot
-    path (http/hot.py): the same endpoint, its headers read as FastAPI reads them (the first one)."""
+    path (http/hot.py): the same endpoint, given its body and headers as FastAPI gives them."""
     path = "/sandbox/api/v1/payments"
 
-    def arguments(request: Request, body: PaymentBody) -> dict[str, Any]:
-        headers = request.headers
-        return {
-            "body": body,
-            "context": request.app.state.sandbox,
-            "authorization": headers.get("authorization"),
-            "idempotency_key": headers.get("idempotency-key"),
-        }
+    def arguments(request: Request, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "context": request.app.state.sandbox}
 
     return [
         HotRoute(

@@ -437,7 +437,7 @@ def hot_callback_routes(router: APIRouter, providers: Iterable[str]) -> list[Hot
                         method,
                         template.replace("{provider}", provider),
                         route,
-                        lambda request, _body: {
+                        lambda request, _values: {
                             "request": request,
                             "parts": request.app.state.service,
                             "provider": request.path_params["provider"],
@@ -447,3 +447,39 @@ def hot_callback_routes(router: APIRouter, providers: Iterable[str]) -> list[Hot
                     )
                 )
     return hot
+
+
+def hot_pay_route(router: APIRouter) -> HotRoute:
+    """`POST /v3/{provider}/{paymentMethod}/pay` on the hot path (http/hot.py), on every path FastAPI's
+    routing gives to it: the same endpoint, behind the same dependencies in FastAPI's order (the token,
+    the provider's adapter for the operation and method, the method)."""
+    route = find_route(router, "POST", "/v3/{provider}/{paymentMethod}/pay")
+    resolve = provider_for(Operation.PAY)
+
+    async def dependencies(request: Request) -> dict[str, Any]:
+        parts = request.app.state.service
+        await require_token(request, parts)
+        adapter = await resolve(request, parts, request.path_params["provider"])
+        method = await _payment_method(request.path_params["paymentMethod"])
+        return {"parts": parts, "adapter": adapter, "method": method}
+
+    def paths(path: str) -> dict[str, str] | None:
+        # Only what FastAPI routes here: two non-empty segments between /v3/ and /pay. A method called
+        # "subscription" is /{provider}/subscription/pay's, declared before; "utility" is left to FastAPI.
+        segments = path.split("/")
+        if len(segments) != 5 or segments[1] != "v3" or segments[4] != "pay":
+            return None
+        provider, method = segments[2], segments[3]
+        if not provider or not method or method in ("subscription", "utility"):
+            return None
+        return {"provider": provider, "paymentMethod": method}
+
+    return HotRoute(
+        "POST",
+        route.path,
+        route,
+        lambda _request, values: values,
+        frozenset({"body", "parts", "adapter", "method", "idempotency_key"}),
+        prepare=dependencies,
+        match=paths,
+    )
