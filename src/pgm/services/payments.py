@@ -200,12 +200,14 @@ class PaymentService:
             check_attempts=0,
         )
         try:
-            # The key is looked up in the transaction that inserts: one round trip to the store, not two.
+            # The key's unique constraint decides in the insert itself: no lookup before it on the hot path
+            # (a statement, a round trip on PostgreSQL), the existing payment read only when there is one.
             async with self.database.transaction() as tx:
-                existing = await tx.payments.by_key(request.idempotency_key)
-                if existing is not None:
-                    return existing, False
-                await tx.payments.add(payment)
+                if not await tx.payments.add_unless_key_taken(payment):
+                    existing = await tx.payments.by_key(request.idempotency_key)
+                    if existing is not None:
+                        return existing, False
+                    raise DuplicateKey(f"payment key {request.idempotency_key} taken by a payment not committed yet")
                 await self.settlement.record(
                     tx, payment, Status.UNKNOWN, Source.REQUEST, f"{operation.value} requested"
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pgm.store.records import LedgerEntry, Payment, Refund
+from pgm.store.records import LedgerEntry, Payment, Refund, snapshot
 from pgm.store.sql import Sql
 
 if TYPE_CHECKING:
@@ -13,7 +13,14 @@ if TYPE_CHECKING:
 _P = Payment.TABLE.select
 _R = Refund.TABLE.select
 _PAYMENT_BY_KEY = Sql(f"{_P} WHERE idempotency_key = :key")
+# A new payment unless its idempotency key is taken: the unique key decides, with no read before and no
+# failed statement (which would abort a PostgreSQL transaction) when it is.
+_PAYMENT_UNLESS_KEY_TAKEN = Sql(
+    f"INSERT INTO payments ({', '.join(Payment.TABLE.columns)}) "
+    f"VALUES ({', '.join(':' + column for column in Payment.TABLE.columns)}) ON CONFLICT (idempotency_key) DO NOTHING"
+)
 _PAYMENT_BY_PROVIDER_ID = Sql(f"{_P} WHERE provider = :provider AND provider_payment_id = :payment_id")
+_LOCK_BY_PROVIDER_ID = Sql(f"{_PAYMENT_BY_PROVIDER_ID.text} FOR UPDATE")
 _REFUND_BY_KEY = Sql(f"{_R} WHERE idempotency_key = :key")
 _REFUND_NAMED = Sql(f"{_R} WHERE payment_id = :payment_id AND provider_refund_id = :refund_id")
 _REFUND_OF_PROVIDER = Sql("""
@@ -78,9 +85,28 @@ class PaymentRepository:
         """Insert a payment (tracked); DuplicateKey when its idempotency key or provider id is taken."""
         return await self.tx.insert(payment)
 
+    async def add_unless_key_taken(self, payment: Payment) -> bool:
+        """Insert a payment (tracked) unless a payment holds its idempotency key already: False then, and
+        nothing is written. One statement where a lookup then an insert took two."""
+        columns = dict(zip(Payment.TABLE.columns, snapshot(payment), strict=True))
+        if await self.tx.execute(_PAYMENT_UNLESS_KEY_TAKEN, columns) == 0:
+            return False
+        self.tx.track(payment)
+        return True
+
     async def by_key(self, idempotency_key: str) -> Payment | None:
         """The payment created under an idempotency key."""
         found = await self.tx.select(Payment, _PAYMENT_BY_KEY, {"key": idempotency_key})
+        return found[0] if found else None
+
+    async def lock_by_provider_id(self, provider: str, provider_payment_id: str) -> Payment | None:
+        """Our record of a provider's payment, locked for the rest of the transaction and read fresh (as
+        `lock` does), found and locked in one statement; None when there is none."""
+        if self.tx.is_sqlite:
+            # BEGIN IMMEDIATE holds the database's write lock: what this reads is current (see Transaction.lock).
+            return await self.by_provider_id(provider, provider_payment_id)
+        parameters = {"provider": provider, "payment_id": provider_payment_id}
+        found = await self.tx.select(Payment, _LOCK_BY_PROVIDER_ID, parameters)
         return found[0] if found else None
 
     async def by_provider_id(self, provider: str, provider_payment_id: str) -> Payment | None:
