@@ -82,6 +82,38 @@ async def test_a_second_payment_under_the_same_key_is_a_duplicate_key_and_leaves
         await tx.payments.add(a_payment())
 
 
+async def test_a_payment_whose_key_is_taken_is_not_inserted_and_the_transaction_goes_on(database: Database) -> None:
+    first = a_payment()
+    async with database.transaction() as tx:
+        assert await tx.payments.add_unless_key_taken(first)
+        first.status = "PENDING"  # tracked like an inserted payment: written back at commit
+    second = a_payment(idempotency_key=first.idempotency_key)
+    async with database.transaction() as tx:
+        assert not await tx.payments.add_unless_key_taken(second)
+        # No failed statement: the transaction reads on (PostgreSQL would refuse after a unique violation).
+        found = await tx.payments.by_key(first.idempotency_key)
+        assert found is not None
+        assert (found.id, found.status) == (first.id, "PENDING")
+    async with database.snapshot() as tx:
+        assert await tx.payments.get(second.id) is None
+
+
+async def test_a_payments_callback_finds_it_locked_by_provider_id(database: Database) -> None:
+    payment = a_payment(provider_payment_id=unique("sbx"))
+    async with database.transaction() as tx:
+        await tx.payments.add(payment)
+    async with database.transaction() as tx:
+        locked = await tx.payments.lock_by_provider_id("sandbox", payment.provider_payment_id or "")
+        assert locked is not None
+        assert locked.id == payment.id
+        locked.status = "FAILED"
+        assert await tx.payments.lock_by_provider_id("stripe", payment.provider_payment_id or "") is None
+    async with database.snapshot() as tx:
+        stored = await tx.payments.get(payment.id)
+        assert stored is not None
+        assert stored.status == "FAILED"
+
+
 async def test_refund_lookups(database: Database) -> None:
     payment = a_payment()
     base = f"saga:{uuid.uuid4().hex}_x:refund:0"
