@@ -58,7 +58,8 @@ class Payment(Base):
     # SHA-256 of the request (services/policy.py: request_digest): the same key with a different
     # request is a conflict, whatever field differs.
     request_digest: Mapped[str | None] = mapped_column(String(64))
-    subscription_token: Mapped[str | None] = mapped_column(String(255), index=True)
+    # Not indexed: no query looks a payment up by its token (migration 0005).
+    subscription_token: Mapped[str | None] = mapped_column(String(255))
     redirect_url: Mapped[str | None] = mapped_column(Text)
     redirect_url_mobile: Mapped[str | None] = mapped_column(Text)
     link: Mapped[str | None] = mapped_column(Text)
@@ -116,7 +117,8 @@ class ProviderCallback(Base):
     __tablename__ = "provider_callbacks"
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
-    provider: Mapped[str] = mapped_column(String(64), index=True)
+    # Not indexed: no query looks raw callbacks up by provider (migration 0005).
+    provider: Mapped[str] = mapped_column(String(64))
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(String(255))
     query: Mapped[str] = mapped_column(Text, default="")
