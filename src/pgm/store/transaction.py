@@ -8,6 +8,11 @@ would any object (`payment.status = ...`) and never forgets to save it. Rows wri
 changed again (ledger entries, outbox messages, saga events) are inserted untracked: tracking them would
 cost as much as writing them.
 
+On PostgreSQL every statement is a round trip, so what nobody waits for is sent with the next statement
+that cannot see it: ledger entries and saga events (`insert_later`) and the changed columns of held records
+go as data-modifying WITH parts of that statement (store/sql.py: with_writes), or as one statement before a
+statement that names one of their tables, and before COMMIT at the latest.
+
 Rule for callers: never await a provider or any other network call inside a write transaction.
 """
 
