@@ -128,11 +128,11 @@ class Books:
 
     async def create_payment(self, tx: Transaction, order: PaymentOrder, now: float) -> SandboxPayment:
         """Create a payment (or return the one created earlier with the same idempotency key)."""
-        if order.idempotency_key:
-            existing = await tx.sandbox.payments_by_key(order.idempotency_key)
-            if existing:
-                return existing[0]
-        token = await self._token_for(tx, order, now)
+        # The payment goes in first, unless its key is taken (one statement, no lookup before it); the
+        # token it creates, if any, only once it did.
+        stored = await self._stored_token(tx, order)
+        new_token = self._new_token(order, now)
+        token = stored or new_token
         settled: tuple[str, str | None] | None = None
         if order.kind is PaymentKind.SUBSCRIPTION_PAY and (token is None or token.status != "ACTIVE"):
             settled = ("FAILED", "the subscription token is not active")
@@ -144,33 +144,45 @@ class Books:
             settled = ("FAILED", DECLINE_REASON)
         status, reason = settled or ("PENDING", None)
         # Inserted with its final status (one statement), then settled like any other: token, webhook.
-        payment = await tx.sandbox.add(
-            SandboxPayment(
-                id=new_id("sbx_pay"),
-                kind=order.kind.value,
-                amount=order.amount,
-                currency=order.currency,
-                shop_transaction_id=order.reference,
-                idempotency_key=order.idempotency_key,
-                status=status,
-                decline_reason=reason,
-                success_url=order.success_url,
-                failure_url=order.failure_url,
-                token=token.token if token else None,
-                created_at=now,
-                updated_at=now,
-            ),
+        payment = SandboxPayment(
+            id=new_id("sbx_pay"),
+            kind=order.kind.value,
+            amount=order.amount,
+            currency=order.currency,
+            shop_transaction_id=order.reference,
+            idempotency_key=order.idempotency_key,
+            status=status,
+            decline_reason=reason,
+            success_url=order.success_url,
+            failure_url=order.failure_url,
+            token=token.token if token else None,
+            created_at=now,
+            updated_at=now,
         )
+        if order.idempotency_key:
+            if not await tx.sandbox.add_payment_unless_key_taken(payment):
+                return (await tx.sandbox.payments_by_key(order.idempotency_key))[0]
+        else:
+            await tx.sandbox.add(payment)
+        if new_token is not None:
+            await tx.sandbox.add(new_token)
         if settled is not None:
             await self._settle_payment(tx, payment, status, now, reason)
         return payment
 
-    async def _token_for(self, tx: Transaction, order: PaymentOrder, now: float) -> SandboxToken | None:
-        if order.kind is PaymentKind.SUBSCRIPTION_PAY:
-            return await tx.sandbox.token(order.token) if order.token else None
+    @staticmethod
+    async def _stored_token(tx: Transaction, order: PaymentOrder) -> SandboxToken | None:
+        """The token a payment on a stored token is made on (None for any other payment)."""
+        if order.kind is PaymentKind.SUBSCRIPTION_PAY and order.token:
+            return await tx.sandbox.token(order.token)
+        return None
+
+    @staticmethod
+    def _new_token(order: PaymentOrder, now: float) -> SandboxToken | None:
+        """The subscription or mandate a payment creates (None for any other payment): inserted after it."""
         if order.kind not in (PaymentKind.SUBSCRIPTION_SCHEDULE, PaymentKind.SUBSCRIPTION_START):
             return None
-        token = SandboxToken(
+        return SandboxToken(
             token=new_id("sbx_sub" if order.kind is PaymentKind.SUBSCRIPTION_SCHEDULE else "sbx_mdt"),
             kind=(
                 TokenKind.SUBSCRIPTION if order.kind is PaymentKind.SUBSCRIPTION_SCHEDULE else TokenKind.MANDATE
@@ -184,7 +196,6 @@ class Books:
             created_at=now,
             updated_at=now,
         )
-        return await tx.sandbox.add(token)
 
     async def create_authorization(self, tx: Transaction, order: PaymentOrder, now: float) -> SandboxToken:
         """Create a payer authorization (a mandate the payer approves on the hosted page)."""
