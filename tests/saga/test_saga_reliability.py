@@ -80,7 +80,15 @@ def rigs(backend: str, directory: Path) -> Iterator[Callable[..., Rig]]:
         crud_url, _ = stack.enter_context(run_server_in_thread(create_crud_app(str(directory / "crud.sqlite3"))))
 
         def build(flow_manager_port: int | None = None, start_receiver: bool = True, **env: str) -> Rig:
-            port = flow_manager_port or free_port()
+            receiver = RecordingReceiver()
+            if start_receiver and flow_manager_port is None:
+                # Listening before the PGM starts: a port only reserved by free_port() can be taken meanwhile
+                # (the PGM's own outgoing connections draw local ports from the same range).
+                receiver_url, _ = stack.enter_context(run_server_in_thread(receiver.app))
+                port = int(receiver_url.rsplit(":", 1)[1])
+                start_receiver = False
+            else:
+                port = flow_manager_port or free_port()
             pgm = PgmProcess(
                 url,
                 directory / f"pgm-{uuid.uuid4().hex[:6]}.log",
@@ -90,7 +98,6 @@ def rigs(backend: str, directory: Path) -> Iterator[Callable[..., Rig]]:
             )
             pgm.start()
             stack.callback(pgm.stop)
-            receiver = RecordingReceiver()
             if start_receiver:
                 stack.enter_context(run_server_in_thread(receiver.app, port=port))
             return Rig(pgm, receiver, crud_url)

@@ -86,7 +86,9 @@ class PgmProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env.update({"HTTP_PORT": str(port), "PGM_PUBLIC_URL": self.url, **self._env_overrides})
-        self.client = httpx.Client(base_url=self.url, timeout=15)
+        # Idle connections are dropped after 1 s, well before the server's keep-alive time-out (5 s): a request
+        # on a connection the server is closing at that moment fails with "Server disconnected".
+        self.client = httpx.Client(base_url=self.url, timeout=15, limits=httpx.Limits(keepalive_expiry=1.0))
 
     def start(self, timeout: float = 30.0) -> PgmProcess:
         """Start and wait until this process, and no other, answers 200 on /-/ready.

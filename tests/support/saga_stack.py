@@ -32,8 +32,10 @@ class SagaStack:
 
     def __init__(self, pgm: PgmProcess, flow_manager_url: str, crud_url: str) -> None:
         self.pgm = pgm
-        self.flow_manager = httpx.Client(base_url=flow_manager_url, timeout=10)
-        self.crud = httpx.Client(base_url=crud_url, timeout=10)
+        # Idle connections dropped well before uvicorn's keep-alive time-out (5 s), as PgmProcess's client.
+        limits = httpx.Limits(keepalive_expiry=1.0)
+        self.flow_manager = httpx.Client(base_url=flow_manager_url, timeout=10, limits=limits)
+        self.crud = httpx.Client(base_url=crud_url, timeout=10, limits=limits)
 
     def create_saga(self, metadata: dict[str, Any]) -> str:
         """POST /saga; the saga starts in PAYMENT_CREATED."""
