@@ -6,6 +6,14 @@ machine, httpx over aiohttp's connections cost 387 µs (docs/performance.md). Wh
 need is small: a base URL, headers, query parameters, a JSON or form body, a time-out, a hook that signs or
 authenticates the request as sent, and an answer with a status, headers and a body.
 
+What this client makes aiohttp do is what aiohttp used directly does (measured 2026-12-03, one POST with
+a JSON body and two headers to a loopback uvicorn, CPU of the client's thread, median of 5 runs of 1,000): a
+plain `ClientSession().post` 254 µs, the same with our session's settings (time-outs, the dummy cookie
+jar, the idle limit) 258 µs, through `HttpClient` 265 µs, so the client's own Python is ≈ 10 µs and its
+settings ≈ 4 µs, under the run-to-run noise (± 30 µs). Connections are kept alive and reused: in a bench
+step at 200 sagas/s the PGM opened 0.06 per saga, all in bursts when a pause of the event loop put ≈ 30
+requests in flight at once, none while requests arrived steadily (docs/performance.md).
+
 `HttpClient` builds the request; a `Transport` sends it. `AiohttpTransport` (one connection pool per
 client, so per destination) is what runs in production; `ASGITransport` hands the request to an ASGI
 application in the same event loop (a provider fake, a receiver) with no port and no thread, so adapters,
