@@ -49,6 +49,10 @@ def create_app(wiring: Wiring, hot_path: bool = True) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/documentation/openapi.json",
+        # The service's observability is its own (request metrics and access lines, RequestContext): with
+        # FastAPI's native OpenTelemetry on, every request paid for a check of the global providers that the
+        # service never configures (docs/performance.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
     app.include_router(home.build_router())

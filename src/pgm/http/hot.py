@@ -54,6 +54,7 @@ Prepare = Callable[[Request], Awaitable[dict[str, Any]]]
 PathMatch = Callable[[str], dict[str, str] | None]
 
 _MISSING = object()
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,10 @@ class _Served:
         self.header_fields = route.dependant.header_params
         self.response_field = route.response_field
         self.status_code = route.status_code or 200
+        # A serialised answer is sent as the two ASGI messages Starlette's Response sends, with its headers
+        # in its order (content-length, then content-type), without building the Response object. Statuses
+        # Starlette sends without a content-length (1xx, 204, 304) keep going through the Response.
+        self.raw_answer = self.status_code >= 200 and self.status_code not in (204, 304)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path_params: dict[str, str]) -> None:
         route = self.hot.route
@@ -165,10 +170,15 @@ class _Served:
             raise RequestValidationError(errors, body=None if body is _MISSING else body)
         result = await self.hot.route.endpoint(**self.hot.arguments(request, values))
         if isinstance(result, Response):
-            response = result
-        else:
-            response = Response(self._serialize(result), status_code=self.status_code, media_type="application/json")
-        await response(scope, receive, send)
+            await result(scope, receive, send)
+            return
+        content = self._serialize(result)
+        if not self.raw_answer:
+            await Response(content, status_code=self.status_code, media_type="application/json")(scope, receive, send)
+            return
+        headers = [(b"content-length", str(len(content)).encode("latin-1")), _JSON_CONTENT_TYPE]
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
     def _serialize(self, result: Any) -> bytes:
         """The answer as FastAPI serialises a response model (its `dump_json` path), with the route's options."""
