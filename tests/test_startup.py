@@ -105,8 +105,7 @@ def test_the_pool_settings_reach_the_postgresql_pool() -> None:
         }
     )
     database = Database(settings.database_url, pool_settings(settings))
+    # 4 kept; the 2 of overflow are opened beside them when all 4 are in use.
+    assert (database.pool_settings.size, database.pool_settings.max_overflow) == (4, 2)
     assert database.pool_settings.timeout_seconds == 7.5
-    arguments = database.pool_settings.asyncpg_arguments()
-    # The pool keeps 4; the 2 of overflow are opened beside it when all 4 are in use.
-    assert (arguments["min_size"], arguments["max_size"]) == (0, 4)
     asyncio.run(database.dispose())

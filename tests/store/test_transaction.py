@@ -379,6 +379,40 @@ async def test_postgresql_reuses_an_overflow_connection_under_load_and_closes_it
         await database.dispose()
 
 
+async def test_postgresql_replaces_a_kept_connection_the_server_closed_or_left_inside_a_transaction(
+    database_url: str,
+) -> None:
+    """The kept connections are checked on reuse: one the server closed is replaced by a new one on next
+    use (no failed transaction), and one given back inside a transaction is closed, not reused."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer and its readers, no pool")
+    import asyncpg
+
+    database = Database(database_url, PoolSettings(size=1, max_overflow=0))
+    pid_sql = Sql("SELECT pg_backend_pid()")
+    try:
+        async with database.snapshot() as tx:
+            first = int(await tx.fetchval(pid_sql))
+        async with database.snapshot() as tx:
+            assert int(await tx.fetchval(pid_sql)) == first  # kept between transactions
+        other = await asyncpg.connect(database_url)
+        try:
+            assert await other.fetchval("SELECT pg_terminate_backend($1)", first)
+        finally:
+            await other.close()
+        await asyncio.sleep(0.2)  # the client sees its socket closed
+        async with database.transaction() as tx:
+            second = int(await tx.fetchval(pid_sql))
+        assert second != first
+        async with database.snapshot() as tx:
+            await tx.execute(Sql("BEGIN"))  # as if a ROLLBACK had failed
+        async with database.snapshot() as tx:
+            third = int(await tx.fetchval(pid_sql))
+        assert third != second
+    finally:
+        await database.dispose()
+
+
 async def test_a_sqlite_writer_left_inside_a_transaction_is_replaced(database: Database) -> None:
     if not database.is_sqlite:
         pytest.skip("PostgreSQL's pool rolls back a connection it gets back inside a transaction")

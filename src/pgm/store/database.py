@@ -1,5 +1,6 @@
 """The store's connections and transactions, for SQLite (embedded default) and PostgreSQL, on the drivers
-themselves: `sqlite3` and an `asyncpg` pool. No SQLAlchemy on the request path: its models and Alembic only
+themselves: `sqlite3` and `asyncpg` connections kept in plain lists (no asyncpg Pool: see
+Database._postgres_connection). No SQLAlchemy on the request path: its models and Alembic only
 describe and migrate the schema (store/models.py, store/migrator.py).
 
 Write transactions on SQLite start with BEGIN IMMEDIATE: the database-wide write lock is taken up
@@ -26,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from pgm.store.sql import Sql
@@ -61,18 +62,6 @@ class PoolSettings:
     # is closed: under sustained load it is reused instead of opened and closed per transaction (a
     # connection costs the client ~1-2 ms of CPU to open, which doubled a saga's CPU at saturation).
     overflow_idle_seconds: float = 1.0
-
-    def asyncpg_arguments(self) -> dict[str, Any]:
-        """asyncpg.create_pool's arguments for the `size` connections kept: opened as needed, then kept
-        open (a connection the server closed is opened again on its next use). The `max_overflow` beyond
-        them are single connections, closed when their transaction ends (Database._postgres_connection)."""
-        return {
-            "min_size": 0,
-            "max_size": self.size,
-            "max_inactive_connection_lifetime": 0,
-            "timeout": self.connect_timeout_seconds,
-            "statement_cache_size": POSTGRES_CACHED_STATEMENTS,
-        }
 
 
 def is_sqlite_url(url: str) -> bool:
@@ -115,11 +104,13 @@ class Database:
         self._sqlite_writer_connection: sqlite3.Connection | None = None
         self._sqlite_readers: list[sqlite3.Connection] = []
         self._sqlite_writer = asyncio.Lock()
-        self._pool: asyncpg.Pool | None = None
-        self._pool_opening = asyncio.Lock()
         # Connections in use, kept ones and overflow together (PGM_DATABASE_POOL_SIZE + MAX_OVERFLOW).
         self._connection_slots = asyncio.Semaphore(self.pool_settings.size + self.pool_settings.max_overflow)
         self._kept_in_use = 0
+        # Kept connections given back, open until shutdown (or until the server closes one); at most `size`
+        # exist, since one is opened only while fewer than `size` kept ones are in use and none is idle.
+        self._idle_kept: list[asyncpg.Connection] = []
+        self._kept_in_use_now: set[asyncpg.Connection] = set()
         # Overflow connections given back and not needed since, each with the timer that closes it.
         self._idle_overflow: list[tuple[asyncpg.Connection, asyncio.TimerHandle]] = []
         self._closing: set[asyncio.Task[None]] = set()
@@ -213,7 +204,13 @@ class Database:
         """A kept connection while one is free, else an overflow connection (one given back less than
         `overflow_idle_seconds` ago, else a new one); waits up to PGM_DATABASE_POOL_TIMEOUT_SECONDS when
         all of them are in use (docs/configuration.md). Open connections never exceed size + max_overflow:
-        a new overflow connection is opened only when no idle one is left."""
+        a new overflow connection is opened only when no idle one is left.
+
+        The kept connections are a plain list, not an asyncpg Pool: the Pool's acquire and release (its
+        queue, holder, proxy, inactivity timer and reset steps) cost ≈ 22 µs of client CPU per transaction,
+        about 8 times a saga (docs/performance.md). What it did that matters is kept: a connection is opened
+        on first need and kept open; one the server closed is dropped and a new one opened on next use; one
+        given back still in a transaction (its ROLLBACK failed) is closed, never reused."""
         settings = self.pool_settings
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 a slot acquired just as wait_for times out can be
@@ -229,13 +226,16 @@ class Database:
             if self._kept_in_use < settings.size:
                 self._kept_in_use += 1
                 try:
-                    pool = self._pool or await self._open_pool()
-                    async with pool.acquire() as connection:
+                    connection = self._idle_kept_connection() or await self._open_connection()
+                    self._kept_in_use_now.add(connection)
+                    try:
                         yield connection
+                    finally:
+                        self._give_back_kept(connection)
                 finally:
                     self._kept_in_use -= 1
             else:
-                overflow = self._idle_overflow_connection() or await self._open_overflow()
+                overflow = self._idle_overflow_connection() or await self._open_connection()
                 try:
                     yield overflow
                 except BaseException:
@@ -245,7 +245,7 @@ class Database:
         finally:
             self._connection_slots.release()
 
-    async def _open_overflow(self) -> asyncpg.Connection:
+    async def _open_connection(self) -> asyncpg.Connection:
         import asyncpg
 
         return await asyncpg.connect(
@@ -253,6 +253,29 @@ class Database:
             timeout=self.pool_settings.connect_timeout_seconds,
             statement_cache_size=POSTGRES_CACHED_STATEMENTS,
         )
+
+    def _idle_kept_connection(self) -> asyncpg.Connection | None:
+        """The kept connection given back last (the one most likely still warm), if any is still open."""
+        while self._idle_kept:
+            connection = self._idle_kept.pop()
+            if not connection.is_closed():
+                return connection
+        return None
+
+    def _give_back_kept(self, connection: asyncpg.Connection) -> None:
+        # A transaction block rolls back on failure; a connection still in a transaction here is one whose
+        # ROLLBACK itself failed or was cancelled, so its state is unknown. A query cancelled outside a
+        # transaction leaves it reusable: asyncpg makes the next query wait for the cancellation first.
+        if connection.is_closed():
+            self._kept_in_use_now.discard(connection)
+        elif connection.is_in_transaction():
+            self._kept_in_use_now.discard(connection)
+            connection.terminate()
+        elif connection in self._kept_in_use_now:
+            self._kept_in_use_now.remove(connection)
+            self._idle_kept.append(connection)
+        else:  # the Database was disposed of while it was in use
+            self._close_later(connection)
 
     def _idle_overflow_connection(self) -> asyncpg.Connection | None:
         """The overflow connection given back last, still open, if any."""
@@ -265,7 +288,7 @@ class Database:
 
     def _keep_idle_overflow(self, connection: asyncpg.Connection) -> None:
         if connection.is_closed() or connection.is_in_transaction():
-            self._close_overflow(connection)
+            self._close_later(connection)
             return
         closer = asyncio.get_running_loop().call_later(
             self.pool_settings.overflow_idle_seconds, self._close_idle_overflow, connection
@@ -274,9 +297,9 @@ class Database:
 
     def _close_idle_overflow(self, connection: asyncpg.Connection) -> None:
         self._idle_overflow = [(c, closer) for c, closer in self._idle_overflow if c is not connection]
-        self._close_overflow(connection)
+        self._close_later(connection)
 
-    def _close_overflow(self, connection: asyncpg.Connection) -> None:
+    def _close_later(self, connection: asyncpg.Connection) -> None:
         task = asyncio.get_running_loop().create_task(connection.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -314,17 +337,6 @@ class Database:
             writer = self._sqlite_writer_connection = self._connect()
         return writer
 
-    async def _open_pool(self) -> asyncpg.Pool:
-        # Opened in the running loop, on first use: asyncpg binds a pool to the loop that made it.
-        async with self._pool_opening:
-            if self._pool is None:
-                import asyncpg
-
-                self._pool = await asyncpg.create_pool(
-                    postgres_dsn(self.url), reset=_keep_session, **self.pool_settings.asyncpg_arguments()
-                )
-            return self._pool
-
     async def ping(self) -> None:
         """Raise when the store cannot answer a trivial query."""
         async with self.snapshot() as tx:
@@ -338,18 +350,14 @@ class Database:
             await connection.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        kept, self._idle_kept = self._idle_kept, []
+        for connection in kept:
+            await connection.close()
+        # One still in use is closed when it is given back (_give_back_kept), not kept past shutdown.
+        self._kept_in_use_now = set()
         readers, self._sqlite_readers = self._sqlite_readers, []
         for connection in readers:
             connection.close()
         if self._sqlite_writer_connection is not None:
             writer, self._sqlite_writer_connection = self._sqlite_writer_connection, None
             writer.close()
-
-
-async def _keep_session(_connection: asyncpg.Connection) -> None:
-    """A connection goes back to the pool as it is: its transaction has ended (asyncpg rolls back one that
-    has not), and the store sets no session state, so the default reset (RESET ALL, UNLISTEN, ...) would
-    cost a round trip per transaction for nothing."""
