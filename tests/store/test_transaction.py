@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -160,22 +161,49 @@ async def test_a_single_statement_transaction_refuses_a_second_statement(databas
 
 async def test_outbox_heads_lease_and_delivery(database: Database) -> None:
     key = f"saga-{uuid.uuid4().hex}"
+    destination = f"dest-{uuid.uuid4().hex[:12]}"
     async with database.transaction() as tx:
-        first = await tx.outbox.add(an_outbox_message(key))
-        second = await tx.outbox.add(an_outbox_message(key))
+        first = await tx.outbox.add(replace(an_outbox_message(key), destination=destination))
+        second = await tx.outbox.add(replace(an_outbox_message(key), destination=destination))
     assert second > first
+    room = {destination: 10}
     async with database.transaction() as tx:
-        heads = [m for m in await tx.outbox.heads(["flow-manager"], now=1000.0, limit=1000) if m.ordering_key == key]
+        heads = await tx.outbox.lease_heads(room, [], now=1000.0, until=1005.0, limit=1000)
         assert [m.id for m in heads] == [first]  # only the oldest of its key
         assert heads[0].payload == {"event": "paymentExecuted", "amount": 5, "nested": {"ok": True}}
-        assert await tx.outbox.lease([first], now=1000.0, until=1005.0) == {first}
-        assert await tx.outbox.lease([first], now=1001.0, until=1006.0) == set()  # leased already
+        assert await tx.outbox.lease_heads(room, [], now=1001.0, until=1006.0, limit=1000) == []  # leased already
         await tx.outbox.delivered([(first, 200)], at=1002.0)
     async with database.transaction() as tx:
-        heads = [m for m in await tx.outbox.heads(["flow-manager"], now=1003.0, limit=1000) if m.ordering_key == key]
+        heads = await tx.outbox.lease_heads(room, [], now=1003.0, until=1008.0, limit=1000)
         assert [m.id for m in heads] == [second]
         (row,) = await tx.outbox.by_ids([first])
         assert (row.status, row.attempts, row.last_status_code, row.lease_until) == ("DELIVERED", 1, 200, None)
+
+
+async def test_outbox_heads_are_leased_in_one_statement_within_each_destinations_room(database: Database) -> None:
+    """The dispatcher's claim: only the oldest pending message of a key, at most `room` of a destination,
+    none this process is still delivering, none leased by anyone else; oldest first."""
+    here, there = f"here-{uuid.uuid4().hex[:12]}", f"there-{uuid.uuid4().hex[:12]}"
+    async with database.transaction() as tx:
+        keys = [f"saga-{uuid.uuid4().hex}" for _ in range(4)]
+        ids = {}
+        for key in keys:
+            for destination in (here, there):
+                first = replace(an_outbox_message(key), destination=destination)
+                ids[(key, destination)] = await tx.outbox.add(first)
+                await tx.outbox.add(replace(an_outbox_message(key), destination=destination))  # not a head
+    room = {here: 2, there: 0}
+    async with database.transaction() as tx:
+        running = [ids[(keys[0], here)]]  # still being delivered here although its lease ran out
+        claimed = await tx.outbox.lease_heads(room, running, now=1000.0, until=1005.0, limit=100)
+        assert [m.id for m in claimed] == [ids[(keys[1], here)], ids[(keys[2], here)]]
+        assert all(m.lease_until == 1005.0 and m.ordering_key in keys for m in claimed)
+    async with database.transaction() as tx:
+        # Leased now: another claim before the lease runs out gets only the heads left.
+        claimed = await tx.outbox.lease_heads({here: 5, there: 1}, [], now=1001.0, until=1006.0, limit=100)
+        assert [m.id for m in claimed] == [ids[(keys[0], here)], ids[(keys[0], there)], ids[(keys[3], here)]]
+        claimed = await tx.outbox.lease_heads({here: 5, there: 5}, [], now=1002.0, until=1007.0, limit=1)
+        assert [m.id for m in claimed] == [ids[(keys[1], there)]]
 
 
 async def test_write_once_rows_are_stored_with_their_documents_and_booleans(database: Database) -> None:

@@ -164,16 +164,17 @@ class OutboxDispatcher:
         self._wake.set()
 
     def _room(self) -> dict[str, int]:
-        """How many more deliveries each destination may start."""
+        """How many more deliveries each destination may start (0 for one at its cap: every destination is
+        listed, so the claiming statement is the same one every pass)."""
         room = dict.fromkeys(self.senders, CONCURRENCY)
         for delivery in self._in_flight.values():
             room[delivery.destination] -= 1
-        return {destination: free for destination, free in room.items() if free > 0}
+        return {destination: max(free, 0) for destination, free in room.items()}
 
     async def _record_and_claim(self, attempts: list[Attempt]) -> tuple[list[OutboxMessage], float]:
         """In one transaction: record `attempts`, renew the leases of the deliveries still running, then find
-        the heads now due and lease them (a row another process leased in between is not returned by the
-        update)."""
+        the heads now due and lease them, in one statement (a row another process leased in between is not
+        returned by it)."""
         now = self.clock.now()
         until = now + LEASE_SECONDS
         renew = [
@@ -187,16 +188,9 @@ class OutboxDispatcher:
             results = await self._record(tx, attempts, now) if attempts else []
             if renew:
                 await tx.outbox.renew(renew, until)
-            if room:
-                heads = await tx.outbox.heads(list(room), now, BATCH)
+            if any(room.values()):
                 # A delivery of this process that outlived its lease is still running: never start it twice.
-                for message in heads:
-                    if message.id not in self._in_flight and room[message.destination] > 0:
-                        room[message.destination] -= 1
-                        claimed.append(message)
-                if claimed:
-                    leased = await tx.outbox.lease([message.id for message in claimed], now, until)
-                    claimed = [message for message in claimed if message.id in leased]
+                claimed = await tx.outbox.lease_heads(room, list(self._in_flight), now, until, BATCH)
         for message_id in renew:
             delivery = self._in_flight.get(message_id)
             if delivery is not None:

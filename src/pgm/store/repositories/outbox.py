@@ -15,25 +15,35 @@ PENDING = "PENDING"
 DELIVERED = "DELIVERED"
 DEAD = "DEAD"
 _SELECT = OutboxMessage.TABLE.select
-_COLUMNS = ", ".join(f"o.{column}" for column in OutboxMessage.TABLE.columns)
 
-# The oldest pending message of each ordering key, due and not leased.
-_HEADS = Sql(f"""
-    SELECT {_COLUMNS} FROM outbox o
-    WHERE o.status = 'PENDING' AND o.destination = ANY(:destinations) AND o.next_attempt_at <= :now
-      AND (o.lease_until IS NULL OR o.lease_until < :now)
-      AND NOT EXISTS (
-        SELECT 1 FROM outbox e
-        WHERE e.destination = o.destination AND e.ordering_key = o.ordering_key
-          AND e.status = 'PENDING' AND e.id < o.id)
-    ORDER BY o.id LIMIT :limit
-""")
-# Compare-and-set on the lease: a row another process leased in between is not returned.
-_LEASE = Sql("""
+# The heads (the oldest pending message of each ordering key, due and not leased), found and leased in one
+# statement (one round trip where a SELECT and an UPDATE took two): each destination's first `room` heads
+# not already being delivered by this process (`running`: a delivery that outlived its lease), oldest
+# first, at most `limit` in all. The lease is a compare-and-set: PostgreSQL re-checks the outer WHERE on a
+# row another process leased since the selection read it, and skips that row (SQLite has one writer).
+# row_number() counts a destination's heads in id order; a head within the first `limit` by id has all of
+# its destination's older heads there too, so taking `place <= room` is exact.
+_LEASE_HEADS = """
     UPDATE outbox SET lease_until = :until
-    WHERE id = ANY(:ids) AND status = 'PENDING' AND (lease_until IS NULL OR lease_until < :now)
-    RETURNING id
-""")
+    WHERE id IN (
+        SELECT h.id FROM (
+            SELECT o.id, o.destination, row_number() OVER (PARTITION BY o.destination ORDER BY o.id) AS place
+            FROM outbox o
+            WHERE o.status = 'PENDING' AND o.destination = ANY(:destinations) AND o.next_attempt_at <= :now
+              AND (o.lease_until IS NULL OR o.lease_until < :now)
+              AND NOT (o.id = ANY(:running))
+              AND NOT EXISTS (
+                SELECT 1 FROM outbox e
+                WHERE e.destination = o.destination AND e.ordering_key = o.ordering_key
+                  AND e.status = 'PENDING' AND e.id < o.id)
+        ) h
+        WHERE h.place <= CASE h.destination {rooms} END
+        ORDER BY h.id LIMIT :limit)
+      AND status = 'PENDING' AND (lease_until IS NULL OR lease_until < :now)
+    RETURNING {columns}
+"""
+# One statement per set of destinations (a dispatcher has one: its senders'), built on first use.
+_LEASE_HEADS_FOR: dict[tuple[str, ...], Sql] = {}
 _RENEW = Sql("UPDATE outbox SET lease_until = :until WHERE id = ANY(:ids) AND status = 'PENDING'")
 _DELIVERED = Sql("""
     UPDATE outbox SET status = 'DELIVERED', attempts = attempts + 1, lease_until = NULL,
@@ -64,13 +74,30 @@ class OutboxRepository:
         self.tx.wrote_outbox = True
         return message.id
 
-    async def heads(self, destinations: list[str], now: float, limit: int) -> list[OutboxMessage]:
-        """The oldest pending, due and unleased message of each ordering key, oldest first."""
-        return await self.tx.select(OutboxMessage, _HEADS, {"destinations": destinations, "now": now, "limit": limit})
-
-    async def lease(self, ids: list[int], now: float, until: float) -> set[int]:
-        """Lease the messages not leased by anyone since; return the ids leased."""
-        return {row[0] for row in await self.tx.fetch(_LEASE, {"ids": ids, "now": now, "until": until})}
+    async def lease_heads(
+        self, room: dict[str, int], running: list[int], now: float, until: float, limit: int
+    ) -> list[OutboxMessage]:
+        """Find the heads due (the oldest pending, due and unleased message of each ordering key) and lease
+        them, in one statement: at most `room[destination]` of each destination and `limit` in all, none of
+        `running`; oldest first. A head another process leased in between is not returned."""
+        destinations = tuple(room)
+        sql = _LEASE_HEADS_FOR.get(destinations)
+        if sql is None:
+            rooms = " ".join(f"WHEN :destination_{n} THEN CAST(:room_{n} AS INTEGER)" for n in range(len(destinations)))
+            sql = Sql(_LEASE_HEADS.format(rooms=rooms, columns=", ".join(OutboxMessage.TABLE.columns)))
+            _LEASE_HEADS_FOR[destinations] = sql
+        parameters: dict[str, object] = {
+            "destinations": list(destinations),
+            "running": running,
+            "now": now,
+            "until": until,
+            "limit": limit,
+        }
+        for n, destination in enumerate(destinations):
+            parameters[f"destination_{n}"] = destination
+            parameters[f"room_{n}"] = room[destination]
+        leased = await self.tx.select(OutboxMessage, sql, parameters)
+        return sorted(leased, key=lambda message: message.id)
 
     async def renew(self, ids: list[int], until: float) -> None:
         """Extend the leases of deliveries still running (a delivered or dead message keeps its status)."""
