@@ -443,7 +443,7 @@ async def test_postgresql_replaces_a_kept_connection_the_server_closed_or_left_i
 
 async def test_a_sqlite_writer_left_inside_a_transaction_is_replaced(database: Database) -> None:
     if not database.is_sqlite:
-        pytest.skip("PostgreSQL's pool rolls back a connection it gets back inside a transaction")
+        pytest.skip("PostgreSQL closes a kept connection given back inside a transaction (tested above)")
     async with database.transaction() as tx:
         await tx.payments.add(a_payment())
     stuck = database._writer()
