@@ -8,8 +8,8 @@ the PGM imports them, so the PGM runs unchanged:
   `INSERT outbox`, `SELECT payments`, ...
 * PostgreSQL: every round trip asyncpg makes, by kind and table: a statement (`Connection._execute`), a
   simple query such as BEGIN or COMMIT (`Connection.execute` without arguments), an `executemany` batch,
-  a statement prepared on first use on a connection (`PREPARE`, a round trip of its own), and the pool's
-  reset of a connection given back (`RESET`, when the pool runs one).
+  and a statement prepared on first use on a connection (`PREPARE`, a round trip of its own). The store keeps
+  its PostgreSQL connections itself and never resets one it is given back, so there is no reset to count.
 
 The counts are cumulative. On SIGUSR1 the process writes them as JSON to `$PGM_BENCH_COUNTS_FILE` (written
 aside and renamed, so a reader never sees half of it); the bench signals before and after a step and
@@ -42,8 +42,6 @@ def kind(statement: str) -> str:
     first = words[0].upper()
     if first == "BEGIN":
         return "BEGIN IMMEDIATE" if len(words) > 1 and words[1].upper() == "IMMEDIATE" else "BEGIN"
-    if "RESET ALL" in text.upper():
-        return "RESET"
     table = _TABLE.search(text)
     return f"{first} {table.group(1)}" if table and first in {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"} else first
 

@@ -23,7 +23,6 @@ from bench import counting
         ("  UPDATE payments SET status = 'ACCEPTED' WHERE id = 'p'", "UPDATE payments"),
         ("SELECT o.id FROM outbox o WHERE o.status = 'PENDING'", "SELECT outbox"),
         ("SELECT 1", "SELECT"),
-        ("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;", "RESET"),
     ],
 )
 def test_a_statement_is_counted_by_its_kind_and_first_table(statement: str, expected: str) -> None:
