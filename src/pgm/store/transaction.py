@@ -255,6 +255,20 @@ class Transaction:
                 self._tracked[(type(record), getattr(record, mapping.key))] = (record, values)
         return record
 
+    async def insert_unless_taken(self, record: Record, unique_column: str) -> bool:
+        """INSERT a record (tracked) unless a row holds its `unique_column` value already (an idempotency
+        key): False then, and nothing is written. One statement where a lookup then an insert took two. For a
+        table whose key is the record's own, not generated."""
+        mapping = record.TABLE
+        if mapping.generated_key:
+            raise ValueError(f"{mapping.name}: insert_unless_taken needs a key of the record's own")
+        values = snapshot(record)
+        parameters = dict(zip(mapping.columns, values, strict=True))
+        if await self.execute(_insert_unless_taken_statement(mapping, unique_column), parameters) == 0:
+            return False
+        self._tracked[(type(record), getattr(record, mapping.key))] = (record, values)
+        return True
+
     async def insert_later(self, record: Record) -> None:
         """INSERT a row written once and not read back by the caller (a ledger entry, a saga event): on
         PostgreSQL it goes with the transaction's next statement or its commit instead of a round trip of its
@@ -373,6 +387,15 @@ def _insert_statement(mapping: Table, returning: bool = True) -> Sql:
     key = f" RETURNING {mapping.key}" if mapping.generated_key and returning else ""
     placeholders = ", ".join(f":{c}" for c in columns)
     return Sql(f"INSERT INTO {mapping.name} ({', '.join(columns)}) VALUES ({placeholders}){key}")
+
+
+@functools.cache
+def _insert_unless_taken_statement(mapping: Table, unique_column: str) -> Sql:
+    placeholders = ", ".join(f":{c}" for c in mapping.columns)
+    return Sql(
+        f"INSERT INTO {mapping.name} ({', '.join(mapping.columns)}) VALUES ({placeholders}) "
+        f"ON CONFLICT ({unique_column}) DO NOTHING"
+    )
 
 
 @functools.cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pgm.store.records import LedgerEntry, Payment, Refund, snapshot
+from pgm.store.records import LedgerEntry, Payment, Refund
 from pgm.store.sql import Sql
 
 if TYPE_CHECKING:
@@ -15,10 +15,6 @@ _R = Refund.TABLE.select
 _PAYMENT_BY_KEY = Sql(f"{_P} WHERE idempotency_key = :key")
 # A new payment unless its idempotency key is taken: the unique key decides, with no read before and no
 # failed statement (which would abort a PostgreSQL transaction) when it is.
-_PAYMENT_UNLESS_KEY_TAKEN = Sql(
-    f"INSERT INTO payments ({', '.join(Payment.TABLE.columns)}) "
-    f"VALUES ({', '.join(':' + column for column in Payment.TABLE.columns)}) ON CONFLICT (idempotency_key) DO NOTHING"
-)
 _PAYMENT_BY_PROVIDER_ID = Sql(f"{_P} WHERE provider = :provider AND provider_payment_id = :payment_id")
 _LOCK_BY_PROVIDER_ID = Sql(f"{_PAYMENT_BY_PROVIDER_ID.text} FOR UPDATE")
 _REFUND_BY_KEY = Sql(f"{_R} WHERE idempotency_key = :key")
@@ -88,11 +84,7 @@ class PaymentRepository:
     async def add_unless_key_taken(self, payment: Payment) -> bool:
         """Insert a payment (tracked) unless a payment holds its idempotency key already: False then, and
         nothing is written. One statement where a lookup then an insert took two."""
-        columns = dict(zip(Payment.TABLE.columns, snapshot(payment), strict=True))
-        if await self.tx.execute(_PAYMENT_UNLESS_KEY_TAKEN, columns) == 0:
-            return False
-        self.tx.track(payment)
-        return True
+        return await self.tx.insert_unless_taken(payment, "idempotency_key")
 
     async def by_key(self, idempotency_key: str) -> Payment | None:
         """The payment created under an idempotency key."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
-from pgm.store.records import SandboxPayment, SandboxRefund, SandboxToken, snapshot
+from pgm.store.records import SandboxPayment, SandboxRefund, SandboxToken
 from pgm.store.sql import Sql
 
 if TYPE_CHECKING:
@@ -13,11 +13,6 @@ if TYPE_CHECKING:
 R = TypeVar("R", SandboxPayment, SandboxRefund, SandboxToken)
 _PAYMENT_BY_KEY = Sql(f"{SandboxPayment.TABLE.select} WHERE idempotency_key = :key")
 # A payment unless its idempotency key is taken: the unique key decides, with no read before it.
-_PAYMENT_UNLESS_KEY_TAKEN = Sql(
-    f"INSERT INTO sandbox_payments ({', '.join(SandboxPayment.TABLE.columns)}) "
-    f"VALUES ({', '.join(':' + column for column in SandboxPayment.TABLE.columns)}) "
-    "ON CONFLICT (idempotency_key) DO NOTHING"
-)
 _REFUND_BY_KEY = Sql(f"{SandboxRefund.TABLE.select} WHERE idempotency_key = :key")
 _TOKEN_BY_KEY = Sql(f"{SandboxToken.TABLE.select} WHERE idempotency_key = :key")
 _REFUNDS_OF = Sql(f"{SandboxRefund.TABLE.select} WHERE payment_id = ANY(:ids) ORDER BY created_at, id")
@@ -49,11 +44,7 @@ class SandboxRepository:
     async def add_payment_unless_key_taken(self, payment: SandboxPayment) -> bool:
         """Insert a payment (tracked) unless a payment holds its idempotency key already: False then, and
         nothing is written. One statement where a lookup then an insert took two."""
-        columns = dict(zip(SandboxPayment.TABLE.columns, snapshot(payment), strict=True))
-        if await self.tx.execute(_PAYMENT_UNLESS_KEY_TAKEN, columns) == 0:
-            return False
-        self.tx.track(payment)
-        return True
+        return await self.tx.insert_unless_taken(payment, "idempotency_key")
 
     async def payments_by_key(self, key: str) -> list[SandboxPayment]:
         """The payments created with an idempotency key (at most one: the key is unique)."""
