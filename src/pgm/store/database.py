@@ -92,7 +92,7 @@ def postgres_dsn(url: str) -> str:
 
 
 class Database:
-    """The store's connections: a sqlite3 writer and readers, or an asyncpg pool."""
+    """The store's connections: a sqlite3 writer and readers, or PostgreSQL connections kept and overflow."""
 
     def __init__(self, url: str, pool: PoolSettings | None = None) -> None:
         self.url = url
