@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from pgm.domain.idempotency import storable_key
 from pgm.domain.statuses import Status
@@ -454,6 +455,17 @@ def hot_pay_route(router: APIRouter) -> HotRoute:
     routing gives to it: the same endpoint, behind the same dependencies in FastAPI's order (the token,
     the provider's adapter for the operation and method, the method)."""
     route = find_route(router, "POST", "/v3/{provider}/{paymentMethod}/pay")
+    # FastAPI's routing takes the first route that matches: the POST routes of the same shape (/v3, two
+    # segments, /pay) this router declares before this one, /v3/{provider}/subscription/pay, own their
+    # paths. No other router declares a route of that shape (the providers' own are under /v3/<name>/utility).
+    earlier: list[APIRoute] = []
+    for candidate in router.routes:
+        if candidate is route:
+            break
+        if isinstance(candidate, APIRoute) and "POST" in (candidate.methods or ()):
+            segments = candidate.path.split("/")
+            if len(segments) == 5 and segments[1] == "v3" and segments[4] == "pay":
+                earlier.append(candidate)
     resolve = provider_for(Operation.PAY)
 
     async def dependencies(request: Request) -> dict[str, Any]:
@@ -464,13 +476,12 @@ def hot_pay_route(router: APIRouter) -> HotRoute:
         return {"parts": parts, "adapter": adapter, "method": method}
 
     def paths(path: str) -> dict[str, str] | None:
-        # Only what FastAPI routes here: two non-empty segments between /v3/ and /pay. A method called
-        # "subscription" is /{provider}/subscription/pay's, declared before; "utility" is left to FastAPI.
+        # Only what FastAPI routes here: two non-empty segments between /v3/ and /pay, and no earlier route's.
         segments = path.split("/")
         if len(segments) != 5 or segments[1] != "v3" or segments[4] != "pay":
             return None
         provider, method = segments[2], segments[3]
-        if not provider or not method or method in ("subscription", "utility"):
+        if not provider or not method or any(other.path_regex.match(path) for other in earlier):
             return None
         return {"provider": provider, "paymentMethod": method}
 
