@@ -26,6 +26,8 @@ from pgm.crypto import timestamped_hmac
 LATE_SECONDS = 0.005
 EVENT_PATH = "/event"
 STATUS_PATH = "/payment-status"
+# How long the callback step waits for the processes to go idle before it creates its payments.
+CALLBACK_SETTLE_SECONDS = 90.0
 
 
 @dataclass
@@ -515,7 +517,9 @@ async def callbacks(target: Target, rate: float, duration: float, drain: float) 
         if created:
             payment_ids[i] = str(created)
 
-    await target.settle()  # the previous step's backlog must not spill into these payments
+    # The previous step's backlog must not spill into these payments: an overloaded `v3 pay` step before
+    # this one can leave more than the usual 15 s of deliveries on PostgreSQL, so wait longer here.
+    await target.settle(timeout=CALLBACK_SETTLE_SECONDS)
     carried_over = target.unsettled
     await asyncio.gather(*(create(i) for i in range(count)))
     await target.settle()  # their own notifications and webhooks are sent before the clock starts
