@@ -12,8 +12,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from pgm import __version__
 from pgm.http import errors
-from pgm.http.hot import HotPath, HotRoute
-from pgm.http.middleware import AdmissionLimit, BodySizeLimit, RejectUnstorableText, RequestContext
+from pgm.http.hot import Edge, HotRoute
 from pgm.http.routes import home, inspection, ops, v3
 from pgm.http.routes import saga as saga_routes
 from pgm.http.routes import sandbox as sandbox_routes
@@ -86,12 +85,16 @@ def create_app(wiring: Wiring, hot_path: bool = True) -> FastAPI:
     hot += v3.hot_callback_routes(v3_router, settings.enabled_providers)
     # And /v3's pay, the synchronous API's busiest operation (its admission limit is the middleware's).
     hot.append(v3.hot_pay_route(v3_router))
-    if hot_path:
-        # Innermost: the hot routes are served inside every middleware below (http/hot.py).
-        app.add_middleware(HotPath, routes=hot, exception_handlers=app.exception_handlers)
-    app.add_middleware(RejectUnstorableText)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, callback_max_bytes=settings.callback_max_bytes)
-    # Outside the body checks: a shed request costs no read of its body.
-    app.add_middleware(AdmissionLimit, max_in_flight=settings.max_in_flight, metrics=metrics)
-    app.add_middleware(RequestContext, metrics=metrics)
+    # The app's middleware, as one layer: the hot routes' requests get its work (request id, access line
+    # and metrics, admission limit, body size limits, unstorable text) in one pass, then their endpoint;
+    # every other request goes through the middleware chain, then FastAPI (http/hot.py).
+    app.add_middleware(
+        Edge,
+        routes=hot if hot_path else [],
+        exception_handlers=app.exception_handlers,
+        metrics=metrics,
+        max_in_flight=settings.max_in_flight,
+        max_bytes=settings.max_body_bytes,
+        callback_max_bytes=settings.callback_max_bytes,
+    )
     return app

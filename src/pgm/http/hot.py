@@ -44,6 +44,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pgm.http.middleware import (
+    AdmissionLimit,
+    BodySizeLimit,
+    CheckedBody,
+    Exchange,
+    RejectUnstorableText,
+    RequestContext,
+    answer_too_large,
+    answer_unstorable,
+    declared_too_large,
+    is_synchronous_api,
+    unstorable_in_url,
+)
+from pgm.observability.metrics import Metrics
+
 # The endpoint's arguments, from the request and the values resolved for it: `body` (the validated body),
 # each header parameter by its name (validated as FastAPI validates it), and what `Prepare` returned.
 Arguments = Callable[[Request, dict[str, Any]], dict[str, Any]]
@@ -95,12 +110,28 @@ def find_route(router: APIRouter, method: str, template: str) -> APIRoute:
     raise LookupError(f"no route {method} {template}")
 
 
-class HotPath:
-    """ASGI middleware serving the hot routes' exact (method, path) table itself, everything else through
-    FastAPI. Installed as the innermost middleware (`app.add_middleware` first), inside the app's own."""
+class Edge:
+    """The app's middleware as one ASGI layer: a hot request gets the work of RequestContext, AdmissionLimit,
+    BodySizeLimit and RejectUnstorableText done in one pass, in their order, by their own shared parts
+    (http/middleware.py), then its endpoint; every other request goes through those four middlewares, then
+    FastAPI. Installed as the app's only middleware (inside Starlette's server-error middleware)."""
 
-    def __init__(self, app: ASGIApp, routes: Iterable[HotRoute], exception_handlers: Mapping[Any, Any]) -> None:
-        self.app = app
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Iterable[HotRoute],
+        exception_handlers: Mapping[Any, Any],
+        metrics: Metrics,
+        max_in_flight: int,
+        max_bytes: int,
+        callback_max_bytes: int | None = None,
+    ) -> None:
+        self.metrics = metrics
+        # The chain, outermost first as it was installed: its admission limit and body size limit are the
+        # hot pass's too (one count of /v3 requests in flight, one rule for each limit).
+        self.body_size = BodySizeLimit(RejectUnstorableText(app), max_bytes, callback_max_bytes)
+        self.admission = AdmissionLimit(self.body_size, max_in_flight, metrics)
+        self.chain: ASGIApp = RequestContext(self.admission, metrics)
         self.routes: dict[tuple[str, str], _Served] = {}
         self.families: dict[str, list[_Served]] = {}
         # The handlers FastAPI's ExceptionMiddleware gets (Starlette's rule): 500 and Exception are the
@@ -120,15 +151,43 @@ class HotPath:
             method, path = scope["method"], scope["path"]
             served = self.routes.get((method, path))
             if served is not None:
-                await served(scope, receive, send, dict(served.hot.path_params))
+                await self._serve(served, dict(served.hot.path_params), scope, receive, send)
                 return
             for served in self.families.get(method, ()):
                 assert served.hot.match is not None
                 path_params = served.hot.match(path)
                 if path_params is not None:
-                    await served(scope, receive, send, path_params)
+                    await self._serve(served, path_params, scope, receive, send)
                     return
-        await self.app(scope, receive, send)
+        await self.chain(scope, receive, send)
+
+    async def _serve(
+        self, served: _Served, path_params: dict[str, str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """The four middlewares' work on a hot request, in the chain's order, then the endpoint."""
+        exchange = Exchange(scope, send)  # RequestContext: the request id, then the metric and access line
+        try:
+            path = scope["path"]
+            shed = is_synchronous_api(path)  # AdmissionLimit: /v3's pay, never a callback
+            if shed and not await self.admission.admit(scope, exchange.send):
+                return
+            try:
+                headers = dict(scope["headers"])
+                limit = self.body_size.limit_for(path)
+                if declared_too_large(headers, limit):  # BodySizeLimit, declared
+                    await answer_too_large(scope, exchange.send, limit)
+                    return
+                if unstorable_in_url(scope):  # RejectUnstorableText, path and query
+                    await answer_unstorable(scope, exchange.send)
+                    return
+                # Both limits on the body as it streams in, raised into the endpoint's exception handlers.
+                checked = CheckedBody(receive, limit, headers.get(b"content-type", b""))
+                await served(scope, checked.receive, exchange.send, path_params)
+            finally:
+                if shed:
+                    self.admission.leave()
+        finally:
+            exchange.finish(self.metrics)
 
 
 class _Served:
