@@ -5,7 +5,10 @@ at random aside), and count in the same request metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,8 +48,9 @@ def _raw(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-# (method, path, headers, body): every one is sent to both apps.
-Case = tuple[str, str, dict[str, str], bytes]
+# (method, path, headers, body): every one is sent to both apps. A body given as a list of chunks is
+# streamed without a Content-Length: only the streamed body size limit can refuse it.
+Case = tuple[str, str, dict[str, str], bytes | list[bytes]]
 SAGA_CASES: list[Case] = [
     ("POST", "/saga/pay", JSON, _raw(_command())),  # no token
     ("POST", "/saga/pay", {**JSON, "Authorization": "Bearer wrong"}, _raw(_command())),
@@ -75,6 +79,9 @@ SAGA_CASES: list[Case] = [
     ("POST", "/saga/pay", {**AUTHORISED, "Content-Type": "application/json/x"}, b"{}"),
     ("POST", "/saga/pay", {**AUTHORISED, "Content-Length": "99999999"}, b"{}"),
     ("POST", "/saga/pay", AUTHORISED, b'{"key": "' + b"x" * 1_100_000 + b'"}'),  # over PGM_MAX_BODY_BYTES
+    ("POST", "/saga/pay", AUTHORISED, [b'{"key": "', b"x" * 1_100_000, b'"}']),  # streamed over it
+    ("POST", "/saga/pay", AUTHORISED, [b'{"key": "s\\u0000", ', b'"value": {}}']),  # NUL in a streamed body
+    ("POST", "/saga/pay?note=%00", AUTHORISED, _raw(_command())),  # NUL in the query
     ("POST", "/saga/pay/", AUTHORISED, _raw(_command())),  # not the table's path: FastAPI's answer
     ("GET", "/saga/pay", AUTHORISED, b""),
     ("PUT", "/saga/refund", AUTHORISED, b"{}"),
@@ -92,12 +99,17 @@ SANDBOX_CASES: list[Case] = [
     ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment(successUrl="javascript:x"))),
     ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment(delayMs=10**9))),
     ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment(outcome="ERROR"))),
+    ("POST", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, _raw(_sandbox_payment(reference="order\x00"))),
+    ("POST", "/sandbox/api/v1/payments", {**SANDBOX_AUTHORISED, "Content-Length": "2000000"}, b"{}"),
     ("GET", "/sandbox/api/v1/payments", SANDBOX_AUTHORISED, b""),
 ]
 CALLBACK_CASES: list[Case] = [
     ("POST", "/v3/sandbox/callback", JSON, b"{}"),  # unsigned
     ("POST", "/v3/sandbox/callback", {**JSON, "Sandbox-Signature": "t=1,v1=00"}, b"{}"),
     ("POST", "/v3/sandbox/callback", JSON, b"x" * (CALLBACK_MAX_BYTES + 1)),  # the callbacks' own limit
+    ("POST", "/v3/sandbox/callback", JSON, [b"x" * CALLBACK_MAX_BYTES, b"x"]),  # the same, streamed
+    ("POST", "/v3/sandbox/callback", {**JSON, "Content-Length": str(CALLBACK_MAX_BYTES + 1)}, b"{}"),  # declared
+    ("POST", "/v3/sandbox/callback?x=%00", JSON, b"{}"),
     ("POST", "/v3/sandbox/callback", JSON, b'{"id": "\\u0000"}'),
     ("GET", "/v3/sandbox/callback", {}, b""),
     ("POST", "/v3/sandbox/callback/authorization", JSON, b"{}"),
@@ -128,6 +140,11 @@ V3_PAY_CASES: list[Case] = [
     ("POST", "/v3/sandbox/subscription/pay", AUTHORISED, _raw(_pay())),  # another route's path
     ("POST", "/v3/sandbox/utility/pay", AUTHORISED, _raw(_pay())),
     ("POST", "/v3/sandbox//pay", AUTHORISED, _raw(_pay())),
+    ("POST", "/v3/sandbox/credit%00-cards/pay", AUTHORISED, _raw(_pay())),  # NUL in the path
+    ("POST", PAY + "?a=%00", AUTHORISED, _raw(_pay())),
+    ("POST", PAY, AUTHORISED, _raw(_pay(shopTransactionId="\ud800"))),  # a lone surrogate in the body
+    ("POST", PAY, AUTHORISED, [_raw(_pay(shopTransactionId="x" * 1_100_000))]),
+    ("POST", PAY, {**AUTHORISED, "Content-Length": "1048577"}, _raw(_pay())),
     ("POST", PAY + "/", AUTHORISED, _raw(_pay())),
     ("GET", PAY, AUTHORISED, b""),
 ]
@@ -155,24 +172,30 @@ def clients(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             yield hot, plain
 
 
-def _answer(client: TestClient, case: Case) -> tuple[int, list[tuple[str, str]], Any]:
+def _answer(
+    client: TestClient, case: Case, request_id: str | None = REQUEST_ID
+) -> tuple[int, list[tuple[str, str]], Any]:
     method, path, headers, body = case
-    response = client.request(method, path, headers={**headers, "X-Request-Id": REQUEST_ID}, content=body)
+    if request_id is not None:
+        headers = {**headers, "X-Request-Id": request_id}
+    content = body if isinstance(body, bytes) else iter(body)
+    response = client.request(method, path, headers=headers, content=content)
     try:
-        content: Any = response.json()
+        answer: Any = response.json()
     except ValueError:
-        content = response.content
-    if isinstance(content, dict):
-        content = {key: "<drawn>" if key in DRAWN else value for key, value in content.items()}
+        answer = response.content
+    if isinstance(answer, dict):
+        answer = {key: "<drawn>" if key in DRAWN else value for key, value in answer.items()}
     headers_seen = [(name, value) for name, value in response.headers.items() if name != "content-length"]
-    if not isinstance(content, dict):
+    if not isinstance(answer, dict):
         headers_seen.append(("content-length", response.headers.get("content-length", "")))
-    return response.status_code, headers_seen, content
+    return response.status_code, headers_seen, answer
 
 
 def _case_id(case: Case) -> str:
     method, path, headers, body = case
-    return f"{method} {path} {sorted(headers.items())} {body[:60]!r}"
+    shown = body[:60] if isinstance(body, bytes) else f"{len(body)} chunks of {[len(chunk) for chunk in body]} bytes"
+    return f"{method} {path} {sorted(headers.items())} {shown!r}"
 
 
 @pytest.mark.parametrize("case", SAGA_CASES + SANDBOX_CASES + CALLBACK_CASES + V3_PAY_CASES, ids=_case_id)
@@ -252,3 +275,134 @@ def test_the_table_refuses_arguments_its_endpoint_does_not_take(tmp_path: Path) 
     good.check()
     with pytest.raises(ValueError, match="are not the endpoint's"):
         wrong.check()
+
+
+# Each middleware's refusal, on a hot route: (case, status, error code). Compared with FastAPI's above; here
+# each is checked to be the refusal it stands for, so that none passes by reaching the endpoint instead.
+REFUSALS: list[tuple[Case, int, str]] = [
+    (("POST", "/saga/pay", {**AUTHORISED, "Content-Length": "99999999"}, b"{}"), 413, "payload_too_large"),
+    (("POST", "/saga/pay", AUTHORISED, [b'{"key": "', b"x" * 1_100_000, b'"}']), 413, "payload_too_large"),
+    (("POST", "/v3/sandbox/callback", JSON, [b"x" * CALLBACK_MAX_BYTES, b"x"]), 413, "payload_too_large"),
+    (
+        ("POST", "/v3/sandbox/callback", {**JSON, "Content-Length": str(CALLBACK_MAX_BYTES + 1)}, b"{}"),
+        413,
+        "payload_too_large",
+    ),
+    (("POST", PAY, {**AUTHORISED, "Content-Length": "1048577"}, _raw(_pay())), 413, "payload_too_large"),
+    (("POST", "/saga/pay?note=%00", AUTHORISED, _raw(_command())), 400, "invalid_request"),
+    (("POST", "/v3/sandbox/credit%00-cards/pay", AUTHORISED, _raw(_pay())), 400, "invalid_request"),
+    (("POST", "/v3/sandbox/callback?x=%00", JSON, b"{}"), 400, "invalid_request"),
+    (("POST", "/saga/pay", AUTHORISED, [b'{"key": "s\\u0000", ', b'"value": {}}']), 400, "invalid_request"),
+    (("POST", PAY, AUTHORISED, _raw(_pay(shopTransactionId="\ud800"))), 400, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize(("case", "status", "code"), REFUSALS, ids=[_case_id(case) for case, _, _ in REFUSALS])
+def test_each_middleware_refuses_on_a_hot_route(
+    clients: tuple[TestClient, TestClient], case: Case, status: int, code: str
+) -> None:
+    hot, _ = clients
+    answered_status, headers, body = _answer(hot, case)
+    assert (answered_status, body["code"], body["requestId"]) == (status, code, REQUEST_ID)
+    assert ("x-request-id", REQUEST_ID) in headers
+    if code == "invalid_request":
+        assert "NUL character or a lone UTF-16 surrogate" in body["message"]
+
+
+@pytest.mark.parametrize("given", [None, "", "x" * 65, "tab\there"])
+def test_the_hot_path_makes_a_request_id_as_fastapi_does(
+    clients: tuple[TestClient, TestClient], given: str | None
+) -> None:
+    hot, plain = clients
+    case: Case = ("POST", "/saga/pay", AUTHORISED, b"{}")
+    answers = [_answer(client, case, request_id=given) for client in (hot, plain)]
+    for status, headers, body in answers:
+        drawn = dict(headers)["x-request-id"]
+        assert re.fullmatch("[0-9a-f]{32}", drawn)
+        assert (status, body["requestId"]) == (400, drawn)
+    (hot_status, hot_headers, hot_body), (plain_status, plain_headers, plain_body) = answers
+    assert hot_status == plain_status
+    assert [name for name, _ in hot_headers] == [name for name, _ in plain_headers]
+    assert {**hot_body, "requestId": None} == {**plain_body, "requestId": None}
+
+
+def test_the_hot_path_writes_the_same_access_lines(
+    clients: tuple[TestClient, TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    hot, plain = clients
+    cases = [case for case, _, _ in REFUSALS] + SAGA_CASES[:6] + CALLBACK_CASES[:2] + V3_PAY_CASES[:4]
+    lines = []
+    for client in (hot, plain):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pgm.access"):
+            for case in cases:
+                _answer(client, case)
+        lines.append(
+            [
+                (record.getMessage(), record.method, record.path, record.status, record.durationMs >= 0)  # type: ignore[attr-defined]
+                for record in caplog.records
+                if record.name == "pgm.access"
+            ]
+        )
+    assert lines[0] == lines[1]
+    assert len(lines[0]) == len(cases)
+    assert ("request", "POST", "/v3/sandbox/callback", 413, True) in lines[0]
+
+
+def test_the_hot_path_counts_its_refusals_in_the_same_request_metrics(clients: tuple[TestClient, TestClient]) -> None:
+    hot, plain = clients
+    before = [_requests_counted(client) for client in (hot, plain)]
+    for case, _, _ in REFUSALS:
+        _answer(hot, case)
+        _answer(plain, case)
+    added = [
+        {key: value - counted.get(key, 0) for key, value in _requests_counted(client).items()}
+        for client, counted in ((hot, before[0]), (plain, before[1]))
+    ]
+    assert added[0] == added[1]
+    # Refused before routing, a request counts under no route; refused while its body streams in, under its own.
+    assert added[0][("POST", "unmatched", "413")] >= 1
+    assert added[0][("POST", "/v3/{provider}/callback", "413")] >= 1
+
+
+@pytest.fixture(scope="module")
+def shedding(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, TestClient]]:
+    """The service twice, with and without the hot path, with no room for a /v3 request: each is shed."""
+    directory = tmp_path_factory.mktemp("shed")
+    with fresh_database(backend, directory) as hot_url, fresh_database(backend, directory) as plain_url:
+        apps = []
+        for url, hot_path in ((hot_url, True), (plain_url, False)):
+            env = {
+                **FAST,
+                "PGM_DATABASE_URL": url,
+                "PGM_API_TOKEN": TOKEN,
+                "FLOW_MANAGER_URL": NOWHERE,
+                "SAGA_CRUD_URL": NOWHERE,
+            }
+            # Below the setting's minimum of 1: every /v3 request finds the service full, without holding one.
+            settings = dataclasses.replace(load_settings(env), max_in_flight=0)
+            apps.append(create_app(Wiring(settings), hot_path=hot_path))
+        with TestClient(apps[0]) as hot, TestClient(apps[1]) as plain:
+            yield hot, plain
+
+
+def test_the_hot_path_sheds_v3_pay_as_the_middleware_does(shedding: tuple[TestClient, TestClient]) -> None:
+    hot, plain = shedding
+    pay: Case = ("POST", PAY, {**AUTHORISED, "Idempotency-Key": "shed-1"}, _raw(_pay()))
+    status, headers, body = _answer(hot, pay)
+    assert (status, headers, body) == _answer(plain, pay)
+    assert (status, body["code"], dict(headers)["retry-after"]) == (503, "overloaded", "1")
+    # Never a saga command, the sandbox's provider API or a callback: answered, not shed.
+    for case in (SAGA_CASES[0], SANDBOX_CASES[0], CALLBACK_CASES[0]):
+        answer = _answer(hot, case)
+        assert answer == _answer(plain, case)
+        assert answer[0] != 503
+    assert _shed(hot) == _shed(plain) == 1.0
+
+
+def _shed(client: TestClient) -> float:
+    for family in text_string_to_metric_families(client.get("/-/metrics").text):
+        for sample in family.samples:
+            if sample.name == "pgm_requests_shed_total":
+                return sample.value
+    raise AssertionError("no pgm_requests_shed_total")
