@@ -18,9 +18,10 @@ the same arguments, so every behaviour has one place:
   ExceptionMiddleware, and what none handles goes on to the server-error handler outside, as before;
 * `scope["route"]` is the FastAPI route, so the request metrics name the same route template.
 
-It sits inside the app's middleware (RequestContext, AdmissionLimit, BodySizeLimit,
-RejectUnstorableText), so their guarantees hold on the hot path unchanged. Everything else (other methods,
-a trailing slash, a mount's root path) goes to FastAPI, and the routes stay declared there: the OpenAPI
+It is the app's middleware too (`Edge`): a hot request gets the work of RequestContext, AdmissionLimit,
+BodySizeLimit and RejectUnstorableText in one pass, by the same shared parts (http/middleware.py), so their
+guarantees hold on the hot path unchanged. Every other request (other methods, a trailing slash, a mount's
+root path) goes through those four, nested, then FastAPI, and the routes stay declared there: the OpenAPI
 document does not change.
 """
 
