@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import preloaded
 from tests.support.databases import fresh_database
 from tests.support.notifications import STATUS_PATH
 from tests.support.pgm_process import PgmProcess
@@ -20,8 +20,9 @@ from tests.support.servers import RecordingReceiver, run_server_in_thread, wait_
 
 
 def pgm_command(pgm: PgmProcess, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pgm", *arguments],
+    return preloaded.run(
+        "pgm",
+        list(arguments),
         env={**pgm.env, "PGM_DATABASE_URL": pgm.env["PGM_DATABASE_URL"]},
         capture_output=True,
         text=True,

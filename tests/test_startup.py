@@ -7,7 +7,6 @@ import asyncio
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,15 @@ import pytest
 from pgm.config import load_settings
 from pgm.store.database import Database
 from pgm.wiring import pool_settings
+from tests.support import preloaded
 from tests.support.pgm_process import PgmProcess, free_port
 
 
 def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PGM_", "HTTP_", "ENABLED_", "EXTERNAL_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "pgm", "serve"],
+    return preloaded.run(
+        "pgm",
+        ["serve"],
         env={**clean, "PGM_DATABASE_URL": f"sqlite:///{tmp_path / 'pgm.sqlite3'}", "LOG_LEVEL": "INFO", **env},
         capture_output=True,
         text=True,

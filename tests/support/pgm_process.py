@@ -6,12 +6,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support import preloaded
 
 SANDBOX_SECRET = "whsec_test_sandbox_secret"
 
@@ -77,7 +78,7 @@ class PgmProcess:
             "PGM_DATABASE_URL": database_url,
         }
         self._env_overrides = env
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: preloaded.PreloadedProcess | None = None
         # Once started, the PGM keeps its port across restarts: clients and callbacks were given its URL.
         self._started = False
         self._use_port(free_port())
@@ -99,8 +100,14 @@ class PgmProcess:
         for _ in range(_PORT_ATTEMPTS):
             log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
             log = self.log_path.open("ab")
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pgm", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            # A fork of a process that imported the PGM's modules already (tests/support/preloaded.py).
+            self.process = preloaded.popen(
+                "pgm",
+                ["serve"],
+                pid_file=self.log_path.with_suffix(".pid"),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             if self._wait_ready(self.process, timeout):
                 self._started = True
@@ -111,7 +118,7 @@ class PgmProcess:
             self._use_port(free_port())
         raise RuntimeError(f"the PGM lost its port {_PORT_ATTEMPTS} times:\n{self.log_tail()}")
 
-    def _wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    def _wait_ready(self, process: preloaded.PreloadedProcess, timeout: float) -> bool:
         """True once `process` answers ready on its port; False when it exited first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -121,7 +128,8 @@ class PgmProcess:
                 ready = self.client.get("/-/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
                 ready = False
-            if ready and _listens_on(process.pid, self.port):
+            server = process.server_pid
+            if ready and server is not None and _listens_on(server, self.port):
                 return True
             # A child process gives no event to wait on before it answers: poll its port.
             time.sleep(0.05)
@@ -132,6 +140,16 @@ class PgmProcess:
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as a crashed machine."""
         if self.process and self.process.poll() is None:
+            # The server first, then wait for the launcher, which exits as the server did (killed): once it
+            # has, the port is free again for a restart.
+            server = self.process.server_pid
+            if server is not None and server != self.process.pid:
+                try:
+                    os.kill(server, signal.SIGKILL)
+                    self.process.wait(10)
+                    return
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 

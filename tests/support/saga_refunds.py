@@ -4,12 +4,11 @@ the refund commands it ran, and `pgm reconcile` as an operator runs it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from pgm.devstack.flow_manager import pgm_saga_config
+from tests.support import preloaded
 from tests.support.contract_machine import contract_saga_config
 from tests.support.pgm_process import PgmProcess
 from tests.support.saga_stack import SagaStack
@@ -63,8 +62,9 @@ def event_labels(stack: SagaStack, saga_id: str) -> list[str]:
 
 def reconcile_now(pgm: PgmProcess) -> list[dict[str, Any]]:
     """`pgm reconcile --wait`, as an operator runs it against the PGM's database."""
-    ran = subprocess.run(
-        [sys.executable, "-m", "pgm", "reconcile", "--wait", "30", "--json"],
+    ran = preloaded.run(
+        "pgm",
+        ["reconcile", "--wait", "30", "--json"],
         env=pgm.env,
         capture_output=True,
         text=True,
