@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from tests.support import preloaded
 from tests.support.pgm_process import FAST
 from tests.support.servers import wait_for
 
@@ -105,10 +105,12 @@ def pgm_dev(directory: Path, *args: str, **env: str) -> Iterator[DevProcess]:
         "LOG_LEVEL": "INFO",
         **env,
     }
-    command = [sys.executable, "-m", "pgm", "dev", "--pgm-port", "0", "--flow-manager-port", "0"]
-    command += ["--crud-port", "0", "--inspector-port", "0", *args]
+    arguments = ["dev", "--pgm-port", "0", "--flow-manager-port", "0", "--crud-port", "0", "--inspector-port", "0"]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=directory, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        # `python -m pgm dev ...`, forked from a process that imported the PGM already (tests/support/preloaded.py).
+        process = preloaded.popen(
+            "pgm", [*arguments, *args], cwd=directory, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
 
         def banner_printed() -> bool:
