@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -15,6 +13,7 @@ import httpx
 import pytest
 
 from pgm.devstack.dev import StackOptions, running_stack
+from tests.support import preloaded
 from tests.support.dev_process import DevProcess, pgm_dev, sandbox_metadata
 from tests.support.doc_examples import Runner, wait_saga
 
@@ -154,8 +153,9 @@ def test_the_inspector_says_when_a_saga_does_not_exist(dev: DevProcess) -> None:
 
 def test_pgm_demo_finds_the_running_stack_on_the_ports_it_was_given(dev: DevProcess) -> None:
     # No URL given: `pgm demo` in the directory `pgm dev` runs from finds it on its (free, not default) ports.
-    result = subprocess.run(
-        [sys.executable, "-m", "pgm", "demo"],
+    result = preloaded.run(
+        "pgm",
+        ["demo"],
         capture_output=True,
         text=True,
         timeout=90,
@@ -207,8 +207,9 @@ def test_pgm_dev_keeps_the_token_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
 def test_pgm_dev_names_the_port_it_cannot_take(tmp_path: Path) -> None:
     with pgm_dev(tmp_path) as dev:
         port = dev.flow_manager.rsplit(":", 1)[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "pgm", "dev", "--pgm-port", "0", "--flow-manager-port", port],
+        result = preloaded.run(
+            "pgm",
+            ["dev", "--pgm-port", "0", "--flow-manager-port", port],
             capture_output=True,
             text=True,
             timeout=60,
@@ -220,9 +221,7 @@ def test_pgm_dev_names_the_port_it_cannot_take(tmp_path: Path) -> None:
 
 
 def test_pgm_demo_start_runs_its_own_stack(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pgm", "demo", "--start"], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    result = preloaded.run("pgm", ["demo", "--start"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     moves = re.findall(r"^\s+[\d.]+s\s+(\w+)\s+-> (\w+)\s+business state (\d+)", result.stdout, re.M)
     assert moves == [
@@ -243,8 +242,9 @@ def test_pgm_demo_start_runs_its_own_stack(tmp_path: Path) -> None:
 
 
 def test_pgm_demo_fails_without_a_flow_manager() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pgm", "demo", "--flow-manager-url", "http://127.0.0.1:9"],
+    result = preloaded.run(
+        "pgm",
+        ["demo", "--flow-manager-url", "http://127.0.0.1:9"],
         capture_output=True,
         text=True,
         timeout=60,
