@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,7 +48,22 @@ SQLITE_CACHED_STATEMENTS = 512
 # transaction sends with its queued writes as WITH parts (Transaction._with_queued), one per combination
 # met; a statement evicted is prepared again, a round trip.
 POSTGRES_CACHED_STATEMENTS = 1024
+# Logical write transactions one SQLite COMMIT holds at most (group commit): a batch this full commits at
+# once instead of at the end of the loop turn, so a burst does not hold its first callers back for long.
+SQLITE_GROUP_COMMIT_MAX = 32
 _PING = Sql("SELECT 1")
+
+
+class _Batch:
+    """SQLite's open physical write transaction and the logical transactions that joined it."""
+
+    __slots__ = ("connection", "members", "waiting", "due")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.members = 0  # logical transactions that ended without error in it
+        self.waiting: list[asyncio.Future[None]] = []  # one per member, resolved by the COMMIT
+        self.due = False  # its loop turn has run: the logical transaction running now commits it at its end
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,10 @@ class Database:
         self._sqlite_writer_connection: sqlite3.Connection | None = None
         self._sqlite_readers: list[sqlite3.Connection] = []
         self._sqlite_writer = asyncio.Lock()
+        # SQLite: the physical write transaction the logical ones join (group commit), while one is open.
+        self._batch: _Batch | None = None
+        # SQLite: how many COMMITs ran for each batch size (logical transactions per COMMIT).
+        self.group_commits: Counter[int] = Counter()
         # Connections in use, kept ones and overflow together (PGM_DATABASE_POOL_SIZE + MAX_OVERFLOW).
         self._connection_slots = asyncio.Semaphore(self.pool_settings.size + self.pool_settings.max_overflow)
         self._kept_in_use = 0
@@ -123,33 +143,30 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """A read-write store transaction, committed when the block ends without error."""
+        """A read-write store transaction, committed when the block ends without error: the block's end
+        returns once its writes are durable (on SQLite, once the group commit that holds them has run)."""
         if self.is_sqlite:
-            async with self._sqlite_writer:
-                connection = self._writer()
-                async with self._sqlite(connection, "BEGIN IMMEDIATE", writable=True) as tx:
-                    yield tx
+            async with self._sqlite_grouped(single_statement=False) as tx:
+                yield tx
         else:
             async with self._postgres(writable=True) as tx:
                 yield tx
 
     @asynccontextmanager
     async def single_statement(self) -> AsyncIterator[Transaction]:
-        """A write transaction of one statement (an inbox row stored or closed): a statement is atomic by
-        itself, so it runs without BEGIN and COMMIT around it (two round trips fewer on PostgreSQL, two
-        statements fewer on SQLite, where it still holds the writer lock). A second statement in the block,
-        a tracked record's change included, raises instead of running outside the first one's atomicity."""
+        """A write transaction of one statement (an inbox row stored or closed). On PostgreSQL a statement is
+        atomic by itself, so it runs without BEGIN and COMMIT around it (two round trips fewer); on SQLite it
+        joins the group commit like any write transaction. A second statement in the block, a tracked
+        record's change included, raises instead of running outside the first one's atomicity."""
         if self.is_sqlite:
-            async with self._sqlite_writer:
-                tx = Transaction(sqlite=self._writer(), single_statement=True)
+            async with self._sqlite_grouped(single_statement=True) as tx:
                 yield tx
-                await tx.flush()
         else:
             async with self._postgres_connection() as connection:
                 tx = Transaction(postgres=connection, single_statement=True)
                 yield tx
                 await tx.flush()
-        self._committed(tx)
+            self._committed(tx)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Transaction]:
@@ -168,7 +185,7 @@ class Database:
             return
         connection = self._sqlite_readers.pop() if self._sqlite_readers else self._connect()
         try:
-            async with self._sqlite(connection, "BEGIN", writable=False) as tx:
+            async with self._sqlite_reader(connection) as tx:
                 yield tx
         finally:
             # One whose transaction could not even be rolled back is not used again.
@@ -178,9 +195,9 @@ class Database:
                 self._sqlite_readers.append(connection)
 
     @asynccontextmanager
-    async def _sqlite(self, connection: sqlite3.Connection, begin: str, writable: bool) -> AsyncIterator[Transaction]:
-        connection.execute(begin)
-        tx = Transaction(sqlite=connection, writable=writable)
+    async def _sqlite_reader(self, connection: sqlite3.Connection) -> AsyncIterator[Transaction]:
+        connection.execute("BEGIN")
+        tx = Transaction(sqlite=connection, writable=False)
         try:
             yield tx
             await tx.flush()
@@ -190,6 +207,102 @@ class Database:
                 connection.execute("ROLLBACK")
             raise
         self._committed(tx)
+
+    @asynccontextmanager
+    async def _sqlite_grouped(self, single_statement: bool) -> AsyncIterator[Transaction]:
+        """One logical write transaction in the open group commit (module docstring): the first of a batch
+        runs BEGIN IMMEDIATE and schedules the COMMIT; the others run in a SAVEPOINT of their own. The block
+        ends once the batch's COMMIT has run, and raises if it failed."""
+        async with self._sqlite_writer:
+            batch = self._batch
+            if batch is None:
+                connection = self._writer()
+                connection.execute("BEGIN IMMEDIATE")
+                batch = self._batch = _Batch(connection)
+                asyncio.get_running_loop().call_soon(self._commit_due, batch)
+                savepoint = False
+            else:
+                batch.connection.execute("SAVEPOINT logical")
+                savepoint = True
+            tx = Transaction(sqlite=batch.connection, single_statement=single_statement)
+            try:
+                yield tx
+                await tx.flush()
+            except BaseException as error:
+                self._undo(batch, savepoint, error)
+                raise
+            if savepoint:
+                batch.connection.execute("RELEASE logical")
+            batch.members += 1
+            durable = asyncio.get_running_loop().create_future()
+            batch.waiting.append(durable)
+            if batch.due or batch.members >= SQLITE_GROUP_COMMIT_MAX:
+                self._commit(batch)
+        if not durable.done():
+            await durable
+        durable.result()  # raises the COMMIT's error
+        self._committed(tx)
+
+    def _undo(self, batch: _Batch, savepoint: bool, error: BaseException) -> None:
+        """Roll back one failed logical transaction, and only it: its SAVEPOINT, or the whole physical
+        transaction when it was the batch's first (nothing else is in it yet). When SQLite rolled back the
+        physical transaction by itself (a full disk, an I/O error) or the rollback fails, the batch's
+        earlier members are lost: they fail with it."""
+        connection = batch.connection
+        try:
+            if not savepoint:
+                self._batch = None
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                return
+            if not connection.in_transaction:
+                raise sqlite3.OperationalError("SQLite rolled back the group commit's transaction") from error
+            connection.execute("ROLLBACK TO logical")
+            connection.execute("RELEASE logical")
+        except Exception as failure:
+            self._fail(batch, failure)
+            return
+        if batch.due:
+            self._commit(batch)
+
+    def _commit_due(self, batch: _Batch) -> None:
+        """The loop turn that opened the batch has run: commit it now, or when the logical transaction
+        running at this moment ends (it holds the writer lock, and COMMIT would cut it in two)."""
+        if batch is not self._batch:
+            return
+        if self._sqlite_writer.locked():
+            batch.due = True
+        else:
+            self._commit(batch)
+
+    def _commit(self, batch: _Batch) -> None:
+        """COMMIT the batch and tell its members; a failed COMMIT fails every one of them."""
+        if batch is not self._batch:
+            return
+        self._batch = None
+        try:
+            batch.connection.execute("COMMIT")
+        except Exception as error:
+            self._fail(batch, error, current=False)
+            return
+        self.group_commits[batch.members] += 1
+        for durable in batch.waiting:
+            if not durable.done():
+                durable.set_result(None)
+
+    def _fail(self, batch: _Batch, error: Exception, current: bool = True) -> None:
+        """End a batch whose writes are lost: roll back what is left of it, fail its members."""
+        if current and batch is self._batch:
+            self._batch = None
+        connection = batch.connection
+        if connection.in_transaction:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # _writer() opens a new connection instead of this one, still in its transaction
+        for durable in batch.waiting:
+            if not durable.done():
+                durable.set_exception(error)
 
     @asynccontextmanager
     async def _postgres(self, writable: bool) -> AsyncIterator[Transaction]:
@@ -329,7 +442,7 @@ class Database:
 
     def _writer(self) -> sqlite3.Connection:
         writer = self._sqlite_writer_connection
-        if writer is not None and writer.in_transaction:
+        if writer is not None and writer.in_transaction and self._batch is None:
             # A transaction whose ROLLBACK failed (the disk, say): a new connection, not one stuck in it.
             writer.close()
             writer = None
@@ -355,6 +468,8 @@ class Database:
             await connection.close()
         # One still in use is closed when it is given back (_give_back_kept), not kept past shutdown.
         self._kept_in_use_now = set()
+        if self._batch is not None and not self._sqlite_writer.locked():
+            self._commit(self._batch)  # its members are waiting for it
         readers, self._sqlite_readers = self._sqlite_readers, []
         for connection in readers:
             connection.close()
