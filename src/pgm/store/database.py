@@ -159,8 +159,17 @@ class Database:
         joins the group commit like any write transaction. A second statement in the block, a tracked
         record's change included, raises instead of running outside the first one's atomicity."""
         if self.is_sqlite:
-            async with self._sqlite_grouped(single_statement=True) as tx:
-                yield tx
+            if self._batch is None and not self._sqlite_writer.locked():
+                # No batch to join: the statement commits by itself (sqlite3 sends no BEGIN around it),
+                # durable when it returns, cheaper than a BEGIN IMMEDIATE and a COMMIT of its own.
+                async with self._sqlite_writer:
+                    tx = Transaction(sqlite=self._writer(), single_statement=True)
+                    yield tx
+                    await tx.flush()
+                self._committed(tx)
+            else:
+                async with self._sqlite_grouped(single_statement=True) as tx:
+                    yield tx
         else:
             async with self._postgres_connection() as connection:
                 tx = Transaction(postgres=connection, single_statement=True)
@@ -215,50 +224,61 @@ class Database:
         ends once the batch's COMMIT has run, and raises if it failed."""
         async with self._sqlite_writer:
             batch = self._batch
+            opened = batch is None
             if batch is None:
                 connection = self._writer()
                 connection.execute("BEGIN IMMEDIATE")
                 batch = self._batch = _Batch(connection)
-                asyncio.get_running_loop().call_soon(self._commit_due, batch)
-                savepoint = False
             else:
                 batch.connection.execute("SAVEPOINT logical")
-                savepoint = True
             tx = Transaction(sqlite=batch.connection, single_statement=single_statement)
             try:
                 yield tx
                 await tx.flush()
             except BaseException as error:
-                self._undo(batch, savepoint, error)
+                self._undo(batch, opened, single_statement, error)
                 raise
-            if savepoint:
+            if not opened:
                 batch.connection.execute("RELEASE logical")
             batch.members += 1
             durable = asyncio.get_running_loop().create_future()
             batch.waiting.append(durable)
             if batch.due or batch.members >= SQLITE_GROUP_COMMIT_MAX:
                 self._commit(batch)
+        if opened and batch is self._batch:
+            # The loop turn goes on: the transactions of the tasks ready in it join the batch. Then the one
+            # that opened it commits it (or, if one is running at that moment, that one does at its end).
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._commit_due(batch)
         if not durable.done():
             await durable
         durable.result()  # raises the COMMIT's error
         self._committed(tx)
 
-    def _undo(self, batch: _Batch, savepoint: bool, error: BaseException) -> None:
-        """Roll back one failed logical transaction, and only it: its SAVEPOINT, or the whole physical
-        transaction when it was the batch's first (nothing else is in it yet). When SQLite rolled back the
-        physical transaction by itself (a full disk, an I/O error) or the rollback fails, the batch's
-        earlier members are lost: they fail with it."""
+    def _undo(self, batch: _Batch, opened: bool, single_statement: bool, error: BaseException) -> None:
+        """End one failed logical transaction, and only it. A transaction is rolled back: to its SAVEPOINT, or
+        the whole physical transaction when it opened the batch (nothing else is in it yet). A single
+        statement that ran stands, as it does when it runs by itself (and on PostgreSQL): SQLite undid it
+        if it is what failed. When SQLite rolled back the physical transaction by itself (a full disk, an
+        I/O error) or the rollback fails, the batch's earlier members are lost: they fail with it."""
         connection = batch.connection
         try:
-            if not savepoint:
-                self._batch = None
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                return
             if not connection.in_transaction:
-                raise sqlite3.OperationalError("SQLite rolled back the group commit's transaction") from error
-            connection.execute("ROLLBACK TO logical")
-            connection.execute("RELEASE logical")
+                if not opened:
+                    raise sqlite3.OperationalError("SQLite rolled back the group commit's transaction") from error
+                self._batch = None
+            elif single_statement and opened:
+                self._commit(batch)  # nothing else is in it: the statement commits now, as it would alone
+            elif single_statement:
+                connection.execute("RELEASE logical")
+            elif opened:
+                self._batch = None
+                connection.execute("ROLLBACK")
+            else:
+                connection.execute("ROLLBACK TO logical")
+                connection.execute("RELEASE logical")
         except Exception as failure:
             self._fail(batch, failure)
             return
@@ -266,7 +286,7 @@ class Database:
             self._commit(batch)
 
     def _commit_due(self, batch: _Batch) -> None:
-        """The loop turn that opened the batch has run: commit it now, or when the logical transaction
+        """The loop turn in which the batch opened has run: commit it now, or when the logical transaction
         running at this moment ends (it holds the writer lock, and COMMIT would cut it in two)."""
         if batch is not self._batch:
             return
