@@ -72,9 +72,10 @@ async def test_a_failed_commit_fails_every_logical_transaction_of_its_batch(data
             await tx.payments.add(guilty)
             # Checked at COMMIT only: a ledger entry of a payment that does not exist.
             await tx.execute(Sql("PRAGMA defer_foreign_keys = ON"))
-            await tx.payments.record(
-                LedgerEntry(payment_id="pay_nowhere", operation="PAYMENT", status="ACCEPTED", amount=1, source="test", created_at=1.0)
+            orphan = LedgerEntry(
+                payment_id="pay_nowhere", operation="PAYMENT", status="ACCEPTED", amount=1, source="t", created_at=1
             )
+            await tx.payments.record(orphan)
 
     outcomes = await asyncio.gather(add(database, innocent), break_a_deferred_constraint(), return_exceptions=True)
     assert all(isinstance(outcome, sqlite3.IntegrityError) for outcome in outcomes), outcomes
@@ -157,7 +158,8 @@ async def test_outbox_hooks_run_after_the_commit(database: Database) -> None:
         # A hook cannot await: it reads with a connection of its own, as the dispatcher it wakes would.
         if database.is_sqlite:
             reader = sqlite3.connect(database_module.sqlite_path(database.url))
-            seen_by_hook.append(reader.execute("SELECT COUNT(*) FROM outbox WHERE ordering_key = ?", (key,)).fetchone()[0])
+            (written,) = reader.execute("SELECT COUNT(*) FROM outbox WHERE ordering_key = ?", (key,)).fetchone()
+            seen_by_hook.append(written)
             reader.close()
         else:
             seen_by_hook.append(1)

@@ -16,12 +16,40 @@ another *process* holding SQLite's write lock (busy_timeout); a single PGM proce
 supported set-up (several processes share PostgreSQL). asyncpg prepares each statement once per
 connection and keeps it (its statement cache).
 
-Rule for callers: never await a provider or any other network call inside a write transaction.
+Group commit on SQLite. Since no statement suspends inside a write transaction, the writer lock is
+never contended, and each transaction used to pay its own BEGIN IMMEDIATE and COMMIT, the COMMIT writing
+the same table and index pages to the WAL again and again. Now the logical write transactions
+(`transaction()`, `single_statement()`) of one loop turn share one physical transaction, a batch:
+
+* the first opens it with BEGIN IMMEDIATE; each later one runs in a SAVEPOINT of its own, released when
+  its block ends without error, rolled back alone when it fails (the first, alone in the batch then, rolls
+  back the physical transaction instead);
+* the one that opened the batch yields the loop once, so the tasks ready in that turn join it, then runs
+  the COMMIT (or, when a logical transaction is running at that moment, that one commits at its end, for
+  a COMMIT must not cut it in two); a batch that holds SQLITE_GROUP_COMMIT_MAX commits at once;
+* the block of every member returns only once the COMMIT has run, and raises its error if it failed: a
+  failed COMMIT (or SQLite rolling the physical transaction back by itself, a full disk say) fails every
+  member of the batch. After-commit callbacks and outbox hooks run after it. A caller cancelled while it
+  waits for the COMMIT leaves its writes in the batch: they commit with it, as writes whose COMMIT
+  returned just before a cancellation would have;
+* other connections (snapshots, other processes) see a batch only once it is committed; a member sees
+  the writes of the members before it, in the order the writer lock gave them, as it would have had each
+  committed alone;
+* a single statement with no batch to join runs without BEGIN (sqlite3 commits it by itself: cheaper
+  than a batch of one); one that joins a batch and whose block fails after it ran keeps its statement, as
+  it does alone and on PostgreSQL.
+
+`group_commits` counts the COMMITs by batch size. PostgreSQL commits each transaction by itself on its
+own connection: nothing is grouped there.
+
+Rule for callers: never await a provider or any other network call inside a write transaction (on SQLite
+it would also hold back the COMMIT of every transaction of its batch).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -57,7 +85,7 @@ _PING = Sql("SELECT 1")
 class _Batch:
     """SQLite's open physical write transaction and the logical transactions that joined it."""
 
-    __slots__ = ("connection", "members", "waiting", "due")
+    __slots__ = ("connection", "due", "members", "waiting")
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
@@ -316,10 +344,9 @@ class Database:
             self._batch = None
         connection = batch.connection
         if connection.in_transaction:
-            try:
+            # If it fails, _writer() opens a new connection instead of this one, still in its transaction.
+            with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # _writer() opens a new connection instead of this one, still in its transaction
         for durable in batch.waiting:
             if not durable.done():
                 durable.set_exception(error)
