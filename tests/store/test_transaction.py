@@ -5,7 +5,9 @@ and the connections they run on."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -489,3 +491,21 @@ async def test_a_json_document_with_an_integer_beyond_64_bits_is_stored_and_read
     async with database.transaction() as tx:
         stored = await tx.payments.lock(payment.id)
         assert stored.saga_context == {"payRequestData": {"reference": huge, "list": [2**70]}}
+
+
+async def test_a_transaction_is_freed_when_its_block_ends_without_the_cyclic_collector(database: Database) -> None:
+    payment = a_payment()
+    gc.disable()  # only reference counting frees it now: a reference cycle would keep it
+    try:
+        async with database.transaction() as tx:
+            await tx.payments.add(payment)
+            await tx.outbox.add(an_outbox_message(payment.id))
+        freed = weakref.ref(tx)
+        del tx
+        async with database.snapshot() as tx:
+            assert await tx.payments.get(payment.id) is not None
+        read = weakref.ref(tx)
+        del tx
+        assert (freed(), read()) == (None, None)
+    finally:
+        gc.enable()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgm.store.records import Record, Table, from_row, snapshot
@@ -82,36 +81,39 @@ class Transaction:
         self.wrote_outbox = False
 
     # -- repositories -------------------------------------------------------------------------------
+    # A new one per use, not cached on the transaction: a cached repository (which refers to its transaction)
+    # made a reference cycle of every transaction, left to the cyclic garbage collector instead of freed when
+    # its block ends (3-5 % of the CPU, docs/performance.md); one costs a small object per use.
 
-    @cached_property
+    @property
     def payments(self) -> PaymentRepository:
         return PaymentRepository(self)
 
-    @cached_property
+    @property
     def outbox(self) -> OutboxRepository:
         return OutboxRepository(self)
 
-    @cached_property
+    @property
     def inbox(self) -> InboxRepository:
         return InboxRepository(self)
 
-    @cached_property
+    @property
     def callbacks(self) -> CallbackRepository:
         return CallbackRepository(self)
 
-    @cached_property
+    @property
     def saga_events(self) -> SagaEventRepository:
         return SagaEventRepository(self)
 
-    @cached_property
+    @property
     def settings(self) -> SettingRepository:
         return SettingRepository(self)
 
-    @cached_property
+    @property
     def operations(self) -> OperationsRepository:
         return OperationsRepository(self)
 
-    @cached_property
+    @property
     def sandbox(self) -> SandboxRepository:
         return SandboxRepository(self)
 
