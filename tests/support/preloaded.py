@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -107,6 +108,8 @@ class _Zygote:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        # Its socket and the launchers' pid files.
+        shutil.rmtree(self.socket_path.parent, ignore_errors=True)
 
 
 def _the_zygote() -> _Zygote | None:
