@@ -26,8 +26,18 @@ from pgm.crypto import timestamped_hmac
 LATE_SECONDS = 0.005
 EVENT_PATH = "/event"
 STATUS_PATH = "/payment-status"
-# How long the callback step waits for the processes to go idle before it creates its payments.
+# How long the callback step waits for the outbox to be empty, then for the processes to go idle, before it
+# creates its payments.
 CALLBACK_SETTLE_SECONDS = 90.0
+
+
+def pending_outbox_messages(metrics_text: str) -> float:
+    """The outbox messages still to deliver, from a Prometheus exposition of the PGM's /-/metrics."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("pgm_outbox_messages{") and 'status="PENDING"' in line
+    )
 
 
 @dataclass
@@ -123,6 +133,18 @@ class Target:
             before = now
         self.unsettled = True
         return self.cpu()
+
+    async def drain_outbox(self, timeout: float) -> None:
+        """Wait until the store has no outbox message left to deliver (`pgm_outbox_messages`, PENDING, read
+        from the first process's /-/metrics: the processes share one store). A backlog waiting out its
+        back-off costs no CPU, so `settle` alone can take it for idle; sets `unsettled` when time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = await self.pools[0].request("GET", "/-/metrics")
+            if status == 200 and pending_outbox_messages(body.decode()) == 0:
+                return
+            await asyncio.sleep(0.25)
+        self.unsettled = True
 
     async def reset(self) -> None:
         """Close idle client connections between phases."""
@@ -518,8 +540,12 @@ async def callbacks(target: Target, rate: float, duration: float, drain: float) 
             payment_ids[i] = str(created)
 
     # The previous step's backlog must not spill into these payments: an overloaded `v3 pay` step before
-    # this one can leave more than the usual 15 s of deliveries on PostgreSQL, so wait longer here.
+    # this one can leave its sandbox webhooks being retried for tens of seconds (in back-off, with the CPU
+    # idle between attempts), so wait for the outbox to be empty, then for the processes to be idle.
+    await target.drain_outbox(timeout=CALLBACK_SETTLE_SECONDS)
+    drained = not target.unsettled
     await target.settle(timeout=CALLBACK_SETTLE_SECONDS)
+    target.unsettled = target.unsettled or not drained
     carried_over = target.unsettled
     await asyncio.gather(*(create(i) for i in range(count)))
     await target.settle()  # their own notifications and webhooks are sent before the clock starts
